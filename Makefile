@@ -1,0 +1,125 @@
+# polymesh: `make up` starts the whole mesh, `make test` runs every test. Both install what
+# they need first (pinned), and reuse it on the next run.
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DELETE_ON_ERROR:
+.DEFAULT_GOAL := help
+MAKEFLAGS += --no-builtin-rules --no-print-directory
+
+CONSUL_VERSION := v1.22.3
+JAEGER_VERSION := v1.76.0 (v2.13.0)
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+BUF := tools/proto/node_modules/.bin/buf
+TOOLS := .tools/bin
+export GOFLAGS := -buildvcs=false
+export GOTOOLCHAIN := local
+
+say = @printf '\033[1m==> %s\033[0m\n' "$(1)"
+
+.PHONY: help
+help: ## List the targets
+	@grep -hE '^[a-z][a-z-]*:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+	@echo "  make logs service=NAME  logs of one service or instance"
+
+# --- installs (each is a file target: a second run reuses it) ----------------------------------
+$(VENV)/.installed: pyproject.toml requirements.lock
+	$(call say,Python venv with pinned packages)
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -c requirements.lock -e '.[test]'
+	@# xds-protos ships an old copy of opentelemetry/proto that overwrites opentelemetry-proto's
+	@# files (its exporter then fails to import): reinstall the real one last.
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check --force-reinstall --no-deps \
+		"opentelemetry-proto==$$(grep -i '^opentelemetry-proto==' requirements.lock | cut -d= -f3)"
+	touch $@
+
+$(TOOLS)/consul: tools/consul/go.mod tools/consul/go.sum
+	$(call say,building Consul $(CONSUL_VERSION) from its Go module (first time: a few minutes))
+	cd tools/consul && go build -trimpath -o ../../$@ github.com/hashicorp/consul
+
+$(TOOLS)/jaeger: tools/jaeger/go.mod tools/jaeger/go.sum
+	$(call say,building Jaeger $(JAEGER_VERSION) from its Go module (first time: a few minutes))
+	cd tools/jaeger && go build -trimpath -o ../../$@ github.com/jaegertracing/jaeger/cmd/jaeger
+
+$(TOOLS)/protoc-gen-go $(TOOLS)/protoc-gen-go-grpc &: tools/protoc-gen/go.mod tools/protoc-gen/go.sum
+	$(call say,building protoc-gen-go and protoc-gen-go-grpc)
+	cd tools/protoc-gen && go build -o ../../$(TOOLS)/ google.golang.org/protobuf/cmd/protoc-gen-go google.golang.org/grpc/cmd/protoc-gen-go-grpc
+
+tools/proto/node_modules/.installed: tools/proto/package.json tools/proto/package-lock.json
+	$(call say,buf and ts-proto from npm)
+	cd tools/proto && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+PROTO_TOOLS := $(VENV)/.installed $(TOOLS)/protoc-gen-go $(TOOLS)/protoc-gen-go-grpc tools/proto/node_modules/.installed
+
+.PHONY: tools
+tools: $(VENV)/.installed $(TOOLS)/consul $(TOOLS)/jaeger $(PROTO_TOOLS) ## Install and build every tool (pinned)
+
+# --- our own builds -------------------------------------------------------------------------------
+INVENTORY_SOURCES := $(shell find services/inventory gen/go -name '*.go' -o -name 'go.mod' -o -name 'go.sum' -o -name '*.json' 2>/dev/null)
+.build/inventory: $(INVENTORY_SOURCES)
+	$(call say,building inventory (Go))
+	cd services/inventory && go build -o ../../$@ ./cmd/inventory
+
+services/pricing/node_modules/.installed: services/pricing/package.json services/pricing/package-lock.json
+	$(call say,pricing's npm packages)
+	cd services/pricing && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+PRICING_SOURCES := $(shell find services/pricing/src gen/ts -name '*.ts' 2>/dev/null) services/pricing/tsconfig.json
+services/pricing/dist/.built: services/pricing/node_modules/.installed $(PRICING_SOURCES)
+	$(call say,building pricing (TypeScript))
+	cd services/pricing && npm run --silent build
+	touch $@
+
+.PHONY: build
+build: $(VENV)/.installed $(TOOLS)/consul $(TOOLS)/jaeger .build/inventory services/pricing/dist/.built ## Build everything the mesh runs
+
+# --- contracts ------------------------------------------------------------------------------------
+.PHONY: proto
+proto: $(PROTO_TOOLS) ## Format, lint and regenerate code for every language from protos/
+	$(BUF) format -w
+	$(BUF) lint
+	rm -rf gen/python/shop gen/ts gen/go/shop
+	$(BUF) generate
+
+.PHONY: proto-check
+proto-check: $(PROTO_TOOLS) ## Lint, format check, breaking check against main
+	$(BUF) lint
+	$(BUF) format --diff --exit-code
+	@if git rev-parse --verify --quiet main >/dev/null; then \
+		echo "buf breaking --against .git#branch=main"; $(BUF) breaking --against '.git#branch=main'; \
+	else echo "no main branch here: breaking check skipped"; fi
+
+# --- the mesh -------------------------------------------------------------------------------------
+.PHONY: up
+up: build ## Start the whole mesh and wait until every instance is healthy
+	$(PY) -m mesh.runner up
+
+.PHONY: down
+down: ## Stop every process the mesh started
+	@if [ -x $(PY) ]; then $(PY) -m mesh.runner down; else echo "nothing to stop"; fi
+
+.PHONY: status
+status: ## Show every instance, its health and restarts
+	@$(PY) -m mesh.runner status
+
+.PHONY: logs
+logs: ## Show recent logs (make logs service=NAME for one)
+	@$(PY) -m mesh.runner logs $(if $(service),--service $(service)) $(if $(follow),--follow)
+
+# --- tests ----------------------------------------------------------------------------------------
+.PHONY: test
+test: build $(PROTO_TOOLS) ## Run every test: contracts, Go, TypeScript, Python (unit, integration, end to end)
+	$(MAKE) proto-check
+	$(call say,Go tests)
+	cd services/inventory && go vet ./... && go test ./...
+	$(call say,TypeScript tests)
+	cd services/pricing && npm test
+	$(call say,Python tests)
+	$(PY) -m pytest
+
+.PHONY: clean
+clean: down ## Remove builds and run state (keeps the tool builds in .tools)
+	rm -rf .build .run services/pricing/dist

@@ -1,0 +1,1 @@
+"""polymesh: the mesh runtime, the xDS control plane, the local runner and meshctl."""

@@ -1,0 +1,5 @@
+import sys
+
+from mesh.runner.cli import main
+
+sys.exit(main())

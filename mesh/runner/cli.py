@@ -1,0 +1,223 @@
+"""`python -m mesh.runner up|down|status|logs` (what the Makefile's targets call)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import pathlib
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+from mesh.runner import probes, topology
+from mesh.runner.supervisor import Supervisor
+
+UP_TIMEOUT = 120.0
+DOWN_TIMEOUT = 30.0
+
+
+def _alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie child of ours counts as gone.
+    try:
+        return pathlib.Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _state(run_dir: pathlib.Path) -> dict | None:
+    try:
+        return json.loads((run_dir / "state.json").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _running(run_dir: pathlib.Path) -> dict | None:
+    state = _state(run_dir)
+    return state if state and not state["stopped"] and _alive(state["supervisor_pid"]) else None
+
+
+def _port_taken(port: int) -> bool:
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+    return False
+
+
+def _ports(processes: list[topology.Process], offset: int) -> list[int]:
+    ports = {p.port for p in processes} | {p.admin_port for p in processes if p.admin_port}
+    ports |= {base + offset for base in topology.BASE_PORTS.values()}
+    return sorted(port for port in ports if port)
+
+
+def _health(process: dict, spec: topology.Process, checks: dict[str, str]) -> str:
+    kind, target = spec.ready
+    if not process.get("pid"):
+        return "down"
+    if kind == "consul":
+        return checks.get(target, "unregistered")
+    ok = probes.http_ok(target) if kind == "http" else probes.grpc_serving(target)
+    return "passing" if ok else "starting"
+
+
+def _table(run_dir: pathlib.Path, offset: int) -> tuple[str, bool]:
+    state = _state(run_dir) or {"processes": []}
+    specs = {p.name: p for p in topology.build(run_dir, offset)}
+    checks = probes.consul_checks(f"127.0.0.1:{topology.Ports(offset).consul_http}")
+    rows = [("INSTANCE", "SERVICE", "LANGUAGE", "VERSION", "ADDRESS", "ADMIN", "PID", "RESTARTS", "HEALTH")]
+    healthy = True
+    for process in state["processes"]:
+        spec = specs.get(process["name"])
+        if spec is None:
+            continue
+        health = _health(process, spec, checks)
+        healthy &= health == "passing"
+        rows.append((
+            process["name"], process["service"] or "-", process["language"] or "-", process["version"] or "-",
+            f"127.0.0.1:{process['port']}", str(process["admin_port"] or "-"), str(process["pid"] or "-"),
+            str(process["restarts"]), health,
+        ))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    text = "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows)
+    return text, healthy and len(rows) > 1
+
+
+def _addresses(offset: int) -> str:
+    return "\n".join(f"  {name:<20} {url}" for name, url in topology.addresses(offset).items())
+
+
+def up(run_dir: pathlib.Path, offset: int) -> int:
+    started = time.monotonic()
+    if _running(run_dir):
+        print("the mesh is already up")
+        return status(run_dir, offset)
+    processes = topology.build(run_dir, offset)
+    taken = [port for port in _ports(processes, offset) if _port_taken(port)]
+    if taken:
+        print(f"cannot start: ports already in use on 127.0.0.1: {', '.join(map(str, taken))}", file=sys.stderr)
+        print("(another mesh? `make down`, or set MESH_PORT_OFFSET)", file=sys.stderr)
+        return 1
+    (run_dir / "logs").mkdir(parents=True, exist_ok=True)
+    with open(run_dir / "logs" / "supervisor.log", "ab") as out:
+        subprocess.Popen(
+            [sys.executable, "-m", "mesh.runner", "supervise"],
+            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+            env={**os.environ, "MESH_RUN_DIR": str(run_dir), "MESH_PORT_OFFSET": str(offset)},
+        )
+    print(f"starting {len(processes)} processes (logs in {run_dir / 'logs'})")
+    ready: set[str] = set()
+    consul_http = f"127.0.0.1:{topology.Ports(offset).consul_http}"
+    deadline = started + UP_TIMEOUT
+    while time.monotonic() < deadline:
+        checks = probes.consul_checks(consul_http)
+        state = _state(run_dir) or {"processes": []}
+        pids = {p["name"]: p["pid"] for p in state["processes"]}
+        for spec in processes:
+            if spec.name in ready or not pids.get(spec.name):
+                continue
+            if _health({"pid": pids[spec.name]}, spec, checks) == "passing":
+                ready.add(spec.name)
+                print(f"  ready  {spec.name:<14} {time.monotonic() - started:5.1f} s", flush=True)
+        if len(ready) == len(processes):
+            break
+        time.sleep(0.2)
+    else:
+        missing = [p.name for p in processes if p.name not in ready]
+        print(f"\nnot healthy after {UP_TIMEOUT:.0f} s: {', '.join(missing)}", file=sys.stderr)
+        for name in missing:
+            print(f"\n--- last lines of {name}.log ---", file=sys.stderr)
+            print(_tail(run_dir / "logs" / f"{name}.log", 15), file=sys.stderr)
+        down(run_dir, offset)
+        return 1
+    table, _ = _table(run_dir, offset)
+    print(f"\nthe mesh is up in {time.monotonic() - started:.1f} s\n\n{table}\n\n{_addresses(offset)}")
+    return 0
+
+
+def down(run_dir: pathlib.Path, offset: int) -> int:
+    state = _state(run_dir)
+    if not state:
+        print("nothing to stop")
+        return 0
+    supervisor = state["supervisor_pid"]
+    if _alive(supervisor):
+        os.kill(supervisor, signal.SIGTERM)
+        deadline = time.monotonic() + DOWN_TIMEOUT
+        while _alive(supervisor) and time.monotonic() < deadline:
+            time.sleep(0.1)
+    state = _state(run_dir) or state
+    # Anything still alive (supervisor killed hard, or stuck) is stopped by the PID we recorded.
+    leftovers = [p["pid"] for p in state["processes"] if _alive(p["pid"])]
+    if _alive(supervisor):
+        leftovers.append(supervisor)
+    for pid in leftovers:
+        os.kill(pid, signal.SIGKILL)
+    busy = [port for port in _ports(topology.build(run_dir, offset), offset) if _port_taken(port)]
+    (run_dir / "state.json").unlink(missing_ok=True)
+    print(f"stopped {len(state['processes'])} processes" + (f" ({len(leftovers)} killed)" if leftovers else ""))
+    if busy:
+        print(f"warning: ports still in use: {', '.join(map(str, busy))}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def status(run_dir: pathlib.Path, offset: int) -> int:
+    if not _running(run_dir):
+        print("the mesh is down (make up starts it)")
+        return 1
+    table, healthy = _table(run_dir, offset)
+    print(f"{table}\n\n{_addresses(offset)}")
+    return 0 if healthy else 3
+
+
+def _tail(path: pathlib.Path, lines: int) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def logs(run_dir: pathlib.Path, offset: int, service: str | None, lines: int, follow: bool) -> int:
+    names = [p.name for p in topology.build(run_dir, offset) if not service or service in (p.name, p.service)]
+    if not names:
+        print(f"no instance or service named {service!r}", file=sys.stderr)
+        return 2
+    paths = [run_dir / "logs" / f"{name}.log" for name in names]
+    if follow:
+        return subprocess.call(["tail", "-n", str(lines), "-F", *map(str, paths)])
+    for name, path in zip(names, paths):
+        print(f"==> {name} <==\n{_tail(path, lines)}\n")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m mesh.runner", description=__doc__)
+    parser.add_argument("command", choices=["up", "down", "status", "logs", "supervise"])
+    parser.add_argument("--service", help="logs: one service or instance")
+    parser.add_argument("--lines", type=int, default=40)
+    parser.add_argument("--follow", action="store_true")
+    args = parser.parse_args(argv)
+    run_dir, offset = topology.run_dir_from_env(), topology.offset_from_env()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if args.command == "supervise":
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+        processes = topology.build(run_dir, offset)
+        Supervisor(processes, run_dir, f"127.0.0.1:{topology.Ports(offset).consul_http}").run()
+        return 0
+    if args.command == "logs":
+        return logs(run_dir, offset, args.service, args.lines, args.follow)
+    return {"up": up, "down": down, "status": status}[args.command](run_dir, offset)

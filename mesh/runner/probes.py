@@ -1,0 +1,47 @@
+"""Is a process ready? HTTP 200, gRPC health SERVING, or its Consul checks passing."""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+TIMEOUT = 0.5
+
+
+def http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=TIMEOUT) as reply:
+            body = reply.read()
+            # Consul answers /v1/status/leader with "" until it has elected itself.
+            return reply.status == 200 and body.strip() not in (b"", b'""')
+    except (OSError, urllib.error.URLError):
+        return False
+
+
+def grpc_serving(address: str) -> bool:
+    with grpc.insecure_channel(address) as channel:
+        try:
+            reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=TIMEOUT)
+        except grpc.RpcError:
+            return False
+    return reply.status == health_pb2.HealthCheckResponse.SERVING
+
+
+def consul_checks(consul_http: str) -> dict[str, str]:
+    """Service id -> worst check status among that service's checks on the local agent."""
+    try:
+        with urllib.request.urlopen(f"http://{consul_http}/v1/agent/checks", timeout=TIMEOUT) as reply:
+            checks = json.load(reply)
+    except (OSError, urllib.error.URLError, ValueError):
+        return {}
+    order = {"passing": 0, "warning": 1, "critical": 2}
+    worst: dict[str, str] = {}
+    for check in checks.values():
+        sid = check.get("ServiceID")
+        if sid and order.get(check["Status"], 2) >= order.get(worst.get(sid, "passing"), 0):
+            worst[sid] = check["Status"]
+    return worst

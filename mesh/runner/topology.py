@@ -1,0 +1,146 @@
+"""What `make up` runs, in start order, with every port derived from one offset so that a test
+mesh (MESH_PORT_OFFSET) can run beside a developer's."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import pathlib
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+TOOLS = ROOT / ".tools" / "bin"
+BUILD = ROOT / ".build"
+PYTHON = ROOT / ".venv" / "bin" / "python"
+
+
+@dataclasses.dataclass(frozen=True)
+class Process:
+    name: str  # unique: the instance id for mesh instances
+    wave: int  # waves start in order; a wave starts once the previous one is ready
+    command: tuple[str, ...]
+    env: dict[str, str]
+    ready: tuple[str, str]  # (probe kind, target): ("http", url) | ("grpc", host:port) | ("consul", instance id)
+    service: str = ""  # empty for infrastructure
+    language: str = ""
+    version: str = ""
+    port: int = 0
+    admin_port: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class Ports:
+    offset: int = 0
+
+    def __getattr__(self, name: str) -> int:
+        return BASE_PORTS[name] + self.offset
+
+
+BASE_PORTS = {
+    "consul_http": 8500, "consul_grpc": 8502, "consul_grpc_tls": 8503, "consul_server": 8300,
+    "consul_serf_lan": 8301, "consul_serf_wan": 8302,
+    "otlp_grpc": 4317, "otlp_http": 4318, "jaeger_query": 16686, "jaeger_query_grpc": 16685,
+    "jaeger_health": 13133, "xds": 18000, "gateway": 8080,
+}
+
+# (instance, service, language, version, business port, admin port, extra env)
+INSTANCES = (
+    ("catalog", "catalog", "python", "v1", 50051, 19051, {}),
+    ("payments", "payments", "python", "v1", 50081, 19081, {}),
+    ("pricing-v1", "pricing", "typescript", "v1", 50061, 19061, {"PRICING_PROMOTION_PERCENT": "0"}),
+    ("pricing-v2", "pricing", "typescript", "v2", 50062, 19062, {"PRICING_PROMOTION_PERCENT": "10"}),
+    ("inventory-1", "inventory", "go", "v1", 50071, 19071, {}),
+    ("inventory-2", "inventory", "go", "v1", 50072, 19072, {}),
+    ("orders", "orders", "python", "v1", 50091, 19091, {}),
+    ("gateway", "gateway", "python", "v1", 8080, 19080, {}),
+)
+
+
+def command_for(service: str, language: str) -> tuple[str, ...]:
+    if language == "python":
+        return (str(PYTHON), "-m", f"services.{service}")
+    if language == "go":
+        return (str(BUILD / service),)
+    return ("node", str(ROOT / "services" / service / "dist" / "main.js"))
+
+
+def bootstrap(xds_port: int, instance: str, service: str) -> dict:
+    return {
+        "xds_servers": [
+            {
+                "server_uri": f"127.0.0.1:{xds_port}",
+                "channel_creds": [{"type": "insecure"}],
+                "server_features": ["xds_v3"],
+            }
+        ],
+        "node": {"id": instance, "cluster": service, "locality": {"zone": "local"}},
+        "server_listener_resource_name_template": "grpc/server?xds.resource.listening_address=%s",
+    }
+
+
+def build(run_dir: pathlib.Path, offset: int = 0) -> list[Process]:
+    p = Ports(offset)
+    consul_addr = f"127.0.0.1:{p.consul_http}"
+    infra = [
+        Process(
+            "consul", 1,
+            (str(TOOLS / "consul"), "agent", "-dev", "-bind=127.0.0.1", "-client=127.0.0.1", "-log-json",
+             "-node=polymesh", f"-http-port={p.consul_http}", f"-grpc-port={p.consul_grpc}",
+             f"-grpc-tls-port={p.consul_grpc_tls}", f"-server-port={p.consul_server}",
+             f"-serf-lan-port={p.consul_serf_lan}", f"-serf-wan-port={p.consul_serf_wan}", "-dns-port=-1"),
+            {}, ("http", f"http://{consul_addr}/v1/status/leader"), port=p.consul_http,
+        ),
+        Process(
+            "jaeger", 1,
+            (str(TOOLS / "jaeger"), "--config", str(ROOT / "mesh" / "runner" / "jaeger.yaml")),
+            {
+                "JAEGER_OTLP_GRPC_PORT": str(p.otlp_grpc), "JAEGER_OTLP_HTTP_PORT": str(p.otlp_http),
+                "JAEGER_QUERY_PORT": str(p.jaeger_query), "JAEGER_QUERY_GRPC_PORT": str(p.jaeger_query_grpc),
+                "JAEGER_HEALTH_PORT": str(p.jaeger_health),
+            },
+            ("http", f"http://127.0.0.1:{p.jaeger_health}/status"), port=p.jaeger_query,
+        ),
+        Process(
+            "control-plane", 2, (str(PYTHON), "-m", "mesh.xds"),
+            {"MESH_XDS_HOST": "127.0.0.1", "MESH_XDS_PORT": str(p.xds), "CONSUL_HTTP_ADDR": consul_addr,
+             "OTEL_SERVICE_NAME": "control-plane"},
+            ("grpc", f"127.0.0.1:{p.xds}"), port=p.xds,
+        ),
+    ]
+    xds_dir = run_dir / "xds"
+    xds_dir.mkdir(parents=True, exist_ok=True)
+    instances = []
+    for instance, service, language, version, port, admin, extra in INSTANCES:
+        port, admin = port + offset, admin + offset
+        boot = xds_dir / f"{instance}.json"
+        boot.write_text(json.dumps(bootstrap(p.xds, instance, service), indent=2))
+        env = {
+            "OTEL_SERVICE_NAME": service, "MESH_SERVICE_VERSION": version, "MESH_INSTANCE_ID": instance,
+            "MESH_HOST": "127.0.0.1", "MESH_PORT": str(port), "MESH_ADMIN_PORT": str(admin),
+            "MESH_DATA_DIR": str(run_dir / "data"), "CONSUL_HTTP_ADDR": consul_addr,
+            "GRPC_XDS_BOOTSTRAP": str(boot), "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{p.otlp_grpc}",
+            **extra,
+        }
+        instances.append(
+            Process(instance, 3, command_for(service, language), env, ("consul", instance),
+                    service=service, language=language, version=version, port=port, admin_port=admin)
+        )
+    return infra + instances
+
+
+def addresses(offset: int = 0) -> dict[str, str]:
+    p = Ports(offset)
+    return {
+        "gateway": f"http://127.0.0.1:{p.gateway}",
+        "consul UI": f"http://127.0.0.1:{p.consul_http}/ui",
+        "jaeger query API": f"http://127.0.0.1:{p.jaeger_query}/api/v3/services",
+        "control plane (ADS)": f"127.0.0.1:{p.xds}",
+    }
+
+
+def run_dir_from_env() -> pathlib.Path:
+    return pathlib.Path(os.environ.get("MESH_RUN_DIR", ROOT / ".run")).resolve()
+
+
+def offset_from_env() -> int:
+    return int(os.environ.get("MESH_PORT_OFFSET", "0"))

@@ -1,0 +1,147 @@
+"""Configuration from environment variables, parsed once, failing fast on every bad value.
+
+`EnvReader` collects every problem instead of stopping at the first, so a user who got three
+variables wrong reads about all three in one run (see docs/runtime-contract.md).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections.abc import Mapping
+
+__all__ = ["ConfigError", "EnvReader", "InstanceConfig", "load_instance_config"]
+
+TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
+FALSE_WORDS = frozenset({"0", "false", "no", "off"})
+LOG_LEVELS = ("debug", "info", "warn", "error")
+
+
+class ConfigError(ValueError):
+    """One or more environment variables are invalid; the message names all of them."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("invalid configuration: " + "; ".join(problems))
+
+
+class EnvReader:
+    """Reads typed values from an environment mapping and remembers every bad one."""
+
+    def __init__(self, environ: Mapping[str, str] | None = None) -> None:
+        self._environ = os.environ if environ is None else environ
+        self._problems: list[str] = []
+
+    def _raw(self, name: str) -> str | None:
+        value = self._environ.get(name)
+        return None if value is None or value.strip() == "" else value.strip()
+
+    def string(self, name: str, default: str, *, choices: tuple[str, ...] | None = None) -> str:
+        value = self._raw(name)
+        if value is None:
+            return default
+        if choices is not None and value.lower() not in choices:
+            self._problems.append(f"{name}: must be one of {', '.join(choices)}: {json.dumps(value)}")
+            return default
+        return value.lower() if choices is not None else value
+
+    def required(self, name: str) -> str:
+        value = self._raw(name)
+        if value is None:
+            self._problems.append(f"{name}: required")
+            return ""
+        return value
+
+    def integer(self, name: str, default: int, *, minimum: int | None = None, maximum: int | None = None) -> int:
+        value = self._raw(name)
+        if value is None:
+            return default
+        try:
+            number = int(value)
+        except ValueError:
+            self._problems.append(f"{name}: not an integer: {json.dumps(value)}")
+            return default
+        if minimum is not None and number < minimum or maximum is not None and number > maximum:
+            self._problems.append(f"{name}: must be between {minimum} and {maximum}: {number}")
+            return default
+        return number
+
+    def seconds(self, name: str, default: float) -> float:
+        value = self._raw(name)
+        if value is None:
+            return default
+        try:
+            number = float(value)
+        except ValueError:
+            self._problems.append(f"{name}: not a number of seconds: {json.dumps(value)}")
+            return default
+        if number <= 0:
+            self._problems.append(f"{name}: must be > 0: {value}")
+            return default
+        return number
+
+    def boolean(self, name: str, default: bool) -> bool:
+        value = self._raw(name)
+        if value is None:
+            return default
+        if value.lower() in TRUE_WORDS:
+            return True
+        if value.lower() in FALSE_WORDS:
+            return False
+        self._problems.append(f"{name}: not a boolean (true/false): {json.dumps(value)}")
+        return default
+
+    def finish(self) -> None:
+        """Raise ConfigError naming every bad variable seen so far."""
+        if self._problems:
+            raise ConfigError(list(self._problems))
+
+
+@dataclasses.dataclass(frozen=True)
+class InstanceConfig:
+    """What every mesh instance reads; see docs/runtime-contract.md for each variable."""
+
+    service_name: str
+    service_version: str
+    instance_id: str
+    host: str
+    port: int
+    admin_port: int
+    data_dir: str
+    drain_timeout: float
+    log_level: str
+    register: bool
+    consul_http_addr: str
+    xds_bootstrap: str
+    otlp_endpoint: str
+    traces_exporter: str
+
+
+def load_instance_config(
+    default_service_name: str, environ: Mapping[str, str] | None = None, reader: EnvReader | None = None
+) -> InstanceConfig:
+    """Parse the contract's variables. Pass `reader` to add a service's own variables before
+    calling `reader.finish()` yourself; without it, finish() is called here."""
+    env = os.environ if environ is None else environ
+    r = reader or EnvReader(env)
+    name = r.string("OTEL_SERVICE_NAME", default_service_name)
+    config = InstanceConfig(
+        service_name=name,
+        service_version=r.string("MESH_SERVICE_VERSION", "v1"),
+        instance_id=r.string("MESH_INSTANCE_ID", f"{name}-{os.getpid()}"),
+        host=r.string("MESH_HOST", "127.0.0.1"),
+        port=r.integer("MESH_PORT", 0, minimum=0, maximum=65535),
+        admin_port=r.integer("MESH_ADMIN_PORT", 0, minimum=0, maximum=65535),
+        data_dir=r.string("MESH_DATA_DIR", "data"),
+        drain_timeout=r.seconds("MESH_DRAIN_TIMEOUT", 5.0),
+        log_level=r.string("MESH_LOG_LEVEL", "info", choices=LOG_LEVELS),
+        register=r.boolean("MESH_REGISTER", True),
+        consul_http_addr=r.string("CONSUL_HTTP_ADDR", "127.0.0.1:8500"),
+        xds_bootstrap=r.required("GRPC_XDS_BOOTSTRAP"),
+        otlp_endpoint=r.string("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4317"),
+        traces_exporter=r.string("OTEL_TRACES_EXPORTER", "otlp", choices=("otlp", "none")),
+    )
+    if reader is None:
+        r.finish()
+    return config

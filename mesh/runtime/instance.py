@@ -1,0 +1,217 @@
+"""The life of one mesh instance (docs/runtime-contract.md, "Life of an instance").
+
+A service supplies its servicers; `Instance` starts the xDS-managed business server and the plain
+admin server (health + reflection), waits for the control plane's listener, turns health to
+SERVING, registers in Consul, and on SIGTERM/SIGINT goes NOT_SERVING, deregisters, drains and
+flushes spans before exiting.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent import futures
+
+import consul
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from mesh.runtime import logs, tracing
+from mesh.runtime.config import ConfigError, EnvReader, InstanceConfig, load_instance_config
+from mesh.runtime.errors import ErrorInterceptor
+
+__all__ = ["Servicer", "Instance", "run", "xds_channel", "CONFIG_ERROR_EXIT"]
+
+log = logging.getLogger(__name__)
+
+CONFIG_ERROR_EXIT = 2
+LANGUAGE = "python"
+# How long to wait for the control plane's listener before giving up (grpcio itself gives up
+# on a missing listener resource after 15 s and logs "not serving").
+LISTENER_WAIT_SECONDS = 30.0
+BUSINESS_WORKERS = 16
+
+
+@dataclasses.dataclass(frozen=True)
+class Servicer:
+    """One gRPC service of an instance: its full name and how to add it to a server."""
+
+    name: str  # e.g. "shop.catalog.v1.CatalogService"
+    add_to_server: Callable[[grpc.Server], None]
+
+
+def xds_channel(target_service: str) -> grpc.Channel:
+    """A traced channel to `xds:///NAME`; TLS comes from the control plane when policy asks."""
+    credentials = grpc.xds_channel_credentials(grpc.experimental.insecure_channel_credentials())
+    return tracing.traced_channel(grpc.secure_channel(f"xds:///{target_service}", credentials))
+
+
+def _free_port(host: str) -> int:
+    with socket.socket() as probe:
+        probe.bind((host, 0))
+        return probe.getsockname()[1]
+
+
+def _accepts(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.2):
+            return True
+    except OSError:
+        return False
+
+
+class Instance:
+    def __init__(self, config: InstanceConfig, servicers: Sequence[Servicer], *, port: int | None = None) -> None:
+        """`port` set means the business port is served by someone else (the gateway's HTTP
+        server): no xDS-managed gRPC server is started and that port is what Consul gets."""
+        self.config = config
+        self.servicers = list(servicers)
+        self._serve_grpc = port is None
+        self.port = port if port is not None else (config.port or _free_port(config.host))
+        self.admin_port = 0
+        self.health = health.HealthServicer(
+            experimental_non_blocking=True,
+            experimental_thread_pool=futures.ThreadPoolExecutor(max_workers=2),
+        )
+        self._business: grpc.Server | None = None
+        self._admin: grpc.Server | None = None
+        self._consul = consul.Consul(*_split_host_port(config.consul_http_addr))
+        self._registered = False
+        self._stopped = threading.Event()
+
+    # -- start -------------------------------------------------------------------------------
+    def start(self) -> None:
+        names = [s.name for s in self.servicers]
+        self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+        self._admin = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self._admin)
+        reflection.enable_server_reflection(
+            (*names, health.SERVICE_NAME, reflection.SERVICE_NAME), self._admin
+        )
+        self.admin_port = self._admin.add_insecure_port(f"{self.config.host}:{self.config.admin_port}")
+        self._admin.start()
+        if self._serve_grpc:
+            self._start_business_server()
+        self._set_health(health_pb2.HealthCheckResponse.SERVING)
+        if self.config.register:
+            self._register()
+        log.info("serving", extra={"port": self.port, "admin_port": self.admin_port, "services": names})
+
+    def _start_business_server(self) -> None:
+        self._business = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=BUSINESS_WORKERS),
+            interceptors=[*tracing.traced_server_interceptors(), ErrorInterceptor()],
+            xds=True,
+        )
+        for servicer in self.servicers:
+            servicer.add_to_server(self._business)
+        credentials = grpc.xds_server_credentials(grpc.insecure_server_credentials())
+        self._business.add_secure_port(f"{self.config.host}:{self.port}", credentials)
+        self._business.start()
+        log.info("waiting for the control plane's listener", extra={"port": self.port, "admin_port": self.admin_port})
+        self._wait_for_listener()
+
+    def _wait_for_listener(self) -> None:
+        deadline = time.monotonic() + LISTENER_WAIT_SECONDS
+        while not _accepts(self.config.host, self.port):
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"the control plane sent no listener for {self.config.host}:{self.port} "
+                    f"within {LISTENER_WAIT_SECONDS:.0f} s (is it running? GRPC_XDS_BOOTSTRAP={self.config.xds_bootstrap})"
+                )
+            time.sleep(0.05)
+
+    def _set_health(self, status) -> None:
+        for name in ("", *(s.name for s in self.servicers)):
+            self.health.set(name, status)
+
+    def _register(self) -> None:
+        c = self.config
+        self._consul.agent.service.register(
+            c.service_name,
+            service_id=c.instance_id,
+            address=c.host,
+            port=self.port,
+            tags=[c.service_version, LANGUAGE],
+            meta={
+                "version": c.service_version,
+                "language": LANGUAGE,
+                "admin_port": str(self.admin_port),
+                "protocol": "grpc" if self._serve_grpc else "http",
+            },
+            check=consul.Check.grpc(f"{c.host}:{self.admin_port}", "1s", timeout="1s", deregister="30s"),
+        )
+        self._registered = True
+        log.info("registered in Consul", extra={"consul": c.consul_http_addr})
+
+    # -- stop --------------------------------------------------------------------------------
+    def stop(self) -> None:
+        """NOT_SERVING -> deregister -> drain (bounded) -> flush spans. Safe to call twice."""
+        if self._stopped.is_set():
+            return
+        self._stopped.set()
+        self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+        if self._registered:
+            try:
+                self._consul.agent.service.deregister(self.config.instance_id)
+                log.info("deregistered from Consul")
+            except Exception as error:  # Consul down must not block the shutdown.
+                log.warning("could not deregister from Consul: %s", error)
+        drains = [s.stop(self.config.drain_timeout) for s in (self._business, self._admin) if s is not None]
+        for done in drains:
+            done.wait(self.config.drain_timeout + 1)
+        log.info("stopped")
+
+    def wait_for_signal(self) -> None:
+        stop_requested = threading.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: stop_requested.set())
+        stop_requested.wait()
+        log.info("shutting down on signal")
+        self.stop()
+
+
+def _split_host_port(address: str) -> tuple[str, int]:
+    address = address.removeprefix("http://")
+    host, _, port = address.rpartition(":")
+    return host or "127.0.0.1", int(port or 8500)
+
+
+def run(
+    default_service_name: str,
+    make_servicers: Callable[[InstanceConfig, object], Sequence[Servicer]],
+    read_settings: Callable[[EnvReader], object] = lambda reader: None,
+) -> None:
+    """Entry point shared by the Python services. `read_settings` reads the service's own
+    variables (reported together with the contract's); `make_servicers` builds the servicers
+    once logging, tracing and the data folder are ready."""
+    reader = EnvReader()
+    try:
+        config = load_instance_config(default_service_name, reader=reader)
+        settings = read_settings(reader)
+        reader.finish()
+    except ConfigError as error:
+        print(f"{default_service_name}: {error}", file=sys.stderr)
+        sys.exit(CONFIG_ERROR_EXIT)
+    logs.configure(config.service_name, config.instance_id, config.log_level)
+    provider = tracing.setup_tracing(config)
+    os.makedirs(config.data_dir, exist_ok=True)
+    instance = Instance(config, make_servicers(config, settings))
+    code = 0
+    try:
+        instance.start()
+        instance.wait_for_signal()
+    except Exception:
+        log.exception("instance failed")
+        instance.stop()
+        code = 1
+    provider.shutdown()
+    sys.exit(code)

@@ -1,0 +1,72 @@
+"""OpenTelemetry for a mesh instance: SDK, OTLP export, W3C context, gRPC interceptors.
+
+Health checks and reflection are excluded from tracing: the Consul agent checks every instance
+every second, and those spans would bury the requests people come to Jaeger for.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import grpc
+from opentelemetry import propagate, trace
+from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+from opentelemetry.instrumentation.grpc import (
+    aio_client_interceptors,
+    client_interceptor,
+    filters,
+    server_interceptor,
+)
+from opentelemetry.propagators.composite import CompositePropagator
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+from opentelemetry.baggage.propagation import W3CBaggagePropagator
+
+from mesh.runtime.config import InstanceConfig
+
+__all__ = ["setup_tracing", "traced_channel", "traced_server_interceptors", "aio_traced_interceptors"]
+
+log = logging.getLogger(__name__)
+
+UNTRACED_SERVICES = (
+    "grpc.health.v1.Health",
+    "grpc.reflection.v1alpha.ServerReflection",
+    "grpc.reflection.v1.ServerReflection",
+)
+
+
+def _rpc_filter():
+    return filters.negate(filters.any_of(*(filters.service_name(name) for name in UNTRACED_SERVICES)))
+
+
+def setup_tracing(config: InstanceConfig, exporter: SpanExporter | None = None) -> TracerProvider:
+    """Install the global tracer provider. `exporter` overrides OTLP (tests pass an in-memory one)."""
+    resource = Resource.create(
+        {
+            "service.name": config.service_name,
+            "service.version": config.service_version,
+            "service.instance.id": config.instance_id,
+        }
+    )
+    provider = TracerProvider(resource=resource)
+    if exporter is None and config.traces_exporter == "otlp":
+        exporter = OTLPSpanExporter(endpoint=config.otlp_endpoint, insecure=True)
+    if exporter is not None:
+        provider.add_span_processor(BatchSpanProcessor(exporter))
+    trace.set_tracer_provider(provider)
+    propagate.set_global_textmap(CompositePropagator([TraceContextTextMapPropagator(), W3CBaggagePropagator()]))
+    return provider
+
+
+def traced_server_interceptors() -> list[grpc.ServerInterceptor]:
+    return [server_interceptor(filter_=_rpc_filter())]
+
+
+def traced_channel(channel: grpc.Channel) -> grpc.Channel:
+    return grpc.intercept_channel(channel, client_interceptor(filter_=_rpc_filter()))
+
+
+def aio_traced_interceptors() -> list:
+    return aio_client_interceptors(filter_=_rpc_filter())

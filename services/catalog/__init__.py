@@ -1,0 +1,1 @@
+"""catalog: products with base prices in USD, in SQLite, seeded from seed.json."""

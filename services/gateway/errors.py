@@ -1,0 +1,76 @@
+"""gRPC statuses as HTTP errors: `{"error": {"code", "message", "details"}}`."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import grpc
+from aiohttp import web
+from google.protobuf import json_format
+from google.rpc import error_details_pb2, status_pb2
+
+from mesh.runtime.errors import ServiceError, unpack_details
+
+HTTP_STATUS = {
+    grpc.StatusCode.CANCELLED: 499,
+    grpc.StatusCode.UNKNOWN: 500,
+    grpc.StatusCode.INVALID_ARGUMENT: 400,
+    grpc.StatusCode.DEADLINE_EXCEEDED: 504,
+    grpc.StatusCode.NOT_FOUND: 404,
+    grpc.StatusCode.ALREADY_EXISTS: 409,
+    grpc.StatusCode.PERMISSION_DENIED: 403,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: 429,
+    grpc.StatusCode.FAILED_PRECONDITION: 412,
+    grpc.StatusCode.ABORTED: 409,
+    grpc.StatusCode.OUT_OF_RANGE: 400,
+    grpc.StatusCode.UNIMPLEMENTED: 501,
+    grpc.StatusCode.INTERNAL: 500,
+    grpc.StatusCode.UNAVAILABLE: 503,
+    grpc.StatusCode.DATA_LOSS: 500,
+    grpc.StatusCode.UNAUTHENTICATED: 401,
+}
+_SNAKE = re.compile(r"_([a-z])")
+
+
+def json_field_path(proto_path: str) -> str:
+    """`items[0].product_id` -> `items[0].productId`: the API speaks the proto3 JSON names."""
+    return _SNAKE.sub(lambda m: m.group(1).upper(), proto_path)
+
+
+def error_response(error: ServiceError, http_status: int | None = None) -> web.Response:
+    details = []
+    for detail in error.details:
+        if isinstance(detail, error_details_pb2.BadRequest):
+            for violation in detail.field_violations:
+                violation.field = json_field_path(violation.field)
+        rendered = json_format.MessageToDict(detail)
+        details.append({"@type": f"type.googleapis.com/{detail.DESCRIPTOR.full_name}", **rendered})
+    body = {"error": {"code": error.code.name, "message": json_message(error), "details": details}}
+    return web.Response(
+        status=http_status or HTTP_STATUS.get(error.code, 500),
+        text=json.dumps(body),
+        content_type="application/json",
+    )
+
+
+def json_message(error: ServiceError) -> str:
+    message = error.message
+    for detail in error.details:
+        if isinstance(detail, error_details_pb2.BadRequest):
+            for violation in detail.field_violations:
+                message = message.replace(violation.field, json_field_path(violation.field))
+    return message
+
+
+def from_rpc_error(error: grpc.aio.AioRpcError) -> ServiceError:
+    """A failed downstream call as the gateway's answer: same code and details, except that
+    INTERNAL and UNKNOWN reveal nothing."""
+    code = error.code()
+    if code in (grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN):
+        return ServiceError(grpc.StatusCode.INTERNAL, "internal error")
+    details = []
+    for key, value in error.trailing_metadata() or ():
+        if key == "grpc-status-details-bin":
+            details = unpack_details(status_pb2.Status.FromString(value))
+    return ServiceError(code, error.details() or code.name.lower(), details)

@@ -1,0 +1,1 @@
+"""orders: PlaceOrder saga over catalog, pricing, inventory and payments; orders in SQLite."""

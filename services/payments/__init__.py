@@ -1,0 +1,1 @@
+"""payments: charges and refunds, recorded in a SQLite ledger."""
