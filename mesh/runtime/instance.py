@@ -147,7 +147,7 @@ class Instance:
                 "admin_port": str(self.admin_port),
                 "protocol": "grpc" if self._serve_grpc else "http",
             },
-            check=consul.Check.grpc(f"{c.host}:{self.admin_port}", "1s", timeout="1s", deregister="30s"),
+            check=consul.Check.grpc(f"{c.host}:{self.admin_port}", "1s", timeout="1s", deregister="1m"),
         )
         self._registered = True
         log.info("registered in Consul", extra={"consul": c.consul_http_addr})

@@ -1,0 +1,132 @@
+// shop.pricing.v1.PricingService: quotes catalog base prices (USD) in a customer's currency.
+import { status as Code, type ServerUnaryCall } from '@grpc/grpc-js';
+import type { Money } from '../../../../gen/ts/google/type/money';
+import {
+  PricingServiceService,
+  type GetQuoteRequest,
+  type GetQuoteResponse,
+  type ListCurrenciesResponse,
+  type PricingServiceServer,
+  type QuoteLine,
+} from '../../../../gen/ts/shop/pricing/v1/pricing';
+import { invalidArgument, RpcError, type FieldViolation } from '../runtime/errors';
+import type { Logger } from '../runtime/log';
+import { unary } from '../runtime/rpc';
+import type { ServiceRegistration } from '../runtime/xds';
+import type { PriceSource } from './catalog';
+import { CURRENCIES, currencyCodes } from './currencies';
+import { moneyToNanos, nanosToMoney, unitPriceNanos } from './money';
+
+export const SERVICE_NAME = 'shop.pricing.v1.PricingService';
+
+/** Deadline of the catalog call when the caller set none (or a later one). */
+export const CATALOG_TIMEOUT_MS = 5_000;
+
+export interface PricingSettings {
+  /** MESH_SERVICE_VERSION, stamped on every quote. */
+  version: string;
+  /** PRICING_PROMOTION_PERCENT, 0-100. */
+  promotionPercent: number;
+}
+
+/** Every problem with the request, as google.rpc.BadRequest field violations. */
+export function validateQuoteRequest(request: GetQuoteRequest): FieldViolation[] {
+  const violations: FieldViolation[] = [];
+  if (request.items.length === 0) {
+    violations.push({ field: 'items', description: 'at least one item is required' });
+  }
+  request.items.forEach((item, i) => {
+    if (item.productId === '') {
+      violations.push({ field: `items[${i}].product_id`, description: 'a product id is required' });
+    }
+    if (item.quantity < 1) {
+      violations.push({ field: `items[${i}].quantity`, description: `must be at least 1, got ${item.quantity}` });
+    }
+  });
+  if (request.currencyCode === '') {
+    violations.push({ field: 'currency_code', description: 'a currency code is required' });
+  } else if (!CURRENCIES.has(request.currencyCode)) {
+    violations.push({
+      field: 'currency_code',
+      description: `unknown currency ${JSON.stringify(request.currencyCode)}; supported: ${currencyCodes().join(', ')}`,
+    });
+  }
+  return violations;
+}
+
+function catalogDeadline(call: ServerUnaryCall<unknown, unknown>): Date {
+  const fallback = Date.now() + CATALOG_TIMEOUT_MS;
+  const incoming = call.getDeadline();
+  const incomingMs = incoming instanceof Date ? incoming.getTime() : incoming;
+  return new Date(Number.isFinite(incomingMs) ? Math.min(incomingMs, fallback) : fallback);
+}
+
+/** Money from nanos; an amount too large for Money.units is the caller's OUT_OF_RANGE. */
+function toMoney(currencyCode: string, nanos: bigint): Money {
+  try {
+    return nanosToMoney(currencyCode, nanos);
+  } catch (err) {
+    if (err instanceof RangeError) throw new RpcError(Code.OUT_OF_RANGE, 'quote amount is too large to represent');
+    throw err;
+  }
+}
+
+export async function getQuote(
+  request: GetQuoteRequest,
+  prices: PriceSource,
+  settings: PricingSettings,
+  deadline: Date,
+): Promise<GetQuoteResponse> {
+  const violations = validateQuoteRequest(request);
+  if (violations.length > 0) throw invalidArgument('invalid GetQuoteRequest', violations);
+  const currency = CURRENCIES.get(request.currencyCode)!;
+  const basePrices = await prices.basePricesUsd(
+    request.items.map((item) => item.productId),
+    deadline,
+  );
+  let total = 0n;
+  const lines: QuoteLine[] = request.items.map((item, i) => {
+    const unit = unitPriceNanos(moneyToNanos(basePrices[i]), currency, settings.promotionPercent);
+    const lineTotal = unit * BigInt(item.quantity);
+    total += lineTotal;
+    return {
+      productId: item.productId,
+      quantity: item.quantity,
+      unitPrice: toMoney(currency.code, unit),
+      lineTotal: toMoney(currency.code, lineTotal),
+    };
+  });
+  const totalMoney = toMoney(currency.code, total);
+  return {
+    quote: {
+      lines,
+      total: totalMoney,
+      pricingVersion: settings.version,
+      promotionPercent: settings.promotionPercent,
+    },
+  };
+}
+
+export function createPricingService(deps: {
+  prices: PriceSource;
+  settings: PricingSettings;
+  logger: Logger;
+}): PricingServiceServer {
+  const { prices, settings, logger } = deps;
+  return {
+    getQuote: unary<GetQuoteRequest, GetQuoteResponse>(logger, 'GetQuote', (request, call) =>
+      getQuote(request, prices, settings, catalogDeadline(call)),
+    ),
+    listCurrencies: unary<unknown, ListCurrenciesResponse>(logger, 'ListCurrencies', async () => ({
+      currencyCodes: currencyCodes(),
+    })),
+  };
+}
+
+export function pricingRegistration(deps: Parameters<typeof createPricingService>[0]): ServiceRegistration {
+  return {
+    name: SERVICE_NAME,
+    definition: PricingServiceService,
+    implementation: createPricingService(deps),
+  };
+}
