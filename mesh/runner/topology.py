@@ -119,6 +119,8 @@ def build(run_dir: pathlib.Path, offset: int = 0) -> list[Process]:
             "MESH_HOST": "127.0.0.1", "MESH_PORT": str(port), "MESH_ADMIN_PORT": str(admin),
             "MESH_DATA_DIR": str(run_dir / "data"), "CONSUL_HTTP_ADDR": consul_addr,
             "GRPC_XDS_BOOTSTRAP": str(boot), "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{p.otlp_grpc}",
+            # Batches leave within a second, so a trace is in Jaeger by the time a person looks.
+            "OTEL_BSP_SCHEDULE_DELAY": "1000",
             **extra,
         }
         instances.append(

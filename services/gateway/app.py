@@ -65,9 +65,12 @@ class Shop:
         await asyncio.gather(*(channel.close() for channel in self._channels.values()))
 
 
+SHOP = web.AppKey("shop", Shop)
+
+
 # -- handlers ------------------------------------------------------------------------------------
 async def list_products(request: web.Request) -> web.Response:
-    shop: Shop = request.app["shop"]
+    shop = request.app[SHOP]
     page_size = request.query.get("pageSize", "0")
     if not page_size.isdigit():
         raise invalid_argument([("page_size", "must be a whole number")])
@@ -79,7 +82,7 @@ async def list_products(request: web.Request) -> web.Response:
 
 
 async def get_product(request: web.Request) -> web.Response:
-    shop: Shop = request.app["shop"]
+    shop = request.app[SHOP]
     product_id = request.match_info["id"]
     currency = request.query.get("currency", "USD").upper()
     product, quote, stock = await asyncio.gather(
@@ -109,7 +112,7 @@ async def get_product(request: web.Request) -> web.Response:
 
 
 async def place_order(request: web.Request) -> web.Response:
-    shop: Shop = request.app["shop"]
+    shop = request.app[SHOP]
     key = request.headers.get("Idempotency-Key", "")
     violations = []
     if not IDEMPOTENCY_KEY.match(key):
@@ -130,7 +133,7 @@ async def place_order(request: web.Request) -> web.Response:
 
 
 async def get_order(request: web.Request) -> web.Response:
-    shop: Shop = request.app["shop"]
+    shop = request.app[SHOP]
     reply = await shop.orders.GetOrder(orders_pb2.GetOrderRequest(id=request.match_info["id"]), timeout=CALL_TIMEOUT)
     return _json(reply)
 
@@ -185,7 +188,7 @@ async def _answer(request: web.Request, handler) -> web.StreamResponse:
 
 def make_app(shop: Shop) -> web.Application:
     app = web.Application(middlewares=[traced], client_max_size=MAX_BODY_BYTES)
-    app["shop"] = shop
+    app[SHOP] = shop
     app.router.add_get("/v1/products", list_products)
     app.router.add_get("/v1/products/{id}", get_product)
     app.router.add_post("/v1/orders", place_order)

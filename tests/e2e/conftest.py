@@ -1,0 +1,104 @@
+"""The whole mesh, started once for the end-to-end tests with the same runner as `make up`,
+in its own run folder and on its own ports (MESH_PORT_OFFSET), and stopped with `down`."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import pathlib
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from support.reports import add_failure_report
+from mesh.runner import topology
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+OFFSETS = (1000, 2000, 3000, 4000)
+
+
+@dataclasses.dataclass
+class Mesh:
+    run_dir: pathlib.Path
+    offset: int
+    up_output: str
+    env: dict[str, str]
+
+    @property
+    def gateway(self) -> str:
+        return f"http://127.0.0.1:{topology.Ports(self.offset).gateway}"
+
+    @property
+    def jaeger(self) -> str:
+        return f"http://127.0.0.1:{topology.Ports(self.offset).jaeger_query}"
+
+    @property
+    def consul(self) -> str:
+        return f"http://127.0.0.1:{topology.Ports(self.offset).consul_http}"
+
+    def runner(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "mesh.runner", *args], env=self.env, cwd=ROOT,
+            capture_output=True, text=True, timeout=180, check=check,
+        )
+
+    def ports(self) -> list[int]:
+        processes = topology.build(self.run_dir, self.offset)
+        ports = {p.port for p in processes} | {p.admin_port for p in processes if p.admin_port}
+        return sorted(ports | {base + self.offset for base in topology.BASE_PORTS.values()})
+
+    def log_tail(self, name: str, lines: int = 25) -> str:
+        path = self.run_dir / "logs" / f"{name}.log"
+        text = path.read_text(errors="replace").splitlines()[-lines:] if path.exists() else ["(no log)"]
+        return f"----- {name} -----\n" + "\n".join(text)
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.2)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _free_offset(run_dir: pathlib.Path) -> int:
+    for offset in OFFSETS:
+        processes = topology.build(run_dir, offset)
+        ports = {p.port for p in processes} | {p.admin_port for p in processes} | {
+            b + offset for b in topology.BASE_PORTS.values()}
+        if not any(_listening(port) for port in ports if port):
+            return offset
+    pytest.fail(f"no free port layout for the test mesh among offsets {OFFSETS}")
+
+
+@pytest.fixture(scope="session")
+def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
+    run_dir = tmp_path_factory.mktemp("mesh-run")
+    offset = _free_offset(run_dir)
+    env = {**os.environ, "MESH_RUN_DIR": str(run_dir), "MESH_PORT_OFFSET": str(offset)}
+    started = subprocess.run(
+        [sys.executable, "-m", "mesh.runner", "up"], env=env, cwd=ROOT, capture_output=True, text=True, timeout=240
+    )
+    mesh = Mesh(run_dir, offset, started.stdout + started.stderr, env)
+    if started.returncode != 0:
+        mesh.runner("down", check=False)
+        pytest.fail(f"the mesh did not come up:\n{mesh.up_output}")
+    yield mesh
+    mesh.runner("down", check=False)
+
+
+@pytest.fixture(autouse=True)
+def _logs_on_failure(request: pytest.FixtureRequest) -> None:
+    if "mesh" not in request.fixturenames:
+        return
+    mesh: Mesh = request.getfixturevalue("mesh")
+    names = [p.name for p in topology.build(mesh.run_dir, mesh.offset)]
+    add_failure_report(request, lambda: "\n".join(mesh.log_tail(name) for name in names))
+
+
+@pytest.fixture
+def http(mesh: Mesh) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=mesh.gateway, timeout=30) as client:
+        yield client

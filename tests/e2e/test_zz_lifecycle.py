@@ -1,0 +1,61 @@
+"""Crash and shutdown, run last: a killed instance comes back and says so; `down` leaves
+nothing behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+
+import httpx
+
+from support.poll import poll_until
+
+
+def _state(mesh) -> dict:
+    return {p["name"]: p for p in json.loads((mesh.run_dir / "state.json").read_text())["processes"]}
+
+
+def test_a_crashed_instance_is_restarted_and_the_restart_shows_in_status(mesh):
+    victim = _state(mesh)["payments"]
+    os.kill(victim["pid"], signal.SIGKILL)
+    poll_until(lambda: _state(mesh)["payments"]["restarts"] >= 1 and _state(mesh)["payments"]["pid"] not in (None, victim["pid"]),
+               timeout=15, message="payments restarted by the supervisor")
+
+    def healthy_again():
+        out = mesh.runner("status", check=False).stdout
+        row = next(line for line in out.splitlines() if line.startswith("payments "))
+        return row.split()[-2:] == ["1", "passing"] and row
+
+    row = poll_until(healthy_again, timeout=30, interval=0.3, message="payments passing again with 1 restart")
+    assert "passing" in row
+
+
+def test_orders_still_work_after_the_restart(mesh):
+    reply = httpx.post(f"{mesh.gateway}/v1/orders", headers={"Idempotency-Key": "after-restart"}, timeout=30, json={
+        "customerId": "c", "currency": "JPY", "items": [{"productId": "sku-filter-papers", "quantity": 3}],
+        "payment": {"cardToken": "tok_visa"}})
+    assert reply.status_code == 200, reply.text
+    assert reply.json()["order"]["total"]["currencyCode"] == "JPY"
+
+
+def test_down_stops_every_process_and_frees_every_port(mesh):
+    pids = [p["pid"] for p in _state(mesh).values() if p["pid"]]
+    out = mesh.runner("down")
+    assert "stopped" in out.stdout
+
+    def gone(pid):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        return open(f"/proc/{pid}/stat").read().split(")")[-1].split()[0] == "Z"
+
+    assert all(gone(pid) for pid in pids)
+    listening = []
+    for port in mesh.ports():
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                listening.append(port)
+    assert listening == []

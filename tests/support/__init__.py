@@ -1,0 +1,15 @@
+"""Helpers shared by the integration and end-to-end tests (imported as `support`).
+
+- `ports.free_port()`: a port free on 127.0.0.1 right now.
+- `poll.poll_until(condition, timeout, interval)`: wait for a condition instead of sleeping.
+- `procs.Processes`: start processes with their output in a log file, stop them by PID, show
+  log tails when a test fails (the `procs` fixture in tests/conftest.py).
+- `consul.ConsulAgent`: a real `consul agent -dev` on free ports (the `consul_agent` fixture).
+- `backends.start_catalog_backend(name)`: a real grpcio CatalogService that answers with its name.
+- `reports.add_failure_report(request, make_text)`: more text under a failing test.
+- `ads.AdsClient`: a thin asyncio client of the real ADS stream, for protocol-level assertions.
+- `xds.start_control_plane(procs, consul_http_addr)`, `xds.write_bootstrap(...)`: the control plane
+  as `python -m mesh.xds`, and gRPC xDS bootstrap files as docs/runtime-contract.md describes.
+
+Fixtures (tests/conftest.py): `procs`, `consul_agent`; a failing test shows their log tails.
+"""

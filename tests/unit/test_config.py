@@ -1,0 +1,33 @@
+import pytest
+
+from mesh.runtime.config import ConfigError, load_instance_config
+
+BASE = {"GRPC_XDS_BOOTSTRAP": "/tmp/bootstrap.json"}
+
+
+def test_defaults_follow_the_contract():
+    config = load_instance_config("catalog", {**BASE})
+    assert (config.service_name, config.service_version, config.host) == ("catalog", "v1", "127.0.0.1")
+    assert config.consul_http_addr == "127.0.0.1:8500"
+    assert config.otlp_endpoint == "http://127.0.0.1:4317"
+    assert config.instance_id.startswith("catalog-")
+    assert config.register is True and config.drain_timeout == 5.0
+
+
+def test_every_bad_variable_is_named_in_one_error():
+    env = {"MESH_PORT": "abc", "MESH_ADMIN_PORT": "70000", "MESH_DRAIN_TIMEOUT": "0", "MESH_REGISTER": "maybe",
+           "MESH_LOG_LEVEL": "loud", "OTEL_TRACES_EXPORTER": "zipkin"}
+    with pytest.raises(ConfigError) as caught:
+        load_instance_config("catalog", env)
+    message = str(caught.value)
+    for name in [*env, "GRPC_XDS_BOOTSTRAP"]:
+        assert name in message
+    assert len(caught.value.problems) == 7
+    assert 'MESH_PORT: not an integer: "abc"' in message
+
+
+def test_values_are_parsed():
+    config = load_instance_config("x", {**BASE, "MESH_PORT": "5001", "MESH_REGISTER": "false", "MESH_LOG_LEVEL": "WARN",
+                                        "OTEL_SERVICE_NAME": "pricing", "MESH_DRAIN_TIMEOUT": "1.5"})
+    assert (config.port, config.register, config.log_level, config.service_name, config.drain_timeout) == (
+        5001, False, "warn", "pricing", 1.5)

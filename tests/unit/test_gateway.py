@@ -1,0 +1,104 @@
+"""The gateway's HTTP contract: status codes, error bodies, X-Trace-Id, and bad input that
+never reaches the shop. The shop behind it is a recording fake here; the end-to-end tests run
+the real one."""
+
+import asyncio
+import json
+
+import grpc
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+
+from services.gateway.app import MAX_BODY_BYTES, make_app
+from shop.orders.v1 import orders_pb2
+
+trace.set_tracer_provider(TracerProvider())
+GOOD = {"customerId": "c1", "currency": "EUR", "items": [{"productId": "sku-kettle", "quantity": 1}],
+        "payment": {"cardToken": "tok_visa"}}
+
+
+class RecordingOrders:
+    def __init__(self):
+        self.calls = []
+
+    async def PlaceOrder(self, request, timeout=None):
+        self.calls.append(request)
+        return orders_pb2.PlaceOrderResponse(order=orders_pb2.Order(id="ord_1", status=orders_pb2.ORDER_STATUS_CONFIRMED))
+
+
+class FakeShop:
+    def __init__(self):
+        self.orders = RecordingOrders()
+
+
+def post(body, headers=None, raw=None):
+    shop = FakeShop()
+
+    async def go():
+        async with TestClient(TestServer(make_app(shop))) as client:
+            data = raw if raw is not None else json.dumps(body)
+            response = await client.post("/v1/orders", data=data, headers=headers or {})
+            return response.status, dict(response.headers), await response.json()
+
+    status, headers_out, payload = asyncio.run(go())
+    return status, headers_out, payload, shop.orders.calls
+
+
+def fields(payload):
+    return {v["field"] for d in payload["error"]["details"] for v in d.get("fieldViolations", [])}
+
+
+def test_a_good_order_is_forwarded_with_the_idempotency_key_as_request_id():
+    status, headers, payload, calls = post(GOOD, {"Idempotency-Key": "k-1"})
+    assert status == 200 and payload["order"]["id"] == "ord_1"
+    assert calls[0].request_id == "k-1" and calls[0].items[0].product_id == "sku-kettle"
+    assert len(headers["X-Trace-Id"]) == 32
+
+
+@pytest.mark.parametrize(
+    "body,headers,raw,expected_fields",
+    [
+        (GOOD, {}, None, {"Idempotency-Key"}),
+        (None, {"Idempotency-Key": "k"}, b"{not json", {"body"}),
+        ({**GOOD, "extra": 1}, {"Idempotency-Key": "k"}, None, {"body"}),
+        ({**GOOD, "requestId": "x"}, {"Idempotency-Key": "k"}, None, {"requestId"}),
+        ([1, 2], {"Idempotency-Key": "k"}, None, {"body"}),
+        ({**GOOD, "items": [{"productId": "a", "quantity": "many"}]}, {"Idempotency-Key": "k"}, None, {"body"}),
+    ],
+    ids=["missing-key", "malformed-json", "unknown-field", "request-id-in-body", "not-an-object", "wrong-type"],
+)
+def test_bad_input_is_400_with_field_details_and_reaches_nothing(body, headers, raw, expected_fields):
+    status, out_headers, payload, calls = post(body, headers, raw)
+    assert status == 400 and payload["error"]["code"] == "INVALID_ARGUMENT"
+    assert expected_fields <= fields(payload)
+    assert calls == [] and "X-Trace-Id" in out_headers
+
+
+def test_an_oversized_body_is_413_and_reaches_nothing():
+    status, _, payload, calls = post(None, {"Idempotency-Key": "k"}, raw=b"{" + b" " * MAX_BODY_BYTES + b"}")
+    assert status == 413 and payload["error"]["code"] == "INVALID_ARGUMENT" and calls == []
+
+
+def test_unknown_route_is_a_json_404():
+    shop = FakeShop()
+
+    async def go():
+        async with TestClient(TestServer(make_app(shop))) as client:
+            response = await client.get("/v1/nothing")
+            return response.status, await response.json()
+
+    status, payload = asyncio.run(go())
+    assert status == 404 and payload["error"]["code"] == "NOT_FOUND"
+
+
+def test_grpc_codes_map_to_http_statuses():
+    from services.gateway.errors import HTTP_STATUS
+
+    assert HTTP_STATUS[grpc.StatusCode.INVALID_ARGUMENT] == 400
+    assert HTTP_STATUS[grpc.StatusCode.NOT_FOUND] == 404
+    assert HTTP_STATUS[grpc.StatusCode.ALREADY_EXISTS] == 409
+    assert HTTP_STATUS[grpc.StatusCode.FAILED_PRECONDITION] == 412
+    assert HTTP_STATUS[grpc.StatusCode.RESOURCE_EXHAUSTED] == 429
+    assert HTTP_STATUS[grpc.StatusCode.UNAVAILABLE] == 503
