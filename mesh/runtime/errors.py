@@ -109,6 +109,23 @@ def from_rpc_error(error: grpc.RpcError) -> ServiceError:
     return ServiceError(error.code(), error.details() or "", details_of(error))
 
 
+class _NoMessage:
+    """Returned with a non-OK status: serialized as nothing; the client gets only the status."""
+
+
+_NO_MESSAGE = _NoMessage()
+
+
+def _fail(context: grpc.ServicerContext, status: grpc.Status) -> _NoMessage:
+    # grpcio 1.85's xDS-enabled server kills the process ("pipe.h:85 Check failed:
+    # has_value()") when a handler calls context.abort() or raises. Setting the status and
+    # returning works on every server, so errors are reported this way.
+    context.set_trailing_metadata(status.trailing_metadata or ())
+    context.set_code(status.code)
+    context.set_details(status.details)
+    return _NO_MESSAGE
+
+
 class ErrorInterceptor(grpc.ServerInterceptor):
     """Maps exceptions raised by unary servicer methods to gRPC statuses."""
 
@@ -116,29 +133,28 @@ class ErrorInterceptor(grpc.ServerInterceptor):
         handler = continuation(handler_call_details)
         if handler is None or handler.unary_unary is None:
             return handler
-        inner = handler.unary_unary
+        inner, serialize = handler.unary_unary, handler.response_serializer
         method = handler_call_details.method
 
         def guarded(request, context):
             try:
                 return inner(request, context)
             except ServiceError as error:
-                context.abort_with_status(error.to_status())
+                return _fail(context, error.to_status())
             except grpc.RpcError as error:
                 # A downstream call failed in a way the servicer did not handle: transient
                 # codes pass through so that callers may retry; the rest is our fault.
                 code = error.code() if isinstance(error, grpc.Call) else grpc.StatusCode.UNKNOWN
                 log.error("downstream call failed in %s: %s %s", method, code, getattr(error, "details", lambda: "")())
                 if code in PASS_THROUGH:
-                    context.abort(code, error.details())
-                context.abort(grpc.StatusCode.INTERNAL, "internal error")
+                    return _fail(context, ServiceError(code, error.details() or "").to_status())
+                return _fail(context, ServiceError(grpc.StatusCode.INTERNAL, "internal error").to_status())
             except Exception:
                 log.exception("unexpected error in %s", method)
-                context.abort(grpc.StatusCode.INTERNAL, "internal error")
+                return _fail(context, ServiceError(grpc.StatusCode.INTERNAL, "internal error").to_status())
 
         return grpc.unary_unary_rpc_method_handler(
             guarded,
             request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
+            response_serializer=lambda message: b"" if message is _NO_MESSAGE else serialize(message),
         )
-

@@ -15,6 +15,7 @@ from opentelemetry.instrumentation.grpc import (
     aio_client_interceptors,
     client_interceptor,
     filters,
+    grpcext,
     server_interceptor,
 )
 from opentelemetry.propagators.composite import CompositePropagator
@@ -65,7 +66,8 @@ def traced_server_interceptors() -> list[grpc.ServerInterceptor]:
 
 
 def traced_channel(channel: grpc.Channel) -> grpc.Channel:
-    return grpc.intercept_channel(channel, client_interceptor(filter_=_rpc_filter()))
+    # The instrumentation's client interceptor has its own interface, wired in by grpcext.
+    return grpcext.intercept_channel(channel, client_interceptor(filter_=_rpc_filter()))
 
 
 def aio_traced_interceptors() -> list:

@@ -17,6 +17,11 @@ def _state(mesh) -> dict:
     return {p["name"]: p for p in json.loads((mesh.run_dir / "state.json").read_text())["processes"]}
 
 
+def test_no_instance_crashed_during_the_tests(mesh):
+    restarted = {name: p["restarts"] for name, p in _state(mesh).items() if p["restarts"]}
+    assert restarted == {}
+
+
 def test_a_crashed_instance_is_restarted_and_the_restart_shows_in_status(mesh):
     victim = _state(mesh)["payments"]
     os.kill(victim["pid"], signal.SIGKILL)
