@@ -121,6 +121,8 @@ def build(run_dir: pathlib.Path, offset: int = 0) -> list[Process]:
             "GRPC_XDS_BOOTSTRAP": str(boot), "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{p.otlp_grpc}",
             # Batches leave within a second, so a trace is in Jaeger by the time a person looks.
             "OTEL_BSP_SCHEDULE_DELAY": "1000",
+            # gRPC C-core info lines are not JSON; its warnings and errors still reach the log.
+            "GRPC_VERBOSITY": "ERROR",
             **extra,
         }
         instances.append(

@@ -1,0 +1,189 @@
+package runtime
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Environment variables of the runtime contract (docs/runtime-contract.md), with their defaults.
+// Standard names (OTEL_*, GRPC_XDS_BOOTSTRAP, CONSUL_HTTP_ADDR) are used where they exist.
+const (
+	EnvServiceName    = "OTEL_SERVICE_NAME"           // default: the service's own name
+	EnvServiceVersion = "MESH_SERVICE_VERSION"        // default: DefaultServiceVersion
+	EnvInstanceID     = "MESH_INSTANCE_ID"            // default: NAME-<pid>
+	EnvHost           = "MESH_HOST"                   // default: DefaultHost
+	EnvPort           = "MESH_PORT"                   // default: 0 (any free port)
+	EnvAdminPort      = "MESH_ADMIN_PORT"             // default: 0 (any free port)
+	EnvDataDir        = "MESH_DATA_DIR"               // default: DefaultDataDir
+	EnvDrainTimeout   = "MESH_DRAIN_TIMEOUT"          // seconds; default: DefaultDrainTimeout
+	EnvLogLevel       = "MESH_LOG_LEVEL"              // debug, info, warn, error; default: info
+	EnvRegister       = "MESH_REGISTER"               // default: true
+	EnvConsulAddr     = "CONSUL_HTTP_ADDR"            // default: DefaultConsulAddr
+	EnvXDSBootstrap   = "GRPC_XDS_BOOTSTRAP"          // required
+	EnvOTLPEndpoint   = "OTEL_EXPORTER_OTLP_ENDPOINT" // default: DefaultOTLPEndpoint
+	EnvTracesExporter = "OTEL_TRACES_EXPORTER"        // otlp or none; default: otlp
+)
+
+// Defaults of the runtime contract.
+const (
+	DefaultServiceVersion = "v1"
+	DefaultHost           = "127.0.0.1"
+	DefaultDataDir        = "data"
+	DefaultDrainTimeout   = 5 * time.Second
+	DefaultConsulAddr     = "127.0.0.1:8500"
+	DefaultOTLPEndpoint   = "http://127.0.0.1:4317"
+	DefaultTracesExporter = "otlp"
+)
+
+// Config is the instance's configuration, parsed once at start. Treat it as read-only.
+type Config struct {
+	ServiceName    string
+	ServiceVersion string
+	InstanceID     string
+	Host           string
+	Port           int
+	AdminPort      int
+	DataDir        string
+	DrainTimeout   time.Duration
+	LogLevel       slog.Level
+	Register       bool
+	ConsulAddr     string
+	XDSBootstrap   string
+	OTLPEndpoint   string
+	TracesExporter string // "otlp" or "none"
+}
+
+// ConfigError lists every bad variable; its message is the contract's one line.
+type ConfigError struct {
+	Problems []string // "NAME: reason", in the order the variables are read
+}
+
+func (e *ConfigError) Error() string {
+	return "invalid configuration: " + strings.Join(e.Problems, "; ")
+}
+
+// LoadConfig reads the contract's variables through getenv (os.Getenv in production). It returns a
+// *ConfigError naming every bad variable, not only the first. Messages match mesh/runtime/config.py.
+func LoadConfig(defaultServiceName string, getenv func(string) string) (Config, error) {
+	p := &parser{getenv: getenv}
+	c := Config{}
+	c.ServiceName = p.str(EnvServiceName, defaultServiceName)
+	c.ServiceVersion = p.str(EnvServiceVersion, DefaultServiceVersion)
+	c.InstanceID = p.str(EnvInstanceID, fmt.Sprintf("%s-%d", c.ServiceName, os.Getpid()))
+	c.Host = p.str(EnvHost, DefaultHost)
+	c.Port = p.port(EnvPort)
+	c.AdminPort = p.port(EnvAdminPort)
+	c.DataDir = p.str(EnvDataDir, DefaultDataDir)
+	c.DrainTimeout = p.seconds(EnvDrainTimeout, DefaultDrainTimeout)
+	c.LogLevel = p.level(EnvLogLevel)
+	c.Register = p.boolean(EnvRegister, true)
+	c.ConsulAddr = p.str(EnvConsulAddr, DefaultConsulAddr)
+	c.XDSBootstrap = p.str(EnvXDSBootstrap, "")
+	if c.XDSBootstrap == "" {
+		p.bad(EnvXDSBootstrap, "required")
+	}
+	c.OTLPEndpoint = p.str(EnvOTLPEndpoint, DefaultOTLPEndpoint)
+	c.TracesExporter = p.choice(EnvTracesExporter, DefaultTracesExporter, "otlp", "none")
+	if len(p.problems) > 0 {
+		return Config{}, &ConfigError{Problems: p.problems}
+	}
+	return c, nil
+}
+
+// IsConfigError reports whether err is a configuration error (exit code 2).
+func IsConfigError(err error) bool {
+	var ce *ConfigError
+	return errors.As(err, &ce)
+}
+
+// maxDrainSeconds bounds MESH_DRAIN_TIMEOUT so that it cannot overflow a time.Duration.
+const maxDrainSeconds = 3600
+
+type parser struct {
+	getenv   func(string) string
+	problems []string
+}
+
+func (p *parser) bad(name, reason string) { p.problems = append(p.problems, name+": "+reason) }
+
+// str returns the trimmed value, or def when the variable is unset or blank.
+func (p *parser) str(name, def string) string {
+	if v := strings.TrimSpace(p.getenv(name)); v != "" {
+		return v
+	}
+	return def
+}
+
+func (p *parser) port(name string) int {
+	raw := p.str(name, "0")
+	n, err := strconv.Atoi(raw)
+	switch {
+	case err != nil:
+		p.bad(name, fmt.Sprintf("not an integer: %q", raw))
+	case n < 0 || n > 65535:
+		p.bad(name, fmt.Sprintf("must be between 0 and 65535: %d", n))
+	default:
+		return n
+	}
+	return 0
+}
+
+func (p *parser) seconds(name string, def time.Duration) time.Duration {
+	raw := p.str(name, "")
+	if raw == "" {
+		return def
+	}
+	f, err := strconv.ParseFloat(raw, 64)
+	switch {
+	case err != nil:
+		p.bad(name, fmt.Sprintf("not a number of seconds: %q", raw))
+	case !(f > 0):
+		p.bad(name, "must be > 0: "+raw)
+	case f > maxDrainSeconds:
+		p.bad(name, fmt.Sprintf("must be at most %d", maxDrainSeconds))
+	default:
+		return time.Duration(f * float64(time.Second))
+	}
+	return def
+}
+
+var logLevels = map[string]slog.Level{
+	"debug": slog.LevelDebug, "info": slog.LevelInfo, "warn": slog.LevelWarn, "error": slog.LevelError,
+}
+
+func (p *parser) level(name string) slog.Level {
+	return logLevels[p.choice(name, "info", "debug", "info", "warn", "error")]
+}
+
+// choice returns the lower-cased value, which must be one of choices.
+func (p *parser) choice(name, def string, choices ...string) string {
+	raw := p.str(name, "")
+	if raw == "" {
+		return def
+	}
+	if v := strings.ToLower(raw); slices.Contains(choices, v) {
+		return v
+	}
+	p.bad(name, fmt.Sprintf("must be one of %s: %q", strings.Join(choices, ", "), raw))
+	return def
+}
+
+func (p *parser) boolean(name string, def bool) bool {
+	raw := p.str(name, "")
+	switch strings.ToLower(raw) {
+	case "":
+		return def
+	case "1", "true", "yes", "on":
+		return true
+	case "0", "false", "no", "off":
+		return false
+	}
+	p.bad(name, fmt.Sprintf("not a boolean (true/false): %q", raw))
+	return def
+}
