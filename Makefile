@@ -48,7 +48,9 @@ $(TOOLS)/protoc-gen-go $(TOOLS)/protoc-gen-go-grpc &: tools/protoc-gen/go.mod to
 
 tools/proto/node_modules/.installed: tools/proto/package.json tools/proto/package-lock.json
 	$(call say,buf and ts-proto from npm)
-	cd tools/proto && npm ci --no-audit --no-fund --loglevel=error
+	@# `npm install`, not `npm ci`: the registry here lacks buf's macOS/Windows binary packages, so
+	@# the lock cannot list them and `npm ci` refuses it. Versions are exact in package.json.
+	cd tools/proto && npm install --no-audit --no-fund --loglevel=error
 	touch $@
 
 PROTO_TOOLS := $(VENV)/.installed $(TOOLS)/protoc-gen-go $(TOOLS)/protoc-gen-go-grpc tools/proto/node_modules/.installed

@@ -16,6 +16,7 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from mesh.runner import topology
 from support.poll import poll_until
 from support.ports import free_port
 from support.procs import Proc, Processes
@@ -62,11 +63,8 @@ def start_control_plane(procs: Processes, consul_http_addr: str, port: int | Non
 
 
 def write_bootstrap(path: Path, xds_address: str, node_id: str, service: str) -> Path:
-    """A gRPC xDS bootstrap as docs/runtime-contract.md describes it."""
-    path.write_text(json.dumps({
-        "xds_servers": [{"server_uri": xds_address, "channel_creds": [{"type": "insecure"}],
-                         "server_features": ["xds_v3"]}],
-        "node": {"id": node_id, "cluster": service, "locality": {"region": "local", "zone": "local"}},
-        "server_listener_resource_name_template": "grpc/server?xds.resource.listening_address=%s",
-    }, indent=2))
+    """A gRPC xDS bootstrap as docs/runtime-contract.md describes it (the runner's own)."""
+    host, _, port = xds_address.rpartition(":")
+    assert host == "127.0.0.1", xds_address
+    path.write_text(json.dumps(topology.bootstrap(int(port), node_id, service), indent=2))
     return path
