@@ -38,6 +38,8 @@ LANGUAGE = "python"
 # on a missing listener resource after 15 s and logs "not serving").
 LISTENER_WAIT_SECONDS = 30.0
 BUSINESS_WORKERS = 16
+KEEP_REGISTERED_EVERY = 2.0  # seconds between checks that Consul still knows this instance
+CONSUL_TIMEOUT = 2.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,9 +85,10 @@ class Instance:
         )
         self._business: grpc.Server | None = None
         self._admin: grpc.Server | None = None
-        self._consul = consul.Consul(*_split_host_port(config.consul_http_addr))
+        self._consul = consul.Consul(*_split_host_port(config.consul_http_addr), connections_timeout=CONSUL_TIMEOUT)
         self._registered = False
         self._stopped = threading.Event()
+        self._keeper: threading.Thread | None = None
 
     # -- start -------------------------------------------------------------------------------
     def start(self) -> None:
@@ -134,6 +137,31 @@ class Instance:
             self.health.set(name, status)
 
     def _register(self) -> None:
+        self._send_registration()
+        self._registered = True
+        log.info("registered in Consul", extra={"consul": self.config.consul_http_addr})
+        self._keeper = threading.Thread(target=self._keep_registered, name="consul-keeper", daemon=True)
+        self._keeper.start()
+
+    def _keep_registered(self) -> None:
+        """Register again whenever the local agent forgets us: a `consul agent -dev` that
+        restarts (or any agent that loses its state) would otherwise drop the instance from
+        the catalog, and so from every client's endpoints, for good."""
+        outage = False
+        while not self._stopped.wait(KEEP_REGISTERED_EVERY):
+            try:
+                if self.config.instance_id not in self._consul.agent.services():
+                    self._send_registration()
+                    log.info("re-registered in Consul")
+                if outage:
+                    log.info("Consul is reachable again")
+                outage = False
+            except Exception as error:  # Consul down: say so once, keep trying.
+                if not outage:
+                    log.warning("Consul unreachable, will re-register when it is back: %s", error)
+                outage = True
+
+    def _send_registration(self) -> None:
         c = self.config
         self._consul.agent.service.register(
             c.service_name,
@@ -149,8 +177,6 @@ class Instance:
             },
             check=consul.Check.grpc(f"{c.host}:{self.admin_port}", "1s", timeout="1s", deregister="1m"),
         )
-        self._registered = True
-        log.info("registered in Consul", extra={"consul": c.consul_http_addr})
 
     # -- stop --------------------------------------------------------------------------------
     def stop(self) -> None:
@@ -159,6 +185,8 @@ class Instance:
             return
         self._stopped.set()
         self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+        if self._keeper is not None:
+            self._keeper.join(CONSUL_TIMEOUT + 1)  # never re-registers after this point
         if self._registered:
             try:
                 self._consul.agent.service.deregister(self.config.instance_id)

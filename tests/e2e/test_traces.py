@@ -50,6 +50,8 @@ def fetch_spans(jaeger: str, trace_id: str) -> list[dict]:
                     "name": span["name"],
                     "service": resource.get("service.name"),
                     "language": resource.get("telemetry.sdk.language"),
+                    "version": resource.get("service.version"),
+                    "instance": resource.get("service.instance.id"),
                 })
     return spans
 
@@ -88,3 +90,6 @@ def test_one_order_is_one_trace_across_three_languages(http, mesh):
     assert [r["service"] for r in roots] == ["gateway"]
     assert all(s["parent"] in {p["span_id"] for p in spans} for s in spans if s["parent"])
     assert not any("grpc.health" in s["name"] for s in spans)
+    # Resource attributes name the version and the instance of every span's process.
+    assert all(s["version"] in ("v1", "v2") and s["instance"] for s in spans)
+    assert {s["instance"] for s in spans if s["service"] == "pricing"} <= {"pricing-v1", "pricing-v2"}

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -168,6 +169,14 @@ func startFakeConsul(t *testing.T) *fakeConsul {
 			c.regs = append(c.regs, m)
 		case r.Method == http.MethodPut && strings.HasPrefix(r.URL.Path, "/v1/agent/service/deregister/"):
 			c.dereg = append(c.dereg, strings.TrimPrefix(r.URL.Path, "/v1/agent/service/deregister/"))
+		case r.Method == http.MethodGet && strings.HasPrefix(r.URL.Path, "/v1/agent/service/"):
+			// The runtime's registration keeper: known while registered and not deregistered.
+			id := strings.TrimPrefix(r.URL.Path, "/v1/agent/service/")
+			if len(c.regs) == 0 || c.regs[len(c.regs)-1]["ID"] != id || slices.Contains(c.dereg, id) {
+				http.NotFound(w, r)
+				return
+			}
+			_ = json.NewEncoder(w).Encode(map[string]any{"ID": id, "Service": c.regs[len(c.regs)-1]["Name"]})
 		default:
 			http.NotFound(w, r)
 		}

@@ -1,9 +1,13 @@
 package runtime
 
 import (
+	"context"
+	"errors"
+	"log/slog"
 	"net"
 	"net/http"
 	"strconv"
+	"sync"
 	"time"
 
 	consul "github.com/hashicorp/consul/api"
@@ -35,10 +39,16 @@ func Registration(cfg Config, port, adminPort int) *consul.AgentServiceRegistrat
 	}
 }
 
+// KeepRegisteredEvery is how often the keeper asks the local agent whether it still knows this
+// instance. A `consul agent -dev` that restarts (or any agent that loses its state) forgets every
+// registration; without re-registering, the instance would drop out of the mesh's endpoints.
+const KeepRegisteredEvery = 2 * time.Second
+
 // consulAgent is the part of the Consul agent API the runtime uses.
 type consulAgent interface {
 	ServiceRegisterOpts(*consul.AgentServiceRegistration, consul.ServiceRegisterOpts) error
 	ServiceDeregister(string) error
+	Service(string, *consul.QueryOptions) (*consul.AgentService, *consul.QueryMeta, error)
 }
 
 func newConsulAgent(addr string, timeout time.Duration) (consulAgent, error) {
@@ -50,4 +60,108 @@ func newConsulAgent(addr string, timeout time.Duration) (consulAgent, error) {
 		return nil, err
 	}
 	return client.Agent(), nil
+}
+
+// consulRegistration registers one instance in Consul and keeps it registered until stop.
+type consulRegistration struct {
+	agent  consulAgent
+	body   *consul.AgentServiceRegistration
+	addr   string // for logs
+	log    *slog.Logger
+	every  time.Duration
+	cancel context.CancelFunc
+	done   chan struct{}
+
+	mu         sync.Mutex
+	registered bool // the first registration succeeded
+}
+
+// startConsulRegistration registers body in the background, retrying while the agent is
+// unreachable, and then re-registers the same body whenever the agent has forgotten it.
+func startConsulRegistration(ctx context.Context, agent consulAgent, body *consul.AgentServiceRegistration, addr string, log *slog.Logger) *consulRegistration {
+	ctx, cancel := context.WithCancel(ctx)
+	r := &consulRegistration{agent: agent, body: body, addr: addr, log: log, every: KeepRegisteredEvery, cancel: cancel, done: make(chan struct{})}
+	go func() {
+		defer close(r.done)
+		if r.registerUntilDone(ctx) {
+			r.keep(ctx)
+		}
+	}()
+	return r
+}
+
+// registerUntilDone is the first registration; false when ctx ended first.
+func (r *consulRegistration) registerUntilDone(ctx context.Context) bool {
+	for wait := 100 * time.Millisecond; ; wait = min(2*wait, registerRetryMax) {
+		err := r.agent.ServiceRegisterOpts(r.body, consul.ServiceRegisterOpts{}.WithContext(ctx))
+		if err == nil {
+			r.mu.Lock()
+			r.registered = true
+			r.mu.Unlock()
+			r.log.Info("registered in consul", "consul", r.addr, "id", r.body.ID)
+			return true
+		}
+		if ctx.Err() != nil {
+			return false
+		}
+		r.log.Warn("consul registration failed; retrying", "consul", r.addr, "error", err.Error())
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(wait):
+		}
+	}
+}
+
+// keep checks every r.every that the agent still knows the instance, and registers the same body
+// again when it does not (404). An unreachable agent is logged once per outage.
+func (r *consulRegistration) keep(ctx context.Context) {
+	ticker := time.NewTicker(r.every)
+	defer ticker.Stop()
+	outage := false
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-ticker.C:
+		}
+		_, _, err := r.agent.Service(r.body.ID, (&consul.QueryOptions{}).WithContext(ctx))
+		var status consul.StatusError
+		if errors.As(err, &status) && status.Code == http.StatusNotFound {
+			err = r.agent.ServiceRegisterOpts(r.body, consul.ServiceRegisterOpts{}.WithContext(ctx))
+			if err == nil {
+				r.log.Info("re-registered in Consul", "consul", r.addr, "id", r.body.ID)
+			}
+		}
+		switch {
+		case ctx.Err() != nil:
+			return
+		case err != nil && !outage:
+			outage = true
+			r.log.Warn("Consul unreachable; will re-register when it is back", "consul", r.addr, "error", err.Error())
+		case err == nil && outage:
+			outage = false
+			r.log.Info("Consul reachable again", "consul", r.addr)
+		}
+	}
+}
+
+// stop ends the keeper and waits for it (an in-flight request is cancelled, so this does not wait
+// on Consul), then deregisters if the first registration succeeded. After stop nothing registers
+// this instance again.
+func (r *consulRegistration) stop() {
+	r.cancel()
+	<-r.done
+	r.mu.Lock()
+	registered := r.registered
+	r.registered = false
+	r.mu.Unlock()
+	if !registered {
+		return
+	}
+	if err := r.agent.ServiceDeregister(r.body.ID); err != nil {
+		r.log.Warn("consul deregistration failed", "error", err.Error())
+	} else {
+		r.log.Info("deregistered from consul", "id", r.body.ID)
+	}
 }

@@ -16,7 +16,6 @@ import (
 	"syscall"
 	"time"
 
-	consul "github.com/hashicorp/consul/api"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/credentials/insecure"
@@ -128,9 +127,7 @@ type instance struct {
 	mode               connectivity.ServingMode // latest report of the xDS listener
 	modeChanged        chan struct{}            // capacity 1: "mode has a new value"
 
-	regMu      sync.Mutex
-	registered bool
-	consul     consulAgent
+	consul *consulRegistration // set by serve once SERVING (same goroutine as stop)
 }
 
 func start(ctx context.Context, svc Service, cfg Config, log *slog.Logger) (_ *instance, err error) {
@@ -227,12 +224,6 @@ func (inst *instance) setHealth(s healthpb.HealthCheckResponse_ServingStatus) {
 
 // serve waits for the xDS listener, goes SERVING, registers in Consul and runs until ctx ends.
 func (inst *instance) serve(ctx context.Context) int {
-	regCtx, stopRegistering := context.WithCancel(ctx)
-	var regDone sync.WaitGroup
-	defer func() {
-		stopRegistering()
-		regDone.Wait()
-	}()
 	serving, registering := false, false
 	for {
 		select {
@@ -263,41 +254,13 @@ func (inst *instance) serve(ctx context.Context) int {
 			inst.log.Info("serving", "port", inst.bizAddr.Port, "admin_port", inst.adminAddr.Port)
 			if inst.cfg.Register && !registering {
 				registering = true
-				regDone.Add(1)
-				go func() {
-					defer regDone.Done()
-					inst.registerUntilDone(regCtx)
-				}()
+				if agent, err := newConsulAgent(inst.cfg.ConsulAddr, consulRequestTimeout); err != nil {
+					inst.log.Error("consul client", "error", err.Error())
+				} else {
+					reg := Registration(inst.cfg, inst.bizAddr.Port, inst.adminAddr.Port)
+					inst.consul = startConsulRegistration(ctx, agent, reg, inst.cfg.ConsulAddr, inst.log)
+				}
 			}
-		}
-	}
-}
-
-// registerUntilDone registers in Consul, retrying while the agent is unreachable.
-func (inst *instance) registerUntilDone(ctx context.Context) {
-	agent, err := newConsulAgent(inst.cfg.ConsulAddr, consulRequestTimeout)
-	if err != nil {
-		inst.log.Error("consul client", "error", err.Error())
-		return
-	}
-	inst.regMu.Lock()
-	inst.consul = agent
-	inst.regMu.Unlock()
-	reg := Registration(inst.cfg, inst.bizAddr.Port, inst.adminAddr.Port)
-	for wait := 100 * time.Millisecond; ; wait = min(2*wait, registerRetryMax) {
-		err := agent.ServiceRegisterOpts(reg, consul.ServiceRegisterOpts{}.WithContext(ctx))
-		if err == nil {
-			inst.regMu.Lock()
-			inst.registered = true
-			inst.regMu.Unlock()
-			inst.log.Info("registered in consul", "consul", inst.cfg.ConsulAddr, "id", reg.ID)
-			return
-		}
-		inst.log.Warn("consul registration failed; retrying", "consul", inst.cfg.ConsulAddr, "error", err.Error())
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(wait):
 		}
 	}
 }
@@ -306,16 +269,9 @@ func (inst *instance) registerUntilDone(ctx context.Context) {
 // Tracing is flushed by Run afterwards.
 func (inst *instance) stop() {
 	inst.health.Shutdown() // NOT_SERVING for every service, and no later change
-	inst.regMu.Lock()
-	if inst.registered {
-		if err := inst.consul.ServiceDeregister(inst.cfg.InstanceID); err != nil {
-			inst.log.Warn("consul deregistration failed", "error", err.Error())
-		} else {
-			inst.log.Info("deregistered from consul", "id", inst.cfg.InstanceID)
-		}
-		inst.registered = false
+	if inst.consul != nil {
+		inst.consul.stop() // the keeper ends first: nothing re-registers after the deregistration
 	}
-	inst.regMu.Unlock()
 
 	drained := make(chan struct{})
 	go func() {
