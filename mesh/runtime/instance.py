@@ -28,7 +28,7 @@ from mesh.runtime import logs, tracing
 from mesh.runtime.config import ConfigError, EnvReader, InstanceConfig, load_instance_config
 from mesh.runtime.errors import ErrorInterceptor
 
-__all__ = ["Servicer", "Instance", "run", "xds_channel", "CONFIG_ERROR_EXIT"]
+__all__ = ["Servicer", "Instance", "run", "load_config_or_exit", "xds_channel", "CONFIG_ERROR_EXIT"]
 
 log = logging.getLogger(__name__)
 
@@ -213,14 +213,11 @@ def _split_host_port(address: str) -> tuple[str, int]:
     return host or "127.0.0.1", int(port or 8500)
 
 
-def run(
-    default_service_name: str,
-    make_servicers: Callable[[InstanceConfig, object], Sequence[Servicer]],
-    read_settings: Callable[[EnvReader], object] = lambda reader: None,
-) -> None:
-    """Entry point shared by the Python services. `read_settings` reads the service's own
-    variables (reported together with the contract's); `make_servicers` builds the servicers
-    once logging, tracing and the data folder are ready."""
+def load_config_or_exit(
+    default_service_name: str, read_settings: Callable[[EnvReader], object] = lambda reader: None
+) -> tuple[InstanceConfig, object]:
+    """The contract's variables and the service's own (`read_settings`), all checked at once;
+    any bad value ends the process with exit code 2 and one line naming every bad variable."""
     reader = EnvReader()
     try:
         config = load_instance_config(default_service_name, reader=reader)
@@ -229,6 +226,17 @@ def run(
     except ConfigError as error:
         print(f"{default_service_name}: {error}", file=sys.stderr)
         sys.exit(CONFIG_ERROR_EXIT)
+    return config, settings
+
+
+def run(
+    default_service_name: str,
+    make_servicers: Callable[[InstanceConfig, object], Sequence[Servicer]],
+    read_settings: Callable[[EnvReader], object] = lambda reader: None,
+) -> None:
+    """Entry point shared by the Python gRPC services: `make_servicers` builds the servicers
+    once logging, tracing and the data folder are ready."""
+    config, settings = load_config_or_exit(default_service_name, read_settings)
     logs.configure(config.service_name, config.instance_id, config.log_level)
     provider = tracing.setup_tracing(config)
     os.makedirs(config.data_dir, exist_ok=True)

@@ -1,14 +1,13 @@
-"""Products in SQLite. Read-mostly: one connection per thread, WAL so readers never block."""
+"""Products in SQLite, seeded from seed.json on first start (never over live rows)."""
 
 from __future__ import annotations
 
 import json
 import pathlib
-import sqlite3
-import threading
 
 from google.protobuf import json_format
 
+from mesh.runtime.sqlite import Database
 from shop.catalog.v1 import catalog_pb2
 
 SEED = pathlib.Path(__file__).with_name("seed.json")
@@ -22,11 +21,8 @@ CREATE TABLE IF NOT EXISTS products (
 
 class ProductStore:
     def __init__(self, path: str) -> None:
-        self._path = path
-        self._local = threading.local()
-        with self._connection() as db:
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute(SCHEMA)
+        self._db = Database(path, SCHEMA)
+        with self._db.transaction() as db:
             for item in json.loads(SEED.read_text()):
                 product = json_format.ParseDict(item, catalog_pb2.Product())
                 db.execute(
@@ -34,15 +30,8 @@ class ProductStore:
                     (product.id, product.SerializeToString()),
                 )
 
-    def _connection(self) -> sqlite3.Connection:
-        db = getattr(self._local, "db", None)
-        if db is None:
-            db = sqlite3.connect(self._path, timeout=10)
-            self._local.db = db
-        return db
-
     def page(self, after_id: str, limit: int) -> list[catalog_pb2.Product]:
-        rows = self._connection().execute(
+        rows = self._db.connection().execute(
             "SELECT body FROM products WHERE id > ? ORDER BY id LIMIT ?", (after_id, limit)
         )
         return [catalog_pb2.Product.FromString(body) for (body,) in rows]
@@ -50,6 +39,6 @@ class ProductStore:
     def get_many(self, ids: list[str]) -> dict[str, catalog_pb2.Product]:
         unique = sorted(set(ids))
         marks = ",".join("?" * len(unique))
-        rows = self._connection().execute(f"SELECT body FROM products WHERE id IN ({marks})", unique)
+        rows = self._db.connection().execute(f"SELECT body FROM products WHERE id IN ({marks})", unique)
         products = (catalog_pb2.Product.FromString(body) for (body,) in rows)
         return {p.id: p for p in products}

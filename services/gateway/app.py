@@ -12,7 +12,6 @@ import logging
 import os
 import re
 import signal
-import sys
 
 import grpc
 from aiohttp import web
@@ -20,9 +19,9 @@ from google.protobuf import json_format
 from opentelemetry import propagate, trace
 
 from mesh.runtime import logs, tracing
-from mesh.runtime.config import ConfigError, EnvReader, InstanceConfig, load_instance_config
+from mesh.runtime.config import InstanceConfig
 from mesh.runtime.errors import ServiceError, invalid_argument
-from mesh.runtime.instance import CONFIG_ERROR_EXIT, Instance
+from mesh.runtime.instance import Instance, load_config_or_exit
 from services.gateway.errors import error_response, from_rpc_error
 from shop.catalog.v1 import catalog_pb2, catalog_pb2_grpc
 from shop.inventory.v1 import inventory_pb2, inventory_pb2_grpc
@@ -218,13 +217,7 @@ async def serve(config: InstanceConfig) -> None:
 
 
 def main() -> None:
-    reader = EnvReader()
-    try:
-        config = load_instance_config("gateway", reader=reader)
-        reader.finish()
-    except ConfigError as error:
-        print(f"gateway: {error}", file=sys.stderr)
-        sys.exit(CONFIG_ERROR_EXIT)
+    config, _ = load_config_or_exit("gateway")
     logs.configure(config.service_name, config.instance_id, config.log_level)
     provider = tracing.setup_tracing(config)
     os.makedirs(config.data_dir, exist_ok=True)

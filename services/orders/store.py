@@ -4,13 +4,11 @@ a retry with the same request id finds the saga where it stopped."""
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import sqlite3
-import threading
 
 from google.rpc import status_pb2
 
+from mesh.runtime.sqlite import Database
 from shop.orders.v1 import orders_pb2
 
 SCHEMA = """
@@ -33,30 +31,7 @@ class OrderRecord:
 
 class OrderStore:
     def __init__(self, path: str) -> None:
-        self._path = path
-        self._local = threading.local()
-        db = self._db()
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute(SCHEMA)
-
-    def _db(self) -> sqlite3.Connection:
-        db = getattr(self._local, "db", None)
-        if db is None:
-            db = sqlite3.connect(self._path, timeout=10, isolation_level=None)
-            db.execute("PRAGMA synchronous=FULL")
-            self._local.db = db
-        return db
-
-    @contextlib.contextmanager
-    def _transaction(self):
-        db = self._db()
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            yield db
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        db.execute("COMMIT")
+        self._db = Database(path, SCHEMA)
 
     @staticmethod
     def _record(row) -> OrderRecord:
@@ -66,18 +41,18 @@ class OrderStore:
         )
 
     def by_request(self, request_id: str) -> OrderRecord | None:
-        row = self._db().execute(
+        row = self._db.connection().execute(
             "SELECT body, fingerprint, error FROM orders WHERE request_id = ?", (request_id,)
         ).fetchone()
         return self._record(row) if row else None
 
     def get(self, order_id: str) -> orders_pb2.Order | None:
-        row = self._db().execute("SELECT body, fingerprint, error FROM orders WHERE id = ?", (order_id,)).fetchone()
+        row = self._db.connection().execute("SELECT body, fingerprint, error FROM orders WHERE id = ?", (order_id,)).fetchone()
         return self._record(row).order if row else None
 
     def create(self, order: orders_pb2.Order, request_id: str, fingerprint: str) -> OrderRecord:
         """Insert a new order, or return the one a concurrent request inserted first."""
-        with self._transaction() as db:
+        with self._db.transaction() as db:
             row = db.execute("SELECT body, fingerprint, error FROM orders WHERE request_id = ?", (request_id,)).fetchone()
             if row:
                 return self._record(row)
@@ -88,7 +63,7 @@ class OrderStore:
         return OrderRecord(order, fingerprint, None)
 
     def save(self, order: orders_pb2.Order, error: status_pb2.Status | None = None) -> None:
-        with self._transaction() as db:
+        with self._db.transaction() as db:
             db.execute(
                 "UPDATE orders SET body = ?, error = ? WHERE id = ?",
                 (order.SerializeToString(), error.SerializeToString() if error else None, order.id),

@@ -3,12 +3,11 @@ before the RPC answers, so a crash never loses an acknowledged charge or refund.
 
 from __future__ import annotations
 
-import contextlib
 import sqlite3
-import threading
 
 from google.type import money_pb2
 
+from mesh.runtime.sqlite import Database
 from shop.payments.v1 import payments_pb2
 
 SCHEMA = """
@@ -24,32 +23,9 @@ CREATE TABLE IF NOT EXISTS charges (
 """
 
 
-class Ledger:
+class Ledger(Database):
     def __init__(self, path: str) -> None:
-        self._path = path
-        self._local = threading.local()
-        db = self._db()
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute(SCHEMA)
-
-    def _db(self) -> sqlite3.Connection:
-        db = getattr(self._local, "db", None)
-        if db is None:
-            db = sqlite3.connect(self._path, timeout=10, isolation_level=None)
-            db.execute("PRAGMA synchronous=FULL")
-            self._local.db = db
-        return db
-
-    @contextlib.contextmanager
-    def transaction(self):
-        db = self._db()
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            yield db
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        db.execute("COMMIT")
+        super().__init__(path, SCHEMA)
 
     @staticmethod
     def find(db: sqlite3.Connection, charge_id: str) -> payments_pb2.Charge | None:

@@ -25,7 +25,7 @@ def test_a_repeated_charge_returns_the_first_and_captures_once(payments, tmp_pat
     first = charge(payments, "c1").charge
     again = charge(payments, "c1").charge
     assert first == again and first.status == Status.CHARGE_STATUS_CAPTURED
-    rows = Ledger(str(tmp_path / "payments.db"))._db().execute("SELECT COUNT(*) FROM charges").fetchone()[0]
+    rows = Ledger(str(tmp_path / "payments.db")).connection().execute("SELECT COUNT(*) FROM charges").fetchone()[0]
     assert rows == 1
 
 
