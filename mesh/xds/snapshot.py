@@ -14,7 +14,7 @@ from collections.abc import Callable, Collection, Mapping
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 from google.protobuf.message import Message
 
-from mesh.xds.translate import CLUSTER, ENDPOINT, LISTENER, ROUTE, TYPE_URLS, Policy, Resources, server_listener
+from mesh.xds.translate import CLUSTER, ENDPOINT, LISTENER, ROUTE, TYPE_URLS, Policy, Resources, on_demand
 
 __all__ = ["InconsistentSnapshot", "Snapshot", "SnapshotCache", "check_consistency"]
 
@@ -39,15 +39,19 @@ class Snapshot:
 
     def resolve(self, type_url: str, names: Collection[str] | None, workload: str) -> dict[str, Message]:
         """The resources to send for a subscription; names=None is a wildcard (everything known).
-        Unknown names are left out; server listeners are built on demand for the asking workload."""
+
+        Server listeners are built on demand for the asking workload. A client name the catalog
+        does not know (yet, or any more) gets the resources of a service with no endpoints, never
+        "does not exist": a `consul agent -dev` that restarts comes back empty for a moment, and
+        a deleted listener can leave a grpc-js channel failing "Listener ... does not exist" long
+        after the service is back. An empty endpoint list fails calls just as fast and recovers
+        with one EDS update."""
         known = self.resources.get(type_url, {})
         if names is None:
             return dict(known)
         found = {}
         for name in names:
-            resource = known.get(name)
-            if resource is None and type_url == LISTENER:
-                resource = server_listener(name, workload, self.policy)
+            resource = known.get(name) or on_demand(type_url, name, workload, self.policy)
             if resource is not None:
                 found[name] = resource
         return found

@@ -63,8 +63,11 @@ def pack(message: Message) -> any_pb2.Any:
     return packed
 
 
+CLUSTER_PREFIX = "outbound|"
+
+
 def cluster_name(service: str) -> str:
-    return f"outbound|{service}"
+    return f"{CLUSTER_PREFIX}{service}"
 
 
 def _ads() -> config_source_pb2.ConfigSource:
@@ -137,6 +140,18 @@ def translate(catalog: Catalog, policy: Policy = Policy()) -> dict[str, dict[str
             resources[CLUSTER][name] = cluster(name, policy)
             resources[ENDPOINT][name] = load_assignment(name, members)
     return resources
+
+
+def on_demand(type_url: str, name: str, workload: str, policy: Policy) -> Message | None:
+    """A resource for a subscribed name that is not in the snapshot: a server listener for the
+    asking workload, or the client resources of a service with no endpoints."""
+    if type_url == LISTENER:
+        return server_listener(name, workload, policy) or client_listener(name, policy)
+    if type_url == ROUTE:
+        return route_configuration(name, policy)
+    if name.startswith(CLUSTER_PREFIX):
+        return cluster(name, policy) if type_url == CLUSTER else load_assignment(name, ())
+    return None
 
 
 # ---- server side (xDS-managed gRPC servers) ---------------------------------------------------

@@ -75,7 +75,7 @@ async def list_products(request: web.Request) -> web.Response:
         raise invalid_argument([("page_size", "must be a whole number")])
     reply = await shop.catalog.ListProducts(
         catalog_pb2.ListProductsRequest(page_size=int(page_size), page_token=request.query.get("pageToken", "")),
-        timeout=CALL_TIMEOUT,
+        timeout=CALL_TIMEOUT, wait_for_ready=True,
     )
     return _json(reply)
 
@@ -85,12 +85,12 @@ async def get_product(request: web.Request) -> web.Response:
     product_id = request.match_info["id"]
     currency = request.query.get("currency", "USD").upper()
     product, quote, stock = await asyncio.gather(
-        shop.catalog.GetProduct(catalog_pb2.GetProductRequest(id=product_id), timeout=CALL_TIMEOUT),
+        shop.catalog.GetProduct(catalog_pb2.GetProductRequest(id=product_id), timeout=CALL_TIMEOUT, wait_for_ready=True),
         shop.pricing.GetQuote(
             pricing_pb2.GetQuoteRequest(items=[pricing_pb2.QuoteItem(product_id=product_id, quantity=1)], currency_code=currency),
-            timeout=CALL_TIMEOUT,
+            timeout=CALL_TIMEOUT, wait_for_ready=True,
         ),
-        shop.inventory.GetStock(inventory_pb2.GetStockRequest(product_id=product_id), timeout=CALL_TIMEOUT),
+        shop.inventory.GetStock(inventory_pb2.GetStockRequest(product_id=product_id), timeout=CALL_TIMEOUT, wait_for_ready=True),
         return_exceptions=True,
     )
     # The catalog owns products: its answer (e.g. NOT_FOUND) comes first.
@@ -127,13 +127,13 @@ async def place_order(request: web.Request) -> web.Response:
     if violations:
         raise invalid_argument(violations)
     order_request.request_id = key
-    reply = await shop.orders.PlaceOrder(order_request, timeout=CALL_TIMEOUT * 2)
+    reply = await shop.orders.PlaceOrder(order_request, timeout=CALL_TIMEOUT * 2, wait_for_ready=True)
     return _json(reply)
 
 
 async def get_order(request: web.Request) -> web.Response:
     shop = request.app[SHOP]
-    reply = await shop.orders.GetOrder(orders_pb2.GetOrderRequest(id=request.match_info["id"]), timeout=CALL_TIMEOUT)
+    reply = await shop.orders.GetOrder(orders_pb2.GetOrderRequest(id=request.match_info["id"]), timeout=CALL_TIMEOUT, wait_for_ready=True)
     return _json(reply)
 
 

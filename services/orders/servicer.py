@@ -1,6 +1,7 @@
 """OrderService: PlaceOrder is a saga (read products -> quote -> reserve -> charge -> confirm)
 that compensates (release stock, refund) on any failure. Every step downstream is idempotent,
-keyed by the order id, so retries and resumed sagas never reserve or charge twice."""
+keyed by the order id (and the attempt, after a transient failure), so retries and resumed
+sagas never reserve or charge twice."""
 
 from __future__ import annotations
 
@@ -34,6 +35,7 @@ MAX_ITEMS = 50
 MAX_QUANTITY = 1000
 CURRENCY = re.compile(r"^[A-Z]{3}$")
 LOCK_STRIPES = 64
+TRANSIENT = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
 Status = orders_pb2.OrderStatus
 
 
@@ -151,27 +153,37 @@ class OrderServicer(orders_pb2_grpc.OrderServiceServicer):
             if record.order.status == Status.ORDER_STATUS_CONFIRMED:
                 return orders_pb2.PlaceOrderResponse(order=record.order)
             if record.order.status == Status.ORDER_STATUS_FAILED and record.error is not None:
-                raise ServiceError.from_status_proto(record.error)
-            return orders_pb2.PlaceOrderResponse(order=self._saga(record.order, request))
+                failure = ServiceError.from_status_proto(record.error)
+                if failure.code not in TRANSIENT:
+                    raise failure
+                # The last attempt was undone because a dependency was unavailable: try again,
+                # with fresh reservation and charge ids (the old ones are tombstones now).
+                record.attempt += 1
+                record.order.status = Status.ORDER_STATUS_PENDING
+                record.order.failure_reason = ""
+                self._store.save(record.order, attempt=record.attempt)
+            return orders_pb2.PlaceOrderResponse(order=self._saga(record.order, request, record.attempt))
 
     # -- the saga -----------------------------------------------------------------------------
-    def _saga(self, order: orders_pb2.Order, request: orders_pb2.PlaceOrderRequest) -> orders_pb2.Order:
+    def _saga(self, order: orders_pb2.Order, request: orders_pb2.PlaceOrderRequest, attempt: int) -> orders_pb2.Order:
+        # The idempotency key of this attempt's reservation and charge.
+        step_id = order.id if attempt == 0 else f"{order.id}.{attempt}"
         try:
             self._price(order, request)
             self._store.save(order)
             stock_items = [inventory_pb2.StockItem(product_id=i.product_id, quantity=i.quantity) for i in request.items]
             self._call("inventory", self._down.inventory.ReserveStock,
-                       inventory_pb2.ReserveStockRequest(reservation_id=order.id, items=stock_items))
+                       inventory_pb2.ReserveStockRequest(reservation_id=step_id, items=stock_items))
             self._call("payments", self._down.payments.Charge, payments_pb2.ChargeRequest(
-                charge_id=order.id, order_id=order.id, amount=order.total, card_token=request.payment.card_token),
+                charge_id=step_id, order_id=order.id, amount=order.total, card_token=request.payment.card_token),
                 renames={"card_token": "payment.card_token"})
             self._call("inventory", self._down.inventory.CommitReservation,
-                       inventory_pb2.CommitReservationRequest(reservation_id=order.id))
+                       inventory_pb2.CommitReservationRequest(reservation_id=step_id))
         except ServiceError as failure:
             # Always undo, even when this attempt failed before reserving: a resumed saga's
             # earlier attempt may have reserved or charged. Raises UNAVAILABLE (the order stays
             # PENDING for a retry) when it cannot finish.
-            self._compensate(order)
+            self._compensate(order, step_id)
             order.status = Status.ORDER_STATUS_FAILED
             order.failure_reason = failure.message
             self._store.save(order, failure.to_status_proto())
@@ -185,7 +197,8 @@ class OrderServicer(orders_pb2_grpc.OrderServiceServicer):
     def _price(self, order: orders_pb2.Order, request: orders_pb2.PlaceOrderRequest) -> None:
         ids = [item.product_id for item in request.items]
         try:
-            self._down.catalog.BatchGetProducts(catalog_pb2.BatchGetProductsRequest(ids=ids), timeout=CALL_TIMEOUT)
+            self._down.catalog.BatchGetProducts(
+                catalog_pb2.BatchGetProductsRequest(ids=ids), timeout=CALL_TIMEOUT, wait_for_ready=True)
         except grpc.RpcError as error:
             if error.code() == grpc.StatusCode.NOT_FOUND:
                 raise _unknown_products(error, request) from None
@@ -206,18 +219,21 @@ class OrderServicer(orders_pb2_grpc.OrderServiceServicer):
 
     def _call(self, step: str, method, message, renames: dict[str, str] | None = None):
         try:
-            return method(message, timeout=CALL_TIMEOUT)
+            # wait_for_ready: a peer that is restarting gets the call's deadline to come back,
+            # instead of failing the call at once while its connection backs off.
+            return method(message, timeout=CALL_TIMEOUT, wait_for_ready=True)
         except grpc.RpcError as error:
             if error.code() == grpc.StatusCode.INVALID_ARGUMENT:
                 raise _renamed_violations(error, renames or {}) from None
             raise _dependency_failed(error, step) from None
 
-    def _compensate(self, order: orders_pb2.Order) -> None:
+    def _compensate(self, order: orders_pb2.Order, step_id: str) -> None:
         """Give back whatever the saga may have taken. Both calls are idempotent and leave
         tombstones, so a reservation or charge still in flight takes nothing later."""
         try:
-            self._down.payments.Refund(payments_pb2.RefundRequest(charge_id=order.id), timeout=CALL_TIMEOUT)
-            self._down.inventory.ReleaseStock(inventory_pb2.ReleaseStockRequest(reservation_id=order.id), timeout=CALL_TIMEOUT)
+            self._down.payments.Refund(payments_pb2.RefundRequest(charge_id=step_id), timeout=CALL_TIMEOUT, wait_for_ready=True)
+            self._down.inventory.ReleaseStock(
+                inventory_pb2.ReleaseStockRequest(reservation_id=step_id), timeout=CALL_TIMEOUT, wait_for_ready=True)
         except grpc.RpcError as error:
             log.error("compensation of %s incomplete: %s; a retry resumes it", order.id, error.code())
             raise ServiceError(grpc.StatusCode.UNAVAILABLE, "could not undo the order yet; retry with the same Idempotency-Key") from None

@@ -45,6 +45,31 @@ def test_orders_still_work_after_the_restart(mesh):
     assert reply.json()["order"]["total"]["currencyCode"] == "JPY"
 
 
+MUG = {"customerId": "c", "currency": "EUR", "items": [{"productId": "sku-travel-mug", "quantity": 1}],
+       "payment": {"cardToken": "tok_visa"}}
+
+
+def _place(mesh, key: str) -> httpx.Response:
+    return httpx.post(f"{mesh.gateway}/v1/orders", headers={"Idempotency-Key": key}, json=MUG, timeout=30)
+
+
+def test_a_consul_crash_loses_no_order_and_every_instance_registers_again(mesh):
+    instances = [name for name, p in _state(mesh).items() if p["service"]]
+    placed = _place(mesh, "before-consul-crash")
+    assert placed.status_code == 200, placed.text
+    os.kill(_state(mesh)["consul"]["pid"], signal.SIGKILL)  # `consul agent -dev` comes back empty
+
+    def all_registered_and_passing():
+        checks = httpx.get(f"{mesh.consul}/v1/health/state/passing", timeout=2).json()
+        return set(instances) <= {check["ServiceID"] for check in checks}
+
+    poll_until(all_registered_and_passing, timeout=30, interval=0.3, message="every instance registered again")
+    again = httpx.get(f"{mesh.gateway}/v1/orders/{placed.json()['order']['id']}", timeout=10)
+    assert again.status_code == 200 and again.json()["order"]["status"] == "ORDER_STATUS_CONFIRMED"
+    poll_until(lambda: _place(mesh, "after-consul-crash").status_code == 200, timeout=15, interval=0.3,
+               message="a new order through the recovered mesh")
+
+
 def test_down_stops_every_process_and_frees_every_port(mesh):
     pids = [p["pid"] for p in _state(mesh).values() if p["pid"]]
     out = mesh.runner("down")

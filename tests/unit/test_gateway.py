@@ -23,7 +23,7 @@ class RecordingOrders:
     def __init__(self):
         self.calls = []
 
-    async def PlaceOrder(self, request, timeout=None):
+    async def PlaceOrder(self, request, timeout=None, wait_for_ready=None):
         self.calls.append(request)
         return orders_pb2.PlaceOrderResponse(order=orders_pb2.Order(id="ord_1", status=orders_pb2.ORDER_STATUS_CONFIRMED))
 

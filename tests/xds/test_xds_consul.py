@@ -71,8 +71,13 @@ def test_passing_instances_become_endpoints(consul_agent, control_plane):
             consul_agent.deregister("catalog-3")
             # no passing instance left, still registered: the listener stays, the assignment is empty
             await ads.until(EDS, lambda r: eds_ports(r) == [])
-            consul_agent.deregister("catalog-1")  # the service is gone from Consul: so is its listener
-            await ads.until(LDS, lambda r: "catalog" not in r)
+            consul_agent.deregister("catalog-1")
+            # Gone from Consul altogether: the next push still holds the listener (a service with
+            # no endpoints, never "does not exist"), so a client recovers when it comes back.
+            pushed = await ads.until(LDS, lambda r: True)
+            assert "catalog" in pushed
+            consul_agent.register("catalog", "catalog-4", 7004)
+            await ads.until(EDS, lambda r: eds_ports(r) == [7004])
 
     asyncio.run(asyncio.wait_for(scenario(), 60))
 

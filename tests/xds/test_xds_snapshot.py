@@ -8,7 +8,7 @@ import pytest
 
 from mesh.xds.catalog import Catalog, Endpoint
 from mesh.xds.snapshot import InconsistentSnapshot, SnapshotCache, check_consistency, next_snapshot
-from mesh.xds.translate import CLUSTER, ENDPOINT, LISTENER, ROUTE, Policy, translate
+from mesh.xds.translate import CLUSTER, ENDPOINT, LISTENER, ROUTE, Policy, client_listener, translate
 
 ONE = Catalog.of({"catalog": [Endpoint("catalog-1", "127.0.0.1", 5001)]})
 TWO = Catalog.of({"catalog": [Endpoint("catalog-1", "127.0.0.1", 5001), Endpoint("catalog-2", "127.0.0.1", 5002)]})
@@ -60,9 +60,13 @@ def test_cache_keeps_serving_the_previous_snapshot_when_the_check_fails(caplog):
         next_snapshot(cache.current, broken(TWO, ROUTE, "catalog"), Policy())
 
 
-def test_resolve_builds_server_listeners_and_leaves_out_unknown_names():
+def test_resolve_builds_server_listeners_and_answers_unknown_services_as_empty():
     snapshot = next_snapshot(None, translate(ONE), Policy())
     server_name = "grpc/server?xds.resource.listening_address=127.0.0.1:6000"
     found = snapshot.resolve(LISTENER, ["catalog", "unknown", server_name], workload="catalog")
-    assert sorted(found) == ["catalog", server_name]
+    assert sorted(found) == sorted(["catalog", "unknown", server_name])
+    assert found["unknown"] == client_listener("unknown", Policy())
+    empty = snapshot.resolve(ENDPOINT, ["outbound|unknown"], workload="x")["outbound|unknown"]
+    assert not empty.endpoints and empty.cluster_name == "outbound|unknown"
+    assert snapshot.resolve(CLUSTER, ["not-ours"], workload="x") == {}
     assert sorted(snapshot.resolve(LISTENER, None, workload="x")) == ["catalog"]  # wildcard

@@ -2,64 +2,26 @@
 // binary is available: $CONSUL_BIN, the repo's .tools/bin/consul, or consul on PATH. Skipped, and
 // said so, when there is none.
 import assert from 'node:assert/strict';
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { REPO_ROOT } from './pricing/paths';
-import { pollUntil, reserveFreePort } from './runtime/net';
+import { pollUntil } from './runtime/net';
 import { ServiceProcess } from './testing/child';
+import { DevConsul, getJson, SKIP_WITHOUT_CONSUL } from './testing/consul';
 import { FakeAds } from './testing/fake-ads';
 
-function findConsul(): string | undefined {
-  const candidates = [process.env.CONSUL_BIN, path.join(REPO_ROOT, '.tools', 'bin', 'consul')];
-  for (const c of candidates) if (c && fs.existsSync(c)) return c;
-  const which = spawnSync('sh', ['-c', 'command -v consul'], { encoding: 'utf8' });
-  return which.status === 0 ? which.stdout.trim() : undefined;
-}
-
-const consulBin = findConsul();
-
-async function getJson(url: string): Promise<any> {
-  const res = await fetch(url);
-  if (!res.ok) throw new Error(`${url}: HTTP ${res.status}`);
-  return res.json();
-}
-
-describe('Consul registration', { skip: consulBin ? false : 'no consul binary (set CONSUL_BIN or run make setup)' }, () => {
+describe('Consul registration', { skip: SKIP_WITHOUT_CONSUL }, () => {
   const ads = new FakeAds();
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'pricing-consul-'));
-  let consul: ChildProcess;
-  let consulLog = '';
+  let consul: DevConsul;
   let api = '';
   let proc: ServiceProcess;
 
   before(async () => {
-    const [http, serf, server] = [await reserveFreePort('127.0.0.1'), await reserveFreePort('127.0.0.1'), await reserveFreePort('127.0.0.1')];
-    api = `http://127.0.0.1:${http}`;
-    consul = spawn(
-      consulBin!,
-      [
-        'agent', '-dev', '-bind', '127.0.0.1', '-client', '127.0.0.1', '-data-dir', path.join(tmp, 'consul'),
-        '-hcl', `ports { http = ${http}, dns = -1, grpc = -1, grpc_tls = -1, serf_lan = ${serf}, serf_wan = -1, server = ${server} }`,
-      ],
-      { stdio: ['ignore', 'pipe', 'pipe'] },
-    );
-    consul.stdout!.on('data', (c: Buffer) => (consulLog = (consulLog + c.toString()).slice(-4000)));
-    consul.stderr!.on('data', (c: Buffer) => (consulLog = (consulLog + c.toString()).slice(-4000)));
-    await pollUntil(
-      async () => {
-        try {
-          return (await getJson(`${api}/v1/status/leader`)) !== '';
-        } catch {
-          return false;
-        }
-      },
-      { timeoutMs: 30_000, intervalMs: 200 },
-    ).catch((err: Error) => {
-      throw new Error(`consul did not start: ${err.message}\n${consulLog}`);
-    });
+    consul = new DevConsul();
+    await consul.start();
+    api = consul.api;
 
     await ads.start();
     const bootstrap = path.join(tmp, 'bootstrap.json');
@@ -68,7 +30,7 @@ describe('Consul registration', { skip: consulBin ? false : 'no consul binary (s
       GRPC_XDS_BOOTSTRAP: bootstrap,
       MESH_INSTANCE_ID: 'pricing-consul-test',
       MESH_SERVICE_VERSION: 'v2',
-      CONSUL_HTTP_ADDR: `127.0.0.1:${http}`,
+      CONSUL_HTTP_ADDR: `127.0.0.1:${consul.httpPort}`,
       OTEL_TRACES_EXPORTER: 'none',
     });
   });
@@ -76,7 +38,8 @@ describe('Consul registration', { skip: consulBin ? false : 'no consul binary (s
   after(() => {
     proc?.kill();
     ads.stop();
-    if (consul?.pid && consul.exitCode === null) process.kill(consul.pid, 'SIGKILL');
+    consul?.kill();
+    fs.rmSync(tmp, { recursive: true, force: true });
   });
 
   test('registers with metadata and a passing gRPC check, deregisters on SIGTERM', async () => {

@@ -34,7 +34,7 @@ func Registration(cfg Config, port, adminPort int) *consul.AgentServiceRegistrat
 			GRPCUseTLS:                     false,
 			Interval:                       "1s",
 			Timeout:                        "1s",
-			DeregisterCriticalServiceAfter: "30s",
+			DeregisterCriticalServiceAfter: "1m",
 		},
 	}
 }
@@ -138,10 +138,10 @@ func (r *consulRegistration) keep(ctx context.Context) {
 			return
 		case err != nil && !outage:
 			outage = true
-			r.log.Warn("Consul unreachable; will re-register when it is back", "consul", r.addr, "error", err.Error())
+			r.log.Warn("Consul unreachable, will re-register when it is back", "consul", r.addr, "error", err.Error())
 		case err == nil && outage:
 			outage = false
-			r.log.Info("Consul reachable again", "consul", r.addr)
+			r.log.Info("Consul is reachable again", "consul", r.addr)
 		}
 	}
 }

@@ -19,7 +19,7 @@ func TestRegistrationFollowsContract(t *testing.T) {
 		Meta: map[string]string{"version": "v1", "language": "go", "admin_port": "7002"},
 		Check: &consul.AgentServiceCheck{
 			GRPC: "127.0.0.1:7002", GRPCUseTLS: false, Interval: "1s", Timeout: "1s",
-			DeregisterCriticalServiceAfter: "30s",
+			DeregisterCriticalServiceAfter: "1m",
 		},
 	}
 	if !reflect.DeepEqual(got, want) {

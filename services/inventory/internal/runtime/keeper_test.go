@@ -306,7 +306,7 @@ func TestKeeperReRegistersAfterConsulRestart(t *testing.T) {
 	c.stop()
 	// While Consul is down the keeper says so once, however many periods the outage lasts.
 	poll(t, "outage warning", 3*KeepRegisteredEvery+time.Second, func() bool {
-		return logs.count("Consul unreachable; will re-register when it is back") == 1
+		return logs.count("Consul unreachable, will re-register when it is back") == 1
 	})
 	time.Sleep(2 * KeepRegisteredEvery) // a longer outage: still one warning (checked below)
 	c.start()
@@ -324,7 +324,7 @@ func TestKeeperReRegistersAfterConsulRestart(t *testing.T) {
 	if n := logs.count("re-registered in Consul"); n != 1 {
 		t.Fatalf("%d re-registered lines, want 1:\n%s", n, logs.String())
 	}
-	if n := logs.count("Consul unreachable; will re-register when it is back"); n != 1 {
+	if n := logs.count("Consul unreachable, will re-register when it is back"); n != 1 {
 		t.Fatalf("%d outage warnings, want 1:\n%s", n, logs.String())
 	}
 }

@@ -23,7 +23,7 @@ test('the registration follows the contract', () => {
       grpcusetls: false,
       interval: '1s',
       timeout: '1s',
-      deregistercriticalserviceafter: '30s',
+      deregistercriticalserviceafter: '1m',
     },
   });
 });

@@ -3,7 +3,7 @@
 import type * as grpc from '@grpc/grpc-js';
 import { startAdminServer, type AdminServer, type ReflectionSources } from './admin';
 import type { MeshConfig } from './config';
-import { buildRegistration, ConsulAgent, type Language } from './consul';
+import { buildRegistration, ConsulAgent, RegistrationKeeper, type Language } from './consul';
 import type { Logger } from './log';
 import { canConnect, hostPort, pollUntil, reserveFreePort } from './net';
 import type { Tracing } from './tracing';
@@ -50,6 +50,7 @@ export class MeshInstance {
   private business: BusinessServer | undefined;
   private registering = false;
   private registered = false;
+  private keeper: RegistrationKeeper | undefined;
   private stopping: Promise<void> | undefined;
   businessPort = 0;
   adminPort = 0;
@@ -122,10 +123,14 @@ export class MeshInstance {
     // Step 4: Consul.
     if (config.register) {
       this.registering = true;
-      await this.consul.register(buildRegistration(config, { business: port, admin: this.admin.port }, this.opts.language));
+      const registration = buildRegistration(config, { business: port, admin: this.admin.port }, this.opts.language);
+      await this.consul.register(registration);
       this.abort.signal.throwIfAborted();
       this.registered = true;
       logger.info('registered in consul', { 'service.id': config.instanceId, consul: config.consulHttpAddr });
+      // Registers the same body again whenever the agent forgets it (a restarted `consul agent -dev`).
+      this.keeper = new RegistrationKeeper(this.consul, registration, logger);
+      this.keeper.start();
     }
   }
 
@@ -140,6 +145,7 @@ export class MeshInstance {
     logger.info('shutting down', { reason });
     this.abort.abort(new Error(`shutdown: ${reason}`));
     this.admin?.setServing('NOT_SERVING');
+    await this.keeper?.stop(); // before deregistering: nothing may register this instance again
     if (this.registering) {
       // Also when start() was still registering: deregistering an unknown id is harmless.
       try {
