@@ -10,7 +10,6 @@ import logging
 
 import grpc
 from opentelemetry import propagate, trace
-from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 from opentelemetry.instrumentation.grpc import (
     aio_client_interceptors,
     client_interceptor,
@@ -26,6 +25,7 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 from opentelemetry.baggage.propagation import W3CBaggagePropagator
 
 from mesh.runtime.config import InstanceConfig
+from mesh.runtime.export import ChildProcessSpanProcessor
 
 __all__ = ["setup_tracing", "traced_channel", "traced_server_interceptors", "aio_traced_interceptors"]
 
@@ -52,10 +52,13 @@ def setup_tracing(config: InstanceConfig, exporter: SpanExporter | None = None) 
         }
     )
     provider = TracerProvider(resource=resource)
-    if exporter is None and config.traces_exporter == "otlp":
-        exporter = OTLPSpanExporter(endpoint=config.otlp_endpoint, insecure=True)
     if exporter is not None:
         provider.add_span_processor(BatchSpanProcessor(exporter))
+    elif config.traces_exporter == "otlp":
+        # OTLP encoding runs in a child process, off this process's GIL (mesh/runtime/export.py).
+        provider.add_span_processor(
+            ChildProcessSpanProcessor(provider.resource, config.otlp_endpoint, insecure=True, log_level=config.log_level)
+        )
     trace.set_tracer_provider(provider)
     propagate.set_global_textmap(CompositePropagator([TraceContextTextMapPropagator(), W3CBaggagePropagator()]))
     return provider
