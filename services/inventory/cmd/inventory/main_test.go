@@ -282,7 +282,7 @@ func TestLifecycle(t *testing.T) {
 		}
 	}
 	chk, _ := regs[0]["Check"].(map[string]any)
-	wantCheck := map[string]any{"GRPC": fmt.Sprintf("127.0.0.1:%d", adminPort), "Interval": "1s", "Timeout": "1s", "DeregisterCriticalServiceAfter": "30s"}
+	wantCheck := map[string]any{"GRPC": fmt.Sprintf("127.0.0.1:%d", adminPort), "Interval": "1s", "Timeout": "1s", "DeregisterCriticalServiceAfter": "1m"}
 	for k, v := range wantCheck {
 		if chk[k] != v {
 			t.Errorf("check %s = %v, want %v", k, chk[k], v)
