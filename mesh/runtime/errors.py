@@ -150,6 +150,8 @@ class ErrorInterceptor(grpc.ServerInterceptor):
                     return _fail(context, ServiceError(code, error.details() or "").to_status())
                 return _fail(context, ServiceError(grpc.StatusCode.INTERNAL, "internal error").to_status())
             except Exception:
+                if context.code() not in (None, grpc.StatusCode.OK):
+                    return _NO_MESSAGE  # context.abort() set the status already; keep it
                 log.exception("unexpected error in %s", method)
                 return _fail(context, ServiceError(grpc.StatusCode.INTERNAL, "internal error").to_status())
 
