@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import pathlib
 import signal
 import socket
 
@@ -70,8 +71,24 @@ def test_a_consul_crash_loses_no_order_and_every_instance_registers_again(mesh):
                message="a new order through the recovered mesh")
 
 
+def _descendants(pid: int) -> set[int]:
+    """Every process below `pid` (span exporters, Consul's and Jaeger's children, ...)."""
+    found, todo = set(), [pid]
+    while todo:
+        for task in pathlib.Path(f"/proc/{todo.pop()}/task").glob("*"):
+            try:
+                children = {int(c) for c in (task / "children").read_text().split()}
+            except OSError:
+                continue
+            todo += list(children - found)
+            found |= children
+    return found
+
+
 def test_down_stops_every_process_and_frees_every_port(mesh):
-    pids = [p["pid"] for p in _state(mesh).values() if p["pid"]]
+    supervisor = json.loads((mesh.run_dir / "state.json").read_text())["supervisor_pid"]
+    pids = {p["pid"] for p in _state(mesh).values() if p["pid"]} | _descendants(supervisor) | {supervisor}
+    assert len(pids) > len(_state(mesh)) + 1  # the Python instances' span exporters are among them
     out = mesh.runner("down")
     assert "stopped" in out.stdout
 
@@ -82,7 +99,7 @@ def test_down_stops_every_process_and_frees_every_port(mesh):
             return True
         return open(f"/proc/{pid}/stat").read().split(")")[-1].split()[0] == "Z"
 
-    assert all(gone(pid) for pid in pids)
+    poll_until(lambda: all(gone(pid) for pid in pids), timeout=5, message="every process of the mesh to be gone")
     listening = []
     for port in mesh.ports():
         with socket.socket() as s:
