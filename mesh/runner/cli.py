@@ -220,4 +220,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "logs":
         return logs(run_dir, offset, args.service, args.lines, args.follow)
-    return {"up": up, "down": down, "status": status}[args.command](run_dir, offset)
+    try:
+        return {"up": up, "down": down, "status": status}[args.command](run_dir, offset)
+    except KeyboardInterrupt:
+        if args.command == "up":
+            print("\ninterrupted: the mesh goes on starting in the background (make status, make down)")
+        return 130
