@@ -36,6 +36,10 @@ MAX_QUANTITY = 1000
 CURRENCY = re.compile(r"^[A-Z]{3}$")
 LOCK_STRIPES = 64
 TRANSIENT = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
+# A resumed attempt found its reservation or charge already undone (a compensation that did not
+# finish): undo the rest; the retry after this transient failure starts a fresh attempt.
+def _undone() -> ServiceError:
+    return ServiceError(grpc.StatusCode.UNAVAILABLE, "an earlier try of this order was undone; retry with the same Idempotency-Key")
 Status = orders_pb2.OrderStatus
 
 
@@ -161,6 +165,8 @@ class OrderServicer(orders_pb2_grpc.OrderServiceServicer):
                 record.attempt += 1
                 record.order.status = Status.ORDER_STATUS_PENDING
                 record.order.failure_reason = ""
+                for field in ("items", "total", "pricing_version"):
+                    record.order.ClearField(field)  # the new attempt prices again
                 self._store.save(record.order, attempt=record.attempt)
             return orders_pb2.PlaceOrderResponse(order=self._saga(record.order, request, record.attempt))
 
@@ -169,19 +175,22 @@ class OrderServicer(orders_pb2_grpc.OrderServiceServicer):
         # The idempotency key of this attempt's reservation and charge.
         step_id = order.id if attempt == 0 else f"{order.id}.{attempt}"
         try:
-            self._price(order, request)
-            self._store.save(order)
+            if not order.items:  # a resumed attempt keeps the price it may already have charged
+                self._price(order, request)
+                self._store.save(order)
             stock_items = [inventory_pb2.StockItem(product_id=i.product_id, quantity=i.quantity) for i in request.items]
-            self._call("inventory", self._down.inventory.ReserveStock,
-                       inventory_pb2.ReserveStockRequest(reservation_id=step_id, items=stock_items))
-            self._call("payments", self._down.payments.Charge, payments_pb2.ChargeRequest(
+            reservation = self._call("inventory", self._down.inventory.ReserveStock,
+                                     inventory_pb2.ReserveStockRequest(reservation_id=step_id, items=stock_items)).reservation
+            if reservation.status == inventory_pb2.RESERVATION_STATUS_RELEASED:
+                raise _undone()
+            charge = self._call("payments", self._down.payments.Charge, payments_pb2.ChargeRequest(
                 charge_id=step_id, order_id=order.id, amount=order.total, card_token=request.payment.card_token),
-                renames={"card_token": "payment.card_token"})
-            self._call("inventory", self._down.inventory.CommitReservation,
-                       inventory_pb2.CommitReservationRequest(reservation_id=step_id))
+                renames={"card_token": "payment.card_token"}).charge
+            if charge.status != payments_pb2.CHARGE_STATUS_CAPTURED:
+                raise _undone()
         except ServiceError as failure:
             # Always undo, even when this attempt failed before reserving: a resumed saga's
-            # earlier attempt may have reserved or charged. Raises UNAVAILABLE (the order stays
+            # earlier try may have reserved or charged. Raises UNAVAILABLE (the order stays
             # PENDING for a retry) when it cannot finish.
             self._compensate(order, step_id)
             order.status = Status.ORDER_STATUS_FAILED
@@ -189,6 +198,15 @@ class OrderServicer(orders_pb2_grpc.OrderServiceServicer):
             self._store.save(order, failure.to_status_proto())
             log.info("order failed", extra={"order_id": order.id, "reason": failure.message})
             raise
+        # Paid: from here the order can only go forward. A commit that fails leaves the order
+        # PENDING, and the retry commits (the reservation is held, the charge captured).
+        try:
+            self._call("inventory", self._down.inventory.CommitReservation,
+                       inventory_pb2.CommitReservationRequest(reservation_id=step_id))
+        except ServiceError as failure:
+            log.warning("order %s paid but not yet confirmed: %s", order.id, failure.message)
+            raise ServiceError(grpc.StatusCode.UNAVAILABLE,
+                               "the order is paid and not yet confirmed; retry with the same Idempotency-Key") from None
         order.status = Status.ORDER_STATUS_CONFIRMED
         self._store.save(order)
         log.info("order confirmed", extra={"order_id": order.id, "total_units": order.total.units})

@@ -54,6 +54,12 @@ class RecordingInventory(inventory_pb2_grpc.InventoryServiceServicer):
         self.calls: list[tuple[str, str]] = []
         self.state: dict[str, int] = {}
         self.lock = threading.Lock()
+        self.failing = {"commit": 0, "release": 0}  # how many of the next calls fail UNAVAILABLE
+
+    def _maybe_fail(self, what, context):
+        if self.failing[what]:
+            self.failing[what] -= 1
+            context.abort(grpc.StatusCode.UNAVAILABLE, f"{what} failed")
 
     def ReserveStock(self, request, context):
         with self.lock:
@@ -64,12 +70,14 @@ class RecordingInventory(inventory_pb2_grpc.InventoryServiceServicer):
     def ReleaseStock(self, request, context):
         with self.lock:
             self.calls.append(("release", request.reservation_id))
+            self._maybe_fail("release", context)
             self.state[request.reservation_id] = inventory_pb2.RESERVATION_STATUS_RELEASED
         return inventory_pb2.ReleaseStockResponse()
 
     def CommitReservation(self, request, context):
         with self.lock:
             self.calls.append(("commit", request.reservation_id))
+            self._maybe_fail("commit", context)
             self.state[request.reservation_id] = inventory_pb2.RESERVATION_STATUS_COMMITTED
         return inventory_pb2.CommitReservationResponse()
 
@@ -172,3 +180,27 @@ def test_bad_requests_name_every_field_and_take_nothing(shop):
     assert fields == {"request_id", "customer_id", "currency", "items[0].product_id", "items[0].quantity",
                       "payment.card_token"}
     assert shop.inventory.calls == [] and charges(shop) == []
+
+
+def test_a_commit_that_fails_leaves_the_paid_order_pending_and_the_retry_confirms_it(shop):
+    shop.inventory.failing["commit"] = 1
+    with pytest.raises(grpc.RpcError) as caught:
+        place(shop, key="commit-flaky")
+    assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert len(captured(shop)) == 1 and shop.inventory.held()  # nothing undone: the order is paid
+    order = place(shop, key="commit-flaky")
+    assert order.status == Status.ORDER_STATUS_CONFIRMED
+    assert captured(shop) == [order.id]  # still one capture, under the first attempt's id
+    assert ("release", order.id) not in shop.inventory.calls
+
+
+def test_an_undo_that_stopped_halfway_is_finished_by_the_retry(shop):
+    shop.inventory.failing["release"] = 1
+    with pytest.raises(grpc.RpcError) as caught:  # declined: refund done, release fails
+        place(shop, key="half-undone", token="tok_declined")
+    assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+    # The customer retries with the same key: the release is finished, nothing is left held.
+    with pytest.raises(grpc.RpcError) as caught:
+        place(shop, key="half-undone", token="tok_declined")
+    assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert shop.inventory.held() == [] and captured(shop) == []
