@@ -18,6 +18,14 @@ def _state(mesh) -> dict:
     return {p["name"]: p for p in json.loads((mesh.run_dir / "state.json").read_text())["processes"]}
 
 
+MUG = {"customerId": "c", "currency": "EUR", "items": [{"productId": "sku-travel-mug", "quantity": 1}],
+       "payment": {"cardToken": "tok_visa"}}
+
+
+def _place(mesh, key: str) -> httpx.Response:
+    return httpx.post(f"{mesh.gateway}/v1/orders", headers={"Idempotency-Key": key}, json=MUG, timeout=30)
+
+
 def test_no_instance_crashed_during_the_tests(mesh):
     restarted = {name: p["restarts"] for name, p in _state(mesh).items() if p["restarts"]}
     assert restarted == {}
@@ -46,12 +54,21 @@ def test_orders_still_work_after_the_restart(mesh):
     assert reply.json()["order"]["total"]["currencyCode"] == "JPY"
 
 
-MUG = {"customerId": "c", "currency": "EUR", "items": [{"productId": "sku-travel-mug", "quantity": 1}],
-       "payment": {"cardToken": "tok_visa"}}
-
-
-def _place(mesh, key: str) -> httpx.Response:
-    return httpx.post(f"{mesh.gateway}/v1/orders", headers={"Idempotency-Key": key}, json=MUG, timeout=30)
+def test_a_crash_of_orders_loses_no_acknowledged_order(mesh):
+    acknowledged = []
+    for n in range(5):
+        reply = _place(mesh, f"before-orders-crash-{n}")
+        assert reply.status_code == 200, reply.text
+        acknowledged.append(reply.json()["order"])
+    victim = _state(mesh)["orders"]["pid"]
+    os.kill(victim, signal.SIGKILL)
+    poll_until(lambda: _state(mesh)["orders"]["pid"] not in (None, victim), timeout=15, message="orders restarted")
+    for placed in acknowledged:
+        reply = poll_until(lambda: (r := httpx.get(f"{mesh.gateway}/v1/orders/{placed['id']}", timeout=10)).status_code == 200 and r,
+                           timeout=20, interval=0.2, message=f"order {placed['id']} readable after the crash")
+        assert reply.json()["order"] == placed
+    again = _place(mesh, "before-orders-crash-0")  # the same key still gives the same order
+    assert again.status_code == 200 and again.json()["order"]["id"] == acknowledged[0]["id"]
 
 
 def test_a_consul_crash_loses_no_order_and_every_instance_registers_again(mesh):
