@@ -36,11 +36,21 @@ MAX_QUANTITY = 1000
 CURRENCY = re.compile(r"^[A-Z]{3}$")
 LOCK_STRIPES = 64
 TRANSIENT = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
-# A resumed attempt found its reservation or charge already undone (a compensation that did not
-# finish): undo the rest; the retry after this transient failure starts a fresh attempt.
-def _undone() -> ServiceError:
-    return ServiceError(grpc.StatusCode.UNAVAILABLE, "an earlier try of this order was undone; retry with the same Idempotency-Key")
+ABANDONED_AFTER = 120.0  # seconds a PENDING order may sit untouched before the sweep undoes it
+SWEEP_EVERY = 30.0
 Status = orders_pb2.OrderStatus
+
+
+def _step_id(order: orders_pb2.Order, attempt: int) -> str:
+    """The idempotency key of an attempt's reservation and charge."""
+    return order.id if attempt == 0 else f"{order.id}.{attempt}"
+
+
+def _undone() -> ServiceError:
+    """A resumed attempt found its reservation or charge already undone (a compensation that did
+    not finish): the rest is undone too, and the retry after this transient failure starts a
+    fresh attempt."""
+    return ServiceError(grpc.StatusCode.UNAVAILABLE, "an earlier try of this order was undone; retry with the same Idempotency-Key")
 
 
 def validate(request: orders_pb2.PlaceOrderRequest) -> list[tuple[str, str]]:
@@ -129,6 +139,36 @@ class OrderServicer(orders_pb2_grpc.OrderServiceServicer):
             raise not_found(f"order {request.id!r} not found", "ORDER_NOT_FOUND", DOMAIN, {"order_id": request.id})
         return orders_pb2.GetOrderResponse(order=order)
 
+    def sweep(self, older_than: float = ABANDONED_AFTER) -> int:
+        """Undo orders left PENDING (their client gave up, or orders crashed mid-saga and nobody
+        retried): refund and release, then FAILED with a transient error, so that a late retry
+        with the same key runs a fresh attempt. Returns how many were undone."""
+        undone = 0
+        for request_id in self._store.stale_pending(older_than):
+            with self._locks[hash(request_id) % LOCK_STRIPES]:
+                record = self._store.by_request(request_id)
+                if record is None or record.order.status != Status.ORDER_STATUS_PENDING:
+                    continue  # a retry finished it meanwhile
+                order = record.order
+                try:
+                    self._compensate(order, _step_id(order, record.attempt))
+                except ServiceError:
+                    continue  # a dependency is down: the next sweep tries again
+                failure = ServiceError(grpc.StatusCode.UNAVAILABLE,
+                                       "the order was interrupted and undone; retry with the same Idempotency-Key")
+                order.status, order.failure_reason = Status.ORDER_STATUS_FAILED, failure.message
+                self._store.save(order, failure.to_status_proto())
+                log.warning("abandoned order undone", extra={"order_id": order.id})
+                undone += 1
+        return undone
+
+    def sweep_forever(self, stop: threading.Event) -> None:
+        while not stop.wait(SWEEP_EVERY):
+            try:
+                self.sweep()
+            except Exception:  # the sweep must outlive a bad pass
+                log.exception("sweep of abandoned orders failed")
+
     def PlaceOrder(self, request, context):
         violations = validate(request)
         if violations:
@@ -172,8 +212,7 @@ class OrderServicer(orders_pb2_grpc.OrderServiceServicer):
 
     # -- the saga -----------------------------------------------------------------------------
     def _saga(self, order: orders_pb2.Order, request: orders_pb2.PlaceOrderRequest, attempt: int) -> orders_pb2.Order:
-        # The idempotency key of this attempt's reservation and charge.
-        step_id = order.id if attempt == 0 else f"{order.id}.{attempt}"
+        step_id = _step_id(order, attempt)
         try:
             if not order.items:  # a resumed attempt keeps the price it may already have charged
                 self._price(order, request)
@@ -259,6 +298,7 @@ class OrderServicer(orders_pb2_grpc.OrderServiceServicer):
 
 def make_servicers(config: InstanceConfig, settings: object) -> list[Servicer]:
     servicer = OrderServicer(OrderStore(os.path.join(config.data_dir, "orders.db")), Downstream())
+    threading.Thread(target=servicer.sweep_forever, args=(threading.Event(),), name="sweep", daemon=True).start()
     return [
         Servicer(
             orders_pb2.DESCRIPTOR.services_by_name["OrderService"].full_name,

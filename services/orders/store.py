@@ -5,6 +5,7 @@ a retry with the same request id finds the saga where it stopped."""
 from __future__ import annotations
 
 import dataclasses
+import time
 
 from google.rpc import status_pb2
 
@@ -18,8 +19,11 @@ CREATE TABLE IF NOT EXISTS orders (
     fingerprint TEXT NOT NULL,
     body BLOB NOT NULL,        -- shop.orders.v1.Order
     error BLOB,                -- google.rpc.Status of a failed order, replayed to retries
-    attempt INTEGER NOT NULL DEFAULT 0  -- saga attempt; a retry after a transient failure starts the next
-)
+    attempt INTEGER NOT NULL DEFAULT 0,  -- saga attempt; a retry after a transient failure starts the next
+    status INTEGER NOT NULL,   -- the body's status, for the sweep of abandoned PENDING orders
+    updated REAL NOT NULL      -- unix time of the last write
+);
+CREATE INDEX IF NOT EXISTS orders_by_status ON orders (status, updated);
 """
 
 
@@ -34,9 +38,6 @@ class OrderRecord:
 class OrderStore:
     def __init__(self, path: str) -> None:
         self._db = Database(path, SCHEMA)
-        columns = {row[1] for row in self._db.connection().execute("PRAGMA table_info(orders)")}
-        if "attempt" not in columns:  # a database from before saga attempts
-            self._db.connection().execute("ALTER TABLE orders ADD COLUMN attempt INTEGER NOT NULL DEFAULT 0")
 
     @staticmethod
     def _record(row) -> OrderRecord:
@@ -63,14 +64,23 @@ class OrderStore:
             if row:
                 return self._record(row)
             db.execute(
-                "INSERT INTO orders (id, request_id, fingerprint, body) VALUES (?, ?, ?, ?)",
-                (order.id, request_id, fingerprint, order.SerializeToString()),
+                "INSERT INTO orders (id, request_id, fingerprint, body, status, updated) VALUES (?, ?, ?, ?, ?, ?)",
+                (order.id, request_id, fingerprint, order.SerializeToString(), order.status, time.time()),
             )
         return OrderRecord(order, fingerprint, None)
 
     def save(self, order: orders_pb2.Order, error: status_pb2.Status | None = None, attempt: int | None = None) -> None:
         with self._db.transaction() as db:
             db.execute(
-                "UPDATE orders SET body = ?, error = ?, attempt = COALESCE(?, attempt) WHERE id = ?",
-                (order.SerializeToString(), error.SerializeToString() if error else None, attempt, order.id),
+                "UPDATE orders SET body = ?, error = ?, attempt = COALESCE(?, attempt), status = ?, updated = ? WHERE id = ?",
+                (order.SerializeToString(), error.SerializeToString() if error else None, attempt, order.status,
+                 time.time(), order.id),
             )
+
+    def stale_pending(self, older_than: float) -> list[str]:
+        """Request ids of orders PENDING and untouched for `older_than` seconds."""
+        rows = self._db.connection().execute(
+            "SELECT request_id FROM orders WHERE status = ? AND updated < ? ORDER BY updated",
+            (orders_pb2.ORDER_STATUS_PENDING, time.time() - older_than),
+        )
+        return [request_id for (request_id,) in rows]

@@ -98,9 +98,9 @@ def shop(serve, tmp_path):
     downstream = types.SimpleNamespace(
         catalog=catalog_pb2_grpc.CatalogServiceStub(channel), pricing=pricing_pb2_grpc.PricingServiceStub(channel),
         inventory=inventory_pb2_grpc.InventoryServiceStub(channel), payments=payments_pb2_grpc.PaymentServiceStub(channel))
-    orders = orders_pb2_grpc.OrderServiceStub(serve(
-        orders_pb2_grpc.add_OrderServiceServicer_to_server, OrderServicer(OrderStore(str(tmp_path / "o.db")), downstream)))
-    return types.SimpleNamespace(orders=orders, pricing=pricing, inventory=inventory, ledger=ledger)
+    servicer = OrderServicer(OrderStore(str(tmp_path / "o.db")), downstream)
+    orders = orders_pb2_grpc.OrderServiceStub(serve(orders_pb2_grpc.add_OrderServiceServicer_to_server, servicer))
+    return types.SimpleNamespace(orders=orders, pricing=pricing, inventory=inventory, ledger=ledger, servicer=servicer)
 
 
 def place(shop, key="k1", token="tok_visa", currency="EUR", product="sku-kettle", quantity=2):
@@ -204,3 +204,17 @@ def test_an_undo_that_stopped_halfway_is_finished_by_the_retry(shop):
         place(shop, key="half-undone", token="tok_declined")
     assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert shop.inventory.held() == [] and captured(shop) == []
+
+
+def test_the_sweep_undoes_an_abandoned_order_and_a_late_retry_starts_afresh(shop):
+    shop.inventory.failing["commit"] = 1
+    with pytest.raises(grpc.RpcError):
+        place(shop, key="abandoned")  # paid, not confirmed: PENDING, and the client goes away
+    assert shop.servicer.sweep(older_than=60) == 0  # too young to be abandoned
+    assert shop.servicer.sweep(older_than=0) == 1
+    (first_id,) = {rid for _, rid in shop.inventory.calls}
+    assert shop.inventory.held() == [] and captured(shop) == []  # refunded and released
+    assert shop.servicer.sweep(older_than=0) == 0  # nothing PENDING is left
+    order = place(shop, key="abandoned")
+    assert order.status == Status.ORDER_STATUS_CONFIRMED and order.id == first_id
+    assert captured(shop) == [f"{order.id}.1"] and shop.inventory.held() == [f"{order.id}.1"]
