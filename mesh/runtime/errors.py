@@ -24,7 +24,6 @@ __all__ = [
     "already_exists",
     "details_of",
     "unpack_details",
-    "from_rpc_error",
 ]
 
 log = logging.getLogger(__name__)
@@ -99,14 +98,12 @@ def unpack_details(status: status_pb2.Status) -> list[message.Message]:
 
 
 def details_of(error: grpc.RpcError) -> list[message.Message]:
-    """The google.rpc details carried by a failed call."""
-    status = rpc_status.from_call(error) if isinstance(error, grpc.Call) else None
-    return unpack_details(status) if status is not None else []
-
-
-def from_rpc_error(error: grpc.RpcError) -> ServiceError:
-    """Pass a downstream failure on unchanged: same code, message and details."""
-    return ServiceError(error.code(), error.details() or "", details_of(error))
+    """The google.rpc details carried by a failed call (sync or asyncio)."""
+    trailing = error.trailing_metadata() if hasattr(error, "trailing_metadata") else None
+    for key, value in trailing or ():
+        if key == "grpc-status-details-bin":
+            return unpack_details(status_pb2.Status.FromString(value))
+    return []
 
 
 class _NoMessage:

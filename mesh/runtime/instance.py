@@ -49,6 +49,11 @@ class Servicer:
     name: str  # e.g. "shop.catalog.v1.CatalogService"
     add_to_server: Callable[[grpc.Server], None]
 
+    @classmethod
+    def of(cls, pb2_module, service: str, add: Callable, servicer: object) -> "Servicer":
+        """`Servicer.of(catalog_pb2, "CatalogService", add_CatalogServiceServicer_to_server, impl)`."""
+        return cls(pb2_module.DESCRIPTOR.services_by_name[service].full_name, lambda server: add(servicer, server))
+
 
 def xds_channel(target_service: str) -> grpc.Channel:
     """A traced channel to `xds:///NAME`; TLS comes from the control plane when policy asks."""

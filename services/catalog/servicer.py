@@ -81,9 +81,4 @@ class CatalogServicer(catalog_pb2_grpc.CatalogServiceServicer):
 
 def make_servicers(config: InstanceConfig, settings: object) -> list[Servicer]:
     servicer = CatalogServicer(ProductStore(os.path.join(config.data_dir, "catalog.db")))
-    return [
-        Servicer(
-            catalog_pb2.DESCRIPTOR.services_by_name["CatalogService"].full_name,
-            lambda server: catalog_pb2_grpc.add_CatalogServiceServicer_to_server(servicer, server),
-        )
-    ]
+    return [Servicer.of(catalog_pb2, "CatalogService", catalog_pb2_grpc.add_CatalogServiceServicer_to_server, servicer)]

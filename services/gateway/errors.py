@@ -8,9 +8,9 @@ import re
 import grpc
 from aiohttp import web
 from google.protobuf import json_format
-from google.rpc import error_details_pb2, status_pb2
+from google.rpc import error_details_pb2
 
-from mesh.runtime.errors import ServiceError, unpack_details
+from mesh.runtime.errors import ServiceError, details_of
 
 HTTP_STATUS = {
     grpc.StatusCode.CANCELLED: 499,
@@ -69,8 +69,4 @@ def from_rpc_error(error: grpc.aio.AioRpcError) -> ServiceError:
     code = error.code()
     if code in (grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN):
         return ServiceError(grpc.StatusCode.INTERNAL, "internal error")
-    details = []
-    for key, value in error.trailing_metadata() or ():
-        if key == "grpc-status-details-bin":
-            details = unpack_details(status_pb2.Status.FromString(value))
-    return ServiceError(code, error.details() or code.name.lower(), details)
+    return ServiceError(code, error.details() or code.name.lower(), details_of(error))

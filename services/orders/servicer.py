@@ -299,9 +299,4 @@ class OrderServicer(orders_pb2_grpc.OrderServiceServicer):
 def make_servicers(config: InstanceConfig, settings: object) -> list[Servicer]:
     servicer = OrderServicer(OrderStore(os.path.join(config.data_dir, "orders.db")), Downstream())
     threading.Thread(target=servicer.sweep_forever, args=(threading.Event(),), name="sweep", daemon=True).start()
-    return [
-        Servicer(
-            orders_pb2.DESCRIPTOR.services_by_name["OrderService"].full_name,
-            lambda server: orders_pb2_grpc.add_OrderServiceServicer_to_server(servicer, server),
-        )
-    ]
+    return [Servicer.of(orders_pb2, "OrderService", orders_pb2_grpc.add_OrderServiceServicer_to_server, servicer)]

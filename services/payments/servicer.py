@@ -85,9 +85,4 @@ class PaymentServicer(payments_pb2_grpc.PaymentServiceServicer):
 
 def make_servicers(config: InstanceConfig, settings: object) -> list[Servicer]:
     servicer = PaymentServicer(Ledger(os.path.join(config.data_dir, "payments.db")))
-    return [
-        Servicer(
-            payments_pb2.DESCRIPTOR.services_by_name["PaymentService"].full_name,
-            lambda server: payments_pb2_grpc.add_PaymentServiceServicer_to_server(servicer, server),
-        )
-    ]
+    return [Servicer.of(payments_pb2, "PaymentService", payments_pb2_grpc.add_PaymentServiceServicer_to_server, servicer)]
