@@ -83,7 +83,7 @@ build: $(VENV)/.installed $(TOOLS)/consul $(TOOLS)/jaeger .build/inventory servi
 proto: $(PROTO_TOOLS) ## Format, lint and regenerate code for every language from protos/
 	$(BUF) format -w
 	$(BUF) lint
-	rm -rf gen/python/shop gen/ts gen/go/shop
+	rm -rf gen/python/shop gen/python/polymesh gen/ts gen/go/shop gen/go/polymesh
 	$(BUF) generate
 
 .PHONY: proto-check
