@@ -59,11 +59,21 @@ PROTO_TOOLS := $(VENV)/.installed $(TOOLS)/protoc-gen-go $(TOOLS)/protoc-gen-go-
 tools: $(VENV)/.installed $(TOOLS)/consul $(TOOLS)/jaeger $(PROTO_TOOLS) ## Install and build every tool (pinned)
 
 # --- our own builds -------------------------------------------------------------------------------
+# --- Go ---
 INVENTORY_SOURCES := $(shell find services/inventory gen/go -name '*.go' -o -name 'go.mod' -o -name 'go.sum' -o -name '*.json' 2>/dev/null)
 .build/inventory: $(INVENTORY_SOURCES)
 	$(call say,building inventory (Go))
 	cd services/inventory && go build -o ../../$@ ./cmd/inventory
 
+.PHONY: build-go
+build-go: .build/inventory
+
+.PHONY: test-go
+test-go: build-go
+	$(call say,Go tests)
+	cd services/inventory && go vet ./... && go test ./...
+
+# --- TypeScript ---
 services/pricing/node_modules/.installed: services/pricing/package.json services/pricing/package-lock.json
 	$(call say,pricing's npm packages)
 	cd services/pricing && npm ci --no-audit --no-fund --loglevel=error
@@ -75,8 +85,18 @@ services/pricing/dist/.built: services/pricing/node_modules/.installed $(PRICING
 	cd services/pricing && npm run --silent build
 	touch $@
 
+.PHONY: build-ts
+build-ts: services/pricing/dist/.built
+
+.PHONY: test-ts
+test-ts: build-ts
+	$(call say,TypeScript tests)
+	cd services/pricing && npm test
+
+# --- all of it ---
+
 .PHONY: build
-build: $(VENV)/.installed $(TOOLS)/consul $(TOOLS)/jaeger .build/inventory services/pricing/dist/.built ## Build everything the mesh runs
+build: $(VENV)/.installed $(TOOLS)/consul $(TOOLS)/jaeger build-go build-ts ## Build everything the mesh runs
 
 # --- contracts ------------------------------------------------------------------------------------
 .PHONY: proto
@@ -115,10 +135,8 @@ logs: ## Show recent logs (make logs service=NAME for one)
 .PHONY: test
 test: build $(PROTO_TOOLS) ## Run every test: contracts, Go, TypeScript, Python (unit, integration, end to end)
 	$(MAKE) proto-check
-	$(call say,Go tests)
-	cd services/inventory && go vet ./... && go test ./...
-	$(call say,TypeScript tests)
-	cd services/pricing && npm test
+	$(MAKE) test-go
+	$(MAKE) test-ts
 	$(call say,Python tests)
 	$(PY) -m pytest
 
