@@ -211,10 +211,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lines", type=int, default=40)
     parser.add_argument("--follow", action="store_true")
     args = parser.parse_args(argv)
+    # Only up (and the supervisor it starts) writes into the run folder; status, logs and down read.
     run_dir, offset = topology.run_dir_from_env(), topology.offset_from_env()
-    run_dir.mkdir(parents=True, exist_ok=True)
     if args.command == "supervise":
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+        topology.write_bootstraps(run_dir, offset)
         processes = topology.build(run_dir, offset)
         Supervisor(processes, run_dir, f"127.0.0.1:{topology.Ports(offset).consul_http}").run()
         return 0

@@ -4,9 +4,10 @@ mesh (MESH_PORT_OFFSET) can run beside a developer's."""
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import pathlib
+
+from mesh.xds import bootstrap
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 TOOLS = ROOT / ".tools" / "bin"
@@ -43,17 +44,47 @@ BASE_PORTS = {
     "jaeger_health": 13133, "xds": 18000, "gateway": 8080,
 }
 
-# (instance, service, language, version, business port, admin port, extra env)
-INSTANCES = (
-    ("catalog", "catalog", "python", "v1", 50051, 19051, {}),
-    ("payments", "payments", "python", "v1", 50081, 19081, {}),
-    ("pricing-v1", "pricing", "typescript", "v1", 50061, 19061, {"PRICING_PROMOTION_PERCENT": "0"}),
-    ("pricing-v2", "pricing", "typescript", "v2", 50062, 19062, {"PRICING_PROMOTION_PERCENT": "10"}),
-    ("inventory-1", "inventory", "go", "v1", 50071, 19071, {}),
-    ("inventory-2", "inventory", "go", "v1", 50072, 19072, {}),
-    ("orders", "orders", "python", "v1", 50091, 19091, {}),
-    ("gateway", "gateway", "python", "v1", 8080, 19080, {}),
+NAMESPACE = "default"
+
+
+@dataclasses.dataclass(frozen=True)
+class Instance:
+    name: str  # the instance id
+    version: str
+    port: int  # where this instance listens
+    admin_port: int
+    env: dict[str, str] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(frozen=True)
+class Service:
+    name: str
+    language: str
+    port: int  # the service port: what clients dial (xds:///NAME:PORT) and a ServiceEntry declares
+    instances: tuple[Instance, ...]
+    protocol: str = "grpc"
+
+
+# The one list of what the mesh runs. Ports are bases: MESH_PORT_OFFSET is added to each.
+SERVICES = (
+    Service("catalog", "python", 50051, (Instance("catalog", "v1", 50051, 19051),)),
+    Service("payments", "python", 50081, (Instance("payments", "v1", 50081, 19081),)),
+    Service("pricing", "typescript", 50061, (
+        Instance("pricing-v1", "v1", 50061, 19061, {"PRICING_PROMOTION_PERCENT": "0"}),
+        Instance("pricing-v2", "v2", 50062, 19062, {"PRICING_PROMOTION_PERCENT": "10"}),
+    )),
+    Service("inventory", "go", 50071, (
+        Instance("inventory-1", "v1", 50071, 19071),
+        Instance("inventory-2", "v1", 50072, 19072),
+    )),
+    Service("orders", "python", 50091, (Instance("orders", "v1", 50091, 19091),)),
+    Service("gateway", "python", 8080, (Instance("gateway", "v1", 8080, 19080),), protocol="http"),
 )
+
+
+def service_ports(offset: int = 0) -> str:
+    """MESH_SERVICE_PORTS: every gRPC service's port, as every instance and the control plane read it."""
+    return ",".join(f"{s.name}={s.port + offset}" for s in SERVICES if s.protocol == "grpc")
 
 
 def command_for(service: str, language: str) -> tuple[str, ...]:
@@ -64,18 +95,18 @@ def command_for(service: str, language: str) -> tuple[str, ...]:
     return ("node", str(ROOT / "services" / service / "dist" / "main.js"))
 
 
-def bootstrap(xds_port: int, instance: str, service: str) -> dict:
-    return {
-        "xds_servers": [
-            {
-                "server_uri": f"127.0.0.1:{xds_port}",
-                "channel_creds": [{"type": "insecure"}],
-                "server_features": ["xds_v3"],
-            }
-        ],
-        "node": {"id": instance, "cluster": service, "locality": {"zone": "local"}},
-        "server_listener_resource_name_template": "grpc/server?xds.resource.listening_address=%s",
-    }
+def bootstrap_path(run_dir: pathlib.Path, instance: str) -> pathlib.Path:
+    return run_dir / "xds" / f"{instance}.json"
+
+
+def write_bootstraps(run_dir: pathlib.Path, offset: int = 0) -> None:
+    """One xDS bootstrap per instance (mesh/xds/bootstrap.py), written when the mesh starts."""
+    xds = f"127.0.0.1:{Ports(offset).xds}"
+    for service in SERVICES:
+        for instance in service.instances:
+            node = bootstrap.Node(service.name, instance.name, instance.version, "127.0.0.1", NAMESPACE)
+            doc = bootstrap.bootstrap(node, xds, run_dir / "certs" / instance.name)
+            bootstrap.write(bootstrap_path(run_dir, instance.name), doc)
 
 
 def build(run_dir: pathlib.Path, offset: int = 0) -> list[Process]:
@@ -103,32 +134,33 @@ def build(run_dir: pathlib.Path, offset: int = 0) -> list[Process]:
         Process(
             "control-plane", 2, (str(PYTHON), "-m", "mesh.xds"),
             {"MESH_XDS_HOST": "127.0.0.1", "MESH_XDS_PORT": str(p.xds), "CONSUL_HTTP_ADDR": consul_addr,
-             "OTEL_SERVICE_NAME": "control-plane"},
+             "MESH_NAMESPACE": NAMESPACE, "OTEL_SERVICE_NAME": "control-plane"},
             ("grpc", f"127.0.0.1:{p.xds}"), port=p.xds,
         ),
     ]
-    xds_dir = run_dir / "xds"
-    xds_dir.mkdir(parents=True, exist_ok=True)
     instances = []
-    for instance, service, language, version, port, admin, extra in INSTANCES:
-        port, admin = port + offset, admin + offset
-        boot = xds_dir / f"{instance}.json"
-        boot.write_text(json.dumps(bootstrap(p.xds, instance, service), indent=2))
-        env = {
-            "OTEL_SERVICE_NAME": service, "MESH_SERVICE_VERSION": version, "MESH_INSTANCE_ID": instance,
-            "MESH_HOST": "127.0.0.1", "MESH_PORT": str(port), "MESH_ADMIN_PORT": str(admin),
-            "MESH_DATA_DIR": str(run_dir / "data"), "CONSUL_HTTP_ADDR": consul_addr,
-            "GRPC_XDS_BOOTSTRAP": str(boot), "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{p.otlp_grpc}",
-            # Batches leave within a second, so a trace is in Jaeger by the time a person looks.
-            "OTEL_BSP_SCHEDULE_DELAY": "1000",
-            # gRPC C-core info lines are not JSON; its warnings and errors still reach the log.
-            "GRPC_VERBOSITY": "ERROR",
-            **extra,
-        }
-        instances.append(
-            Process(instance, 3, command_for(service, language), env, ("consul", instance),
-                    service=service, language=language, version=version, port=port, admin_port=admin)
-        )
+    for service in SERVICES:
+        for instance in service.instances:
+            port, admin = instance.port + offset, instance.admin_port + offset
+            env = {
+                "OTEL_SERVICE_NAME": service.name, "MESH_SERVICE_VERSION": instance.version,
+                "MESH_INSTANCE_ID": instance.name, "MESH_NAMESPACE": NAMESPACE,
+                "MESH_HOST": "127.0.0.1", "MESH_PORT": str(port), "MESH_ADMIN_PORT": str(admin),
+                "MESH_SERVICE_PORTS": service_ports(offset),
+                "MESH_DATA_DIR": str(run_dir / "data"), "CONSUL_HTTP_ADDR": consul_addr,
+                "GRPC_XDS_BOOTSTRAP": str(bootstrap_path(run_dir, instance.name)),
+                "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{p.otlp_grpc}",
+                # Batches leave within a second, so a trace is in Jaeger by the time a person looks.
+                "OTEL_BSP_SCHEDULE_DELAY": "1000",
+                # gRPC C-core info lines are not JSON; its warnings and errors still reach the log.
+                "GRPC_VERBOSITY": "ERROR",
+                **instance.env,
+            }
+            instances.append(
+                Process(instance.name, 3, command_for(service.name, service.language), env, ("consul", instance.name),
+                        service=service.name, language=service.language, version=instance.version,
+                        port=port, admin_port=admin)
+            )
     return infra + instances
 
 

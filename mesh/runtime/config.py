@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import types
 from collections.abc import Mapping
 
 __all__ = ["ConfigError", "EnvReader", "InstanceConfig", "load_instance_config"]
@@ -92,6 +93,21 @@ class EnvReader:
         self._problems.append(f"{name}: not a boolean (true/false): {json.dumps(value)}")
         return default
 
+    def service_ports(self, name: str) -> dict[str, int]:
+        """`name=port,...` (MESH_SERVICE_PORTS); an empty value is an empty mapping."""
+        value = self._raw(name)
+        ports: dict[str, int] = {}
+        for pair in (value or "").split(","):
+            if not pair.strip():
+                continue
+            service, _, port = pair.partition("=")
+            service, port = service.strip(), port.strip()
+            if not service or not port.isdigit() or not 0 < int(port) < 65536:
+                self._problems.append(f"{name}: {json.dumps(pair.strip())}: not name=port with a port 1-65535")
+                continue
+            ports[service] = int(port)
+        return ports
+
     def finish(self) -> None:
         """Raise ConfigError naming every bad variable seen so far."""
         if self._problems:
@@ -105,9 +121,12 @@ class InstanceConfig:
     service_name: str
     service_version: str
     instance_id: str
+    namespace: str
     host: str
     port: int
     admin_port: int
+    service_ports: Mapping[str, int]
+    call_timeout: float
     data_dir: str
     drain_timeout: float
     log_level: str
@@ -130,9 +149,12 @@ def load_instance_config(
         service_name=name,
         service_version=r.string("MESH_SERVICE_VERSION", "v1"),
         instance_id=r.string("MESH_INSTANCE_ID", f"{name}-{os.getpid()}"),
+        namespace=r.string("MESH_NAMESPACE", "default"),
         host=r.string("MESH_HOST", "127.0.0.1"),
         port=r.integer("MESH_PORT", 0, minimum=0, maximum=65535),
         admin_port=r.integer("MESH_ADMIN_PORT", 0, minimum=0, maximum=65535),
+        service_ports=types.MappingProxyType(r.service_ports("MESH_SERVICE_PORTS")),
+        call_timeout=r.seconds("MESH_CALL_TIMEOUT", 5.0),
         data_dir=r.string("MESH_DATA_DIR", "data"),
         drain_timeout=r.seconds("MESH_DRAIN_TIMEOUT", 5.0),
         log_level=r.string("MESH_LOG_LEVEL", "info", choices=LOG_LEVELS),

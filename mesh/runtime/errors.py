@@ -20,6 +20,7 @@ __all__ = [
     "ErrorInterceptor",
     "invalid_argument",
     "not_found",
+    "not_found_ids",
     "failed_precondition",
     "already_exists",
     "details_of",
@@ -28,7 +29,9 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-PASS_THROUGH = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.RESOURCE_EXHAUSTED})
+PASS_THROUGH = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.RESOURCE_EXHAUSTED,
+                          grpc.StatusCode.CANCELLED})
+INTERNAL_MESSAGE = "internal error"
 
 
 class ServiceError(Exception):
@@ -67,8 +70,20 @@ def _info(reason: str, domain: str, metadata: Mapping[str, str] | None) -> error
     return error_details_pb2.ErrorInfo(reason=reason, domain=domain, metadata={k: str(v) for k, v in (metadata or {}).items()})
 
 
-def not_found(message_text: str, reason: str, domain: str, metadata: Mapping[str, str] | None = None) -> ServiceError:
-    return ServiceError(grpc.StatusCode.NOT_FOUND, message_text, [_info(reason, domain, metadata)])
+RESOURCE_IDS = "resource_ids"  # NOT_FOUND's one metadata key: the ids not found, comma-separated
+
+
+def not_found(message_text: str, reason: str, domain: str, resource_ids: Iterable[str]) -> ServiceError:
+    return ServiceError(grpc.StatusCode.NOT_FOUND, message_text,
+                        [_info(reason, domain, {RESOURCE_IDS: ",".join(resource_ids)})])
+
+
+def not_found_ids(error: grpc.RpcError) -> list[str]:
+    """The ids a downstream NOT_FOUND names (docs/runtime-contract.md, "Errors")."""
+    for detail in details_of(error):
+        if isinstance(detail, error_details_pb2.ErrorInfo) and detail.metadata.get(RESOURCE_IDS):
+            return detail.metadata[RESOURCE_IDS].split(",")
+    return []
 
 
 def failed_precondition(message_text: str, reason: str, domain: str, metadata: Mapping[str, str] | None = None) -> ServiceError:
@@ -123,37 +138,60 @@ def _fail(context: grpc.ServicerContext, status: grpc.Status) -> _NoMessage:
     return _NO_MESSAGE
 
 
+def _status_of(error: Exception, context: grpc.ServicerContext, method: str) -> grpc.Status | None:
+    """What the caller gets for an exception a handler raised (None: keep a status already set)."""
+    if isinstance(error, ServiceError):
+        return error.to_status()
+    if isinstance(error, grpc.RpcError):
+        # A downstream call failed in a way the servicer did not handle: transient codes pass
+        # through so that callers may retry; the rest is our fault.
+        code = error.code() if isinstance(error, grpc.Call) else grpc.StatusCode.UNKNOWN
+        log.error("downstream call failed in %s: %s %s", method, code, getattr(error, "details", lambda: "")())
+        if code in PASS_THROUGH:
+            return ServiceError(code, error.details() or "").to_status()
+        return ServiceError(grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE).to_status()
+    if context.code() not in (None, grpc.StatusCode.OK):
+        return None  # context.abort() set the status already; keep it
+    log.error("unexpected error in %s", method, exc_info=error)
+    return ServiceError(grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE).to_status()
+
+
 class ErrorInterceptor(grpc.ServerInterceptor):
-    """Maps exceptions raised by unary servicer methods to gRPC statuses."""
+    """Maps exceptions raised by servicer methods, unary or streaming, to gRPC statuses."""
 
     def intercept_service(self, continuation, handler_call_details):
         handler = continuation(handler_call_details)
-        if handler is None or handler.unary_unary is None:
+        if handler is None:
             return handler
-        inner, serialize = handler.unary_unary, handler.response_serializer
         method = handler_call_details.method
+        serialize = handler.response_serializer
 
-        def guarded(request, context):
-            try:
-                return inner(request, context)
-            except ServiceError as error:
-                return _fail(context, error.to_status())
-            except grpc.RpcError as error:
-                # A downstream call failed in a way the servicer did not handle: transient
-                # codes pass through so that callers may retry; the rest is our fault.
-                code = error.code() if isinstance(error, grpc.Call) else grpc.StatusCode.UNKNOWN
-                log.error("downstream call failed in %s: %s %s", method, code, getattr(error, "details", lambda: "")())
-                if code in PASS_THROUGH:
-                    return _fail(context, ServiceError(code, error.details() or "").to_status())
-                return _fail(context, ServiceError(grpc.StatusCode.INTERNAL, "internal error").to_status())
-            except Exception:
-                if context.code() not in (None, grpc.StatusCode.OK):
-                    return _NO_MESSAGE  # context.abort() set the status already; keep it
-                log.exception("unexpected error in %s", method)
-                return _fail(context, ServiceError(grpc.StatusCode.INTERNAL, "internal error").to_status())
+        def unary(behaviour):
+            def guarded(request, context):
+                try:
+                    return behaviour(request, context)
+                except Exception as error:  # noqa: BLE001 - every error becomes a status
+                    status = _status_of(error, context, method)
+                    return _NO_MESSAGE if status is None else _fail(context, status)
+            return guarded
 
-        return grpc.unary_unary_rpc_method_handler(
-            guarded,
-            request_deserializer=handler.request_deserializer,
+        def streaming(behaviour):
+            def guarded(request, context):
+                try:
+                    yield from behaviour(request, context)
+                except Exception as error:  # noqa: BLE001 - every error becomes a status
+                    status = _status_of(error, context, method)
+                    if status is not None:
+                        _fail(context, status)
+            return guarded
+
+        wrapped = {
+            "unary_unary": handler.unary_unary and unary(handler.unary_unary),
+            "stream_unary": handler.stream_unary and unary(handler.stream_unary),
+            "unary_stream": handler.unary_stream and streaming(handler.unary_stream),
+            "stream_stream": handler.stream_stream and streaming(handler.stream_stream),
+        }
+        return handler._replace(
+            **{kind: behaviour for kind, behaviour in wrapped.items() if behaviour},
             response_serializer=lambda message: b"" if message is _NO_MESSAGE else serialize(message),
         )

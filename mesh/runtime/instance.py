@@ -21,24 +21,30 @@ from concurrent import futures
 
 import consul
 import grpc
+import grpc_admin
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from mesh.runtime import logs, tracing
+from mesh.runtime.tracing import UNTRACED_SERVICES
 from mesh.runtime.config import ConfigError, EnvReader, InstanceConfig, load_instance_config
+from mesh.runtime.deadlines import IncomingDeadline, OutboundDeadline
 from mesh.runtime.errors import ErrorInterceptor
 
-__all__ = ["Servicer", "Instance", "run", "load_config_or_exit", "xds_channel", "CONFIG_ERROR_EXIT"]
+__all__ = ["Servicer", "Instance", "run", "load_config_or_exit", "dial", "xds_target", "CONFIG_ERROR_EXIT"]
 
 log = logging.getLogger(__name__)
 
 CONFIG_ERROR_EXIT = 2
+ADMIN_SERVICES = UNTRACED_SERVICES  # what the admin port serves besides reflection of the business services
 LANGUAGE = "python"
 # How long to wait for the control plane's listener before giving up (grpcio itself gives up
 # on a missing listener resource after 15 s and logs "not serving").
 LISTENER_WAIT_SECONDS = 30.0
 BUSINESS_WORKERS = 16
 KEEP_REGISTERED_EVERY = 2.0  # seconds between checks that Consul still knows this instance
+REGISTER_RETRY_FIRST, REGISTER_RETRY_MAX = 0.1, 5.0  # seconds between tries while Consul is down
+LISTENER_CHECK_EVERY = 1.0  # seconds between checks that the business listener still serves
 CONSUL_TIMEOUT = 2.0
 
 
@@ -55,10 +61,21 @@ class Servicer:
         return cls(pb2_module.DESCRIPTOR.services_by_name[service].full_name, lambda server: add(servicer, server))
 
 
-def xds_channel(target_service: str) -> grpc.Channel:
-    """A traced channel to `xds:///NAME`; TLS comes from the control plane when policy asks."""
+def xds_target(config: InstanceConfig, service: str) -> str:
+    """`xds:///NAME:PORT`, PORT being the service's port in MESH_SERVICE_PORTS."""
+    port = config.service_ports.get(service)
+    if port is None:
+        raise LookupError(f"MESH_SERVICE_PORTS has no port for service {service!r} "
+                          f"(it declares: {', '.join(config.service_ports) or 'nothing'})")
+    return f"xds:///{service}:{port}"
+
+
+def dial(config: InstanceConfig, service: str) -> grpc.Channel:
+    """A channel to a mesh service: xDS (TLS when the control plane says so), traced, every call
+    bounded by the incoming RPC's deadline or MESH_CALL_TIMEOUT (mesh/runtime/deadlines.py)."""
     credentials = grpc.xds_channel_credentials(grpc.experimental.insecure_channel_credentials())
-    return tracing.traced_channel(grpc.secure_channel(f"xds:///{target_service}", credentials))
+    channel = grpc.secure_channel(xds_target(config, service), credentials)
+    return tracing.traced_channel(grpc.intercept_channel(channel, OutboundDeadline(config.call_timeout)))
 
 
 def _free_port(host: str) -> int:
@@ -73,6 +90,24 @@ def _accepts(host: str, port: int) -> bool:
             return True
     except OSError:
         return False
+
+
+class _Outage:
+    """Logs a Consul outage once when it starts (WARN) and once when it ends (INFO)."""
+
+    def __init__(self, address: str) -> None:
+        self._address = address
+        self._down = False
+
+    def failed(self, error: BaseException, then: str) -> None:
+        if not self._down:
+            log.warning("consul unreachable at %s; %s: %s", self._address, then, error)
+        self._down = True
+
+    def over(self) -> None:
+        if self._down:
+            log.info("consul reachable again at %s", self._address)
+        self._down = False
 
 
 class Instance:
@@ -101,13 +136,13 @@ class Instance:
         self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
         self._admin = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._admin)
-        reflection.enable_server_reflection(
-            (*names, health.SERVICE_NAME, reflection.SERVICE_NAME), self._admin
-        )
+        grpc_admin.add_admin_servicers(self._admin)  # CSDS (this process's xDS config) and channelz
+        reflection.enable_server_reflection((*names, *ADMIN_SERVICES), self._admin)
         self.admin_port = self._admin.add_insecure_port(f"{self.config.host}:{self.config.admin_port}")
         self._admin.start()
         if self._serve_grpc:
             self._start_business_server()
+            threading.Thread(target=self._watch_listener, name="listener-watch", daemon=True).start()
         self._set_health(health_pb2.HealthCheckResponse.SERVING)
         if self.config.register:
             self._register()
@@ -116,7 +151,7 @@ class Instance:
     def _start_business_server(self) -> None:
         self._business = grpc.server(
             futures.ThreadPoolExecutor(max_workers=BUSINESS_WORKERS),
-            interceptors=[*tracing.traced_server_interceptors(), ErrorInterceptor()],
+            interceptors=[*tracing.traced_server_interceptors(), IncomingDeadline(), ErrorInterceptor()],
             xds=True,
         )
         for servicer in self.servicers:
@@ -142,29 +177,50 @@ class Instance:
             self.health.set(name, status)
 
     def _register(self) -> None:
-        self._send_registration()
-        self._registered = True
-        log.info("registered in Consul", extra={"consul": self.config.consul_http_addr})
+        self._registered = True  # from here on, stop() deregisters (harmless if never registered)
         self._keeper = threading.Thread(target=self._keep_registered, name="consul-keeper", daemon=True)
         self._keeper.start()
 
     def _keep_registered(self) -> None:
-        """Register again whenever the local agent forgets us: a `consul agent -dev` that
-        restarts (or any agent that loses its state) would otherwise drop the instance from
-        the catalog, and so from every client's endpoints, for good."""
-        outage = False
+        """Register, retrying with backoff while Consul cannot be reached; then every 2 s ask the
+        agent whether it still knows this instance and register again when it does not (a
+        `consul agent -dev` that restarts, or any agent that loses its state, forgets it)."""
+        outage = _Outage(self.config.consul_http_addr)
+        wait = REGISTER_RETRY_FIRST
+        while not self._stopped.is_set():
+            try:
+                self._send_registration()
+                outage.over()
+                log.info("registered in Consul", extra={"consul": self.config.consul_http_addr})
+                break
+            except Exception as error:  # noqa: BLE001 - Consul down: say so once, keep trying
+                outage.failed(error, "will register when it is back")
+            self._stopped.wait(wait)
+            wait = min(wait * 2, REGISTER_RETRY_MAX)
         while not self._stopped.wait(KEEP_REGISTERED_EVERY):
             try:
-                if self.config.instance_id not in self._consul.agent.services():
+                try:
+                    self._consul.agent.service_definition(self.config.instance_id)
+                except consul.NotFound:
                     self._send_registration()
                     log.info("re-registered in Consul")
-                if outage:
-                    log.info("Consul is reachable again")
-                outage = False
-            except Exception as error:  # Consul down: say so once, keep trying.
-                if not outage:
-                    log.warning("Consul unreachable, will re-register when it is back: %s", error)
-                outage = True
+                outage.over()
+            except Exception as error:  # noqa: BLE001 - Consul down: say so once, keep trying
+                outage.failed(error, "will re-register when it is back")
+
+    def _watch_listener(self) -> None:
+        """Health follows the business listener: NOT_SERVING while the control plane has taken it
+        away (grpcio then stops accepting connections), SERVING again when it is back."""
+        serving = True
+        while not self._stopped.wait(LISTENER_CHECK_EVERY):
+            accepting = _accepts(self.config.host, self.port)
+            if accepting != serving and not self._stopped.is_set():
+                serving = accepting
+                self._set_health(health_pb2.HealthCheckResponse.SERVING if serving
+                                 else health_pb2.HealthCheckResponse.NOT_SERVING)
+                log.log(logging.INFO if serving else logging.WARNING,
+                        "business listener %s: %s", "back" if serving else "lost",
+                        "SERVING" if serving else "NOT_SERVING", extra={"port": self.port})
 
     def _send_registration(self) -> None:
         c = self.config

@@ -31,10 +31,13 @@ __all__ = ["setup_tracing", "traced_channel", "traced_server_interceptors", "aio
 
 log = logging.getLogger(__name__)
 
+# The admin port's services (docs/runtime-contract.md, "Tracing"), matched by full service name.
 UNTRACED_SERVICES = (
     "grpc.health.v1.Health",
     "grpc.reflection.v1alpha.ServerReflection",
     "grpc.reflection.v1.ServerReflection",
+    "envoy.service.status.v3.ClientStatusDiscoveryService",
+    "grpc.channelz.v1.Channelz",
 )
 
 

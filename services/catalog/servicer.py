@@ -59,7 +59,7 @@ class CatalogServicer(catalog_pb2_grpc.CatalogServiceServicer):
             raise invalid_argument([("id", "required")])
         found = self._store.get_many([request.id])
         if request.id not in found:
-            raise not_found(f"product {request.id!r} not found", "UNKNOWN_PRODUCT", DOMAIN, {"product_id": request.id})
+            raise not_found(f"product {request.id!r} not found", "UNKNOWN_PRODUCT", DOMAIN, [request.id])
         return catalog_pb2.GetProductResponse(product=found[request.id])
 
     def BatchGetProducts(self, request, context):
@@ -74,7 +74,7 @@ class CatalogServicer(catalog_pb2_grpc.CatalogServiceServicer):
         missing = [pid for pid in dict.fromkeys(request.ids) if pid not in found]
         if missing:
             raise not_found(
-                f"unknown products: {', '.join(missing)}", "UNKNOWN_PRODUCT", DOMAIN, {"product_ids": ",".join(missing)}
+                f"unknown products: {', '.join(missing)}", "UNKNOWN_PRODUCT", DOMAIN, missing
             )
         return catalog_pb2.BatchGetProductsResponse(products=[found[pid] for pid in request.ids])
 

@@ -21,7 +21,7 @@ from opentelemetry import propagate, trace
 from mesh.runtime import logs, tracing
 from mesh.runtime.config import InstanceConfig
 from mesh.runtime.errors import ServiceError, invalid_argument
-from mesh.runtime.instance import Instance, load_config_or_exit
+from mesh.runtime.instance import Instance, load_config_or_exit, xds_target
 from services.gateway.errors import error_response, from_rpc_error
 from shop.catalog.v1 import catalog_pb2, catalog_pb2_grpc
 from shop.inventory.v1 import inventory_pb2, inventory_pb2_grpc
@@ -46,13 +46,13 @@ def _json(message, status: int = 200, **extra) -> web.Response:
 
 
 class Shop:
-    """The gRPC stubs the gateway calls, each over `xds:///NAME`."""
+    """The gRPC stubs the gateway calls, each over `xds:///NAME:PORT`."""
 
-    def __init__(self) -> None:
+    def __init__(self, config: InstanceConfig) -> None:
         credentials = grpc.xds_channel_credentials(grpc.experimental.insecure_channel_credentials())
         interceptors = tracing.aio_traced_interceptors()
         self._channels = {
-            name: grpc.aio.secure_channel(f"xds:///{name}", credentials, interceptors=interceptors)
+            name: grpc.aio.secure_channel(xds_target(config, name), credentials, interceptors=interceptors)
             for name in ("catalog", "pricing", "inventory", "orders")
         }
         self.catalog = catalog_pb2_grpc.CatalogServiceStub(self._channels["catalog"])
@@ -197,7 +197,7 @@ def make_app(shop: Shop) -> web.Application:
 
 # -- process ---------------------------------------------------------------------------------------
 async def serve(config: InstanceConfig) -> None:
-    shop = Shop()
+    shop = Shop(config)
     runner = web.AppRunner(make_app(shop), access_log=None, shutdown_timeout=config.drain_timeout)
     await runner.setup()
     port = config.port or DEFAULT_HTTP_PORT

@@ -39,6 +39,7 @@ def json_field_path(proto_path: str) -> str:
 
 
 def error_response(error: ServiceError, http_status: int | None = None) -> web.Response:
+    message = json_message(error)  # before the details below are renamed in place
     details = []
     for detail in error.details:
         if isinstance(detail, error_details_pb2.BadRequest):
@@ -46,7 +47,7 @@ def error_response(error: ServiceError, http_status: int | None = None) -> web.R
                 violation.field = json_field_path(violation.field)
         rendered = json_format.MessageToDict(detail)
         details.append({"@type": f"type.googleapis.com/{detail.DESCRIPTOR.full_name}", **rendered})
-    body = {"error": {"code": error.code.name, "message": json_message(error), "details": details}}
+    body = {"error": {"code": error.code.name, "message": message, "details": details}}
     return web.Response(
         status=http_status or HTTP_STATUS.get(error.code, 500),
         text=json.dumps(body),

@@ -18,8 +18,8 @@ from google.protobuf import timestamp_pb2
 from google.rpc import error_details_pb2
 
 from mesh.runtime.config import InstanceConfig
-from mesh.runtime.errors import ServiceError, already_exists, details_of, invalid_argument, not_found
-from mesh.runtime.instance import Servicer, xds_channel
+from mesh.runtime.errors import ServiceError, already_exists, details_of, invalid_argument, not_found, not_found_ids
+from mesh.runtime.instance import Servicer, dial
 from services.orders.store import OrderStore
 from shop.catalog.v1 import catalog_pb2, catalog_pb2_grpc
 from shop.inventory.v1 import inventory_pb2, inventory_pb2_grpc
@@ -30,7 +30,6 @@ from shop.pricing.v1 import pricing_pb2, pricing_pb2_grpc
 log = logging.getLogger(__name__)
 
 DOMAIN = "orders.shop.local"
-CALL_TIMEOUT = 5.0
 MAX_ITEMS = 50
 MAX_QUANTITY = 1000
 CURRENCY = re.compile(r"^[A-Z]{3}$")
@@ -84,20 +83,18 @@ def fingerprint(request: orders_pb2.PlaceOrderRequest) -> str:
 
 
 class Downstream:
-    """The four services orders calls, each over `xds:///NAME`."""
+    """The four services orders calls, each over `xds:///NAME:PORT`. Every call is bounded by the
+    deadline of the PlaceOrder being handled (mesh/runtime/deadlines.py)."""
 
-    def __init__(self) -> None:
-        self.catalog = catalog_pb2_grpc.CatalogServiceStub(xds_channel("catalog"))
-        self.pricing = pricing_pb2_grpc.PricingServiceStub(xds_channel("pricing"))
-        self.inventory = inventory_pb2_grpc.InventoryServiceStub(xds_channel("inventory"))
-        self.payments = payments_pb2_grpc.PaymentServiceStub(xds_channel("payments"))
+    def __init__(self, config: InstanceConfig) -> None:
+        self.catalog = catalog_pb2_grpc.CatalogServiceStub(dial(config, "catalog"))
+        self.pricing = pricing_pb2_grpc.PricingServiceStub(dial(config, "pricing"))
+        self.inventory = inventory_pb2_grpc.InventoryServiceStub(dial(config, "inventory"))
+        self.payments = payments_pb2_grpc.PaymentServiceStub(dial(config, "payments"))
 
 
 def _unknown_products(error: grpc.RpcError, request: orders_pb2.PlaceOrderRequest) -> ServiceError:
-    unknown: set[str] = set()
-    for detail in details_of(error):
-        if isinstance(detail, error_details_pb2.ErrorInfo):
-            unknown |= set(filter(None, detail.metadata.get("product_ids", detail.metadata.get("product_id", "")).split(",")))
+    unknown = set(not_found_ids(error))
     return invalid_argument(
         [(f"items[{i}].product_id", "unknown product") for i, item in enumerate(request.items) if item.product_id in unknown]
         or [("items", "unknown product")]
@@ -136,7 +133,7 @@ class OrderServicer(orders_pb2_grpc.OrderServiceServicer):
             raise invalid_argument([("id", "required")])
         order = self._store.get(request.id)
         if order is None:
-            raise not_found(f"order {request.id!r} not found", "ORDER_NOT_FOUND", DOMAIN, {"order_id": request.id})
+            raise not_found(f"order {request.id!r} not found", "ORDER_NOT_FOUND", DOMAIN, [request.id])
         return orders_pb2.GetOrderResponse(order=order)
 
     def sweep(self, older_than: float = ABANDONED_AFTER) -> int:
@@ -255,7 +252,7 @@ class OrderServicer(orders_pb2_grpc.OrderServiceServicer):
         ids = [item.product_id for item in request.items]
         try:
             self._down.catalog.BatchGetProducts(
-                catalog_pb2.BatchGetProductsRequest(ids=ids), timeout=CALL_TIMEOUT, wait_for_ready=True)
+                catalog_pb2.BatchGetProductsRequest(ids=ids), wait_for_ready=True)
         except grpc.RpcError as error:
             if error.code() == grpc.StatusCode.NOT_FOUND:
                 raise _unknown_products(error, request) from None
@@ -278,7 +275,7 @@ class OrderServicer(orders_pb2_grpc.OrderServiceServicer):
         try:
             # wait_for_ready: a peer that is restarting gets the call's deadline to come back,
             # instead of failing the call at once while its connection backs off.
-            return method(message, timeout=CALL_TIMEOUT, wait_for_ready=True)
+            return method(message, wait_for_ready=True)
         except grpc.RpcError as error:
             if error.code() == grpc.StatusCode.INVALID_ARGUMENT:
                 raise _renamed_violations(error, renames or {}) from None
@@ -288,15 +285,15 @@ class OrderServicer(orders_pb2_grpc.OrderServiceServicer):
         """Give back whatever the saga may have taken. Both calls are idempotent and leave
         tombstones, so a reservation or charge still in flight takes nothing later."""
         try:
-            self._down.payments.Refund(payments_pb2.RefundRequest(charge_id=step_id), timeout=CALL_TIMEOUT, wait_for_ready=True)
+            self._down.payments.Refund(payments_pb2.RefundRequest(charge_id=step_id), wait_for_ready=True)
             self._down.inventory.ReleaseStock(
-                inventory_pb2.ReleaseStockRequest(reservation_id=step_id), timeout=CALL_TIMEOUT, wait_for_ready=True)
+                inventory_pb2.ReleaseStockRequest(reservation_id=step_id), wait_for_ready=True)
         except grpc.RpcError as error:
             log.error("compensation of %s incomplete: %s; a retry resumes it", order.id, error.code())
             raise ServiceError(grpc.StatusCode.UNAVAILABLE, "could not undo the order yet; retry with the same Idempotency-Key") from None
 
 
 def make_servicers(config: InstanceConfig, settings: object) -> list[Servicer]:
-    servicer = OrderServicer(OrderStore(os.path.join(config.data_dir, "orders.db")), Downstream())
+    servicer = OrderServicer(OrderStore(os.path.join(config.data_dir, "orders.db")), Downstream(config))
     threading.Thread(target=servicer.sweep_forever, args=(threading.Event(),), name="sweep", daemon=True).start()
     return [Servicer.of(orders_pb2, "OrderService", orders_pb2_grpc.add_OrderServiceServicer_to_server, servicer)]

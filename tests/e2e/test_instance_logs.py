@@ -11,7 +11,7 @@ from mesh.runner import topology
 
 REQUIRED = {"timestamp", "severity", "message", "service.name", "service.instance.id"}
 SEVERITIES = {"DEBUG", "INFO", "WARN", "ERROR"}
-INSTANCES = [i[0] for i in topology.INSTANCES]
+INSTANCES = [i.name for s in topology.SERVICES for i in s.instances]
 
 
 @pytest.mark.parametrize("instance", INSTANCES)

@@ -40,7 +40,7 @@ def test_batch_get_names_every_unknown_product(catalog):
     assert caught.value.code() == grpc.StatusCode.NOT_FOUND
     (info,) = details_of(caught.value)
     assert isinstance(info, error_details_pb2.ErrorInfo)
-    assert info.reason == "UNKNOWN_PRODUCT" and info.metadata["product_ids"] == "nope-1,nope-2"
+    assert info.reason == "UNKNOWN_PRODUCT" and info.metadata["resource_ids"] == "nope-1,nope-2"
 
 
 def test_batch_get_answers_in_request_order_with_duplicates(catalog):

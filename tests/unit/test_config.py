@@ -31,3 +31,23 @@ def test_values_are_parsed():
                                         "OTEL_SERVICE_NAME": "pricing", "MESH_DRAIN_TIMEOUT": "1.5"})
     assert (config.port, config.register, config.log_level, config.service_name, config.drain_timeout) == (
         5001, False, "warn", "pricing", 1.5)
+
+
+def test_service_ports_give_each_peer_its_xds_target():
+    from mesh.runtime.instance import xds_target
+
+    config = load_instance_config("orders", {**BASE, "MESH_SERVICE_PORTS": "catalog=50051, pricing=50061"})
+    assert xds_target(config, "pricing") == "xds:///pricing:50061"
+    with pytest.raises(LookupError, match="MESH_SERVICE_PORTS has no port for service 'payments'"):
+        xds_target(config, "payments")
+
+
+def test_bad_service_ports_are_named_with_the_rest():
+    with pytest.raises(ConfigError) as caught:
+        load_instance_config("orders", {**BASE, "MESH_SERVICE_PORTS": "catalog=50051,pricing=x,=80",
+                                        "MESH_CALL_TIMEOUT": "soon"})
+    assert caught.value.problems == [
+        'MESH_SERVICE_PORTS: "pricing=x": not name=port with a port 1-65535',
+        'MESH_SERVICE_PORTS: "=80": not name=port with a port 1-65535',
+        'MESH_CALL_TIMEOUT: not a number of seconds: "soon"',
+    ]

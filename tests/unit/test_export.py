@@ -32,36 +32,18 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from mesh.runtime import tracing
 from mesh.runtime.config import load_instance_config
 from mesh.runtime.export import ChildProcessSpanProcessor, rebuild_span, span_record
+import support.jaeger
 from support.poll import poll_until
-from support.ports import free_ports
 from support.procs import Processes
 
 ROOT = Path(__file__).resolve().parents[2]
-JAEGER = ROOT / ".tools" / "bin" / "jaeger"
 RESOURCE = {"service.name": "export-test", "service.version": "v7", "service.instance.id": "export-test-1"}
 
 
 # -- a real Jaeger for this module -------------------------------------------------------------
 
 
-class Jaeger:
-    def __init__(self, procs: Processes) -> None:
-        otlp, otlp_http, query, query_grpc, health = free_ports(5)
-        self.endpoint = f"http://127.0.0.1:{otlp}"
-        self.query = f"http://127.0.0.1:{query}"
-        self.proc = procs.start(
-            "jaeger", [str(JAEGER), "--config", str(ROOT / "mesh" / "runner" / "jaeger.yaml")],
-            env={"JAEGER_OTLP_GRPC_PORT": str(otlp), "JAEGER_OTLP_HTTP_PORT": str(otlp_http),
-                 "JAEGER_QUERY_PORT": str(query), "JAEGER_QUERY_GRPC_PORT": str(query_grpc),
-                 "JAEGER_HEALTH_PORT": str(health)},
-        )
-        poll_until(lambda: httpx.get(f"http://127.0.0.1:{health}/status", timeout=1).status_code == 200,
-                   timeout=30, message="Jaeger healthy")
-
-    def resource_spans(self, trace_id: int) -> list[dict]:
-        reply = httpx.get(f"{self.query}/api/v3/traces/{trace_id:032x}", timeout=5)
-        return reply.json()["result"]["resourceSpans"] if reply.status_code == 200 else []
-
+class Jaeger(support.jaeger.Jaeger):
     def spans(self, trace_id: int, count: int, timeout: float = 20) -> list[dict]:
         """The trace's spans, normalized (see `_normalize`), once `count` of them have arrived."""
         return poll_until(lambda: (s := _normalize(self.resource_spans(trace_id))) and len(s) >= count and s,

@@ -11,6 +11,9 @@ from aiohttp.test_utils import TestClient, TestServer
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 
+from google.rpc import error_details_pb2
+
+from mesh.runtime.errors import ServiceError, invalid_argument
 from services.gateway.app import MAX_BODY_BYTES, make_app
 from shop.orders.v1 import orders_pb2
 
@@ -58,21 +61,22 @@ def test_a_good_order_is_forwarded_with_the_idempotency_key_as_request_id():
 
 
 @pytest.mark.parametrize(
-    "body,headers,raw,expected_fields",
+    "body,headers,raw,expected_fields,says",
     [
-        (GOOD, {}, None, {"Idempotency-Key"}),
-        (None, {"Idempotency-Key": "k"}, b"{not json", {"body"}),
-        ({**GOOD, "extra": 1}, {"Idempotency-Key": "k"}, None, {"body"}),
-        ({**GOOD, "requestId": "x"}, {"Idempotency-Key": "k"}, None, {"requestId"}),
-        ([1, 2], {"Idempotency-Key": "k"}, None, {"body"}),
-        ({**GOOD, "items": [{"productId": "a", "quantity": "many"}]}, {"Idempotency-Key": "k"}, None, {"body"}),
+        (GOOD, {}, None, {"Idempotency-Key"}, "Idempotency-Key"),
+        (None, {"Idempotency-Key": "k"}, b"{not json", {"body"}, "JSON"),
+        ({**GOOD, "extra": 1}, {"Idempotency-Key": "k"}, None, {"body"}, "extra"),
+        ({**GOOD, "requestId": "x"}, {"Idempotency-Key": "k"}, None, {"requestId"}, "requestId"),
+        ([1, 2], {"Idempotency-Key": "k"}, None, {"body"}, "object"),
+        ({**GOOD, "items": [{"productId": "a", "quantity": "many"}]}, {"Idempotency-Key": "k"}, None, {"body"}, "many"),
     ],
     ids=["missing-key", "malformed-json", "unknown-field", "request-id-in-body", "not-an-object", "wrong-type"],
 )
-def test_bad_input_is_400_with_field_details_and_reaches_nothing(body, headers, raw, expected_fields):
+def test_bad_input_is_400_with_field_details_and_reaches_nothing(body, headers, raw, expected_fields, says):
     status, out_headers, payload, calls = post(body, headers, raw)
     assert status == 400 and payload["error"]["code"] == "INVALID_ARGUMENT"
     assert expected_fields <= fields(payload)
+    assert says in payload["error"]["message"], payload["error"]["message"]
     assert calls == [] and "X-Trace-Id" in out_headers
 
 
@@ -93,12 +97,55 @@ def test_unknown_route_is_a_json_404():
     assert status == 404 and payload["error"]["code"] == "NOT_FOUND"
 
 
-def test_grpc_codes_map_to_http_statuses():
-    from services.gateway.errors import HTTP_STATUS
+def _rpc_error(error: ServiceError) -> grpc.aio.AioRpcError:
+    """What a real grpc.aio stub raises when the peer answers with this status."""
+    trailing = grpc.aio.Metadata(*error.to_status().trailing_metadata)
+    return grpc.aio.AioRpcError(error.code, grpc.aio.Metadata(), trailing, details=error.message)
 
-    assert HTTP_STATUS[grpc.StatusCode.INVALID_ARGUMENT] == 400
-    assert HTTP_STATUS[grpc.StatusCode.NOT_FOUND] == 404
-    assert HTTP_STATUS[grpc.StatusCode.ALREADY_EXISTS] == 409
-    assert HTTP_STATUS[grpc.StatusCode.FAILED_PRECONDITION] == 412
-    assert HTTP_STATUS[grpc.StatusCode.RESOURCE_EXHAUSTED] == 429
-    assert HTTP_STATUS[grpc.StatusCode.UNAVAILABLE] == 503
+
+class FailingOrders:
+    def __init__(self, error: ServiceError) -> None:
+        self.error = error
+        self.calls = []
+
+    async def PlaceOrder(self, request, timeout=None, wait_for_ready=None):
+        self.calls.append(request)
+        raise _rpc_error(self.error)
+
+
+def post_to_failing_orders(error: ServiceError):
+    shop = FakeShop()
+    shop.orders = FailingOrders(error)
+
+    async def go():
+        async with TestClient(TestServer(make_app(shop))) as client:
+            response = await client.post("/v1/orders", data=json.dumps(GOOD), headers={"Idempotency-Key": "k"})
+            return response.status, await response.json()
+
+    return asyncio.run(go())
+
+
+def test_an_invalid_argument_from_orders_names_fields_as_the_client_wrote_them():
+    status, payload = post_to_failing_orders(invalid_argument([("payment.card_token", "required"),
+                                                               ("items[0].product_id", "unknown product")]))
+    assert status == 400 and payload["error"]["code"] == "INVALID_ARGUMENT"
+    assert payload["error"]["message"] == "invalid request: payment.cardToken: required; items[0].productId: unknown product"
+    assert fields(payload) == {"payment.cardToken", "items[0].productId"}
+
+
+@pytest.mark.parametrize("code,http_status", [
+    (grpc.StatusCode.NOT_FOUND, 404), (grpc.StatusCode.ALREADY_EXISTS, 409),
+    (grpc.StatusCode.FAILED_PRECONDITION, 412), (grpc.StatusCode.RESOURCE_EXHAUSTED, 429),
+    (grpc.StatusCode.UNAVAILABLE, 503), (grpc.StatusCode.DEADLINE_EXCEEDED, 504),
+])
+def test_a_downstream_status_keeps_its_code_message_and_reason(code, http_status):
+    error = ServiceError(code, "the card was declined", [error_details_pb2.ErrorInfo(reason="CARD_DECLINED")])
+    status, payload = post_to_failing_orders(error)
+    assert status == http_status
+    assert payload["error"] == {"code": code.name, "message": "the card was declined", "details": [
+        {"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "CARD_DECLINED"}]}
+
+
+def test_an_internal_error_downstream_reveals_nothing():
+    status, payload = post_to_failing_orders(ServiceError(grpc.StatusCode.INTERNAL, "db at /var/lib/x is corrupt"))
+    assert status == 500 and payload["error"] == {"code": "INTERNAL", "message": "internal error", "details": []}
