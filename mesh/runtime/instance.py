@@ -45,6 +45,7 @@ BUSINESS_WORKERS = 16
 KEEP_REGISTERED_EVERY = 2.0  # seconds between checks that Consul still knows this instance
 REGISTER_RETRY_FIRST, REGISTER_RETRY_MAX = 0.1, 5.0  # seconds between tries while Consul is down
 LISTENER_CHECK_EVERY = 1.0  # seconds between checks that the business listener still serves
+LISTENER_PROBE_SECONDS = 0.3  # how long a connection must stay open to count as served
 CONSUL_TIMEOUT = 2.0
 
 
@@ -89,6 +90,22 @@ def _accepts(host: str, port: int) -> bool:
         with socket.create_connection((host, port), timeout=0.2):
             return True
     except OSError:
+        return False
+
+
+def _serves(host: str, port: int) -> bool:
+    """Whether an xDS-managed grpcio server on host:port has a listener. Without one it either
+    does not listen (before its first listener) or accepts and at once closes every connection
+    (after losing it); with one it keeps the connection open for the handshake (plaintext or TLS),
+    possibly sending its HTTP/2 settings first. grpcio offers Python no serving-status callback."""
+    try:
+        with socket.create_connection((host, port), timeout=0.5) as connection:
+            connection.settimeout(LISTENER_PROBE_SECONDS)
+            try:
+                return connection.recv(1) != b""
+            except TimeoutError:
+                return True  # still open, waiting for our handshake
+    except OSError:  # refused or reset
         return False
 
 
@@ -213,7 +230,7 @@ class Instance:
         away (grpcio then stops accepting connections), SERVING again when it is back."""
         serving = True
         while not self._stopped.wait(LISTENER_CHECK_EVERY):
-            accepting = _accepts(self.config.host, self.port)
+            accepting = _serves(self.config.host, self.port)
             if accepting != serving and not self._stopped.is_set():
                 serving = accepting
                 self._set_health(health_pb2.HealthCheckResponse.SERVING if serving
