@@ -108,23 +108,30 @@ def test_a_declined_payment_is_412_and_leaves_stock_unchanged(http, mesh):
     assert ledger(mesh, "SELECT COUNT(*) FROM charges WHERE status = 1 AND card_token = 'tok_declined'") == [(0,)]
 
 
-BAD_ORDERS = {
-    "quantity-zero": ({**ORDER, "items": [{"productId": "sku-milk-jug", "quantity": 0}]}, 400, "items[0].quantity"),
-    "unknown-product": ({**ORDER, "items": [{"productId": "sku-nope", "quantity": 1}]}, 400, "items[0].productId"),
-    "unknown-currency": ({**ORDER, "currency": "XYZ", "items": [{"productId": "sku-milk-jug", "quantity": 1}]}, 400, "currency"),
-    "unknown-field": ({**ORDER, "coupon": "FREE"}, 400, "body"),
+MILK = [{"productId": "sku-milk-jug", "quantity": 1}]
+BAD_ORDERS = {  # body, HTTP status, the field named in details, the message (fields as the client wrote them)
+    "quantity-zero": ({**ORDER, "items": [{"productId": "sku-milk-jug", "quantity": 0}]}, 400, "items[0].quantity",
+                      "invalid request: items[0].quantity: must be between 1 and 1000"),
+    "unknown-product": ({**ORDER, "items": [{"productId": "sku-nope", "quantity": 1}]}, 400, "items[0].productId",
+                        "invalid request: items[0].productId: unknown product"),
+    "unknown-currency": ({**ORDER, "currency": "XYZ", "items": MILK}, 400, "currency", None),
+    "no-card-token": ({**ORDER, "items": MILK, "payment": {}}, 400, "payment.cardToken",
+                      "invalid request: payment.cardToken: required"),
+    "unknown-field": ({**ORDER, "coupon": "FREE"}, 400, "body", None),
 }
 
 
 @pytest.mark.parametrize("name", BAD_ORDERS)
 def test_bad_orders_are_4xx_with_the_field_and_take_nothing(http, mesh, name):
-    body, status, field = BAD_ORDERS[name]
+    body, status, field, message = BAD_ORDERS[name]
     captured_before = ledger(mesh, "SELECT COUNT(*) FROM charges WHERE status = 1")
     stock_before = available(http, "sku-milk-jug")
     reply = order(http, body)
     assert reply.status_code == status, reply.text
     violations = [v["field"] for d in reply.json()["error"]["details"] for v in d.get("fieldViolations", [])]
     assert field in violations, violations
+    if message is not None:
+        assert reply.json()["error"]["message"] == message
     assert available(http, "sku-milk-jug") == stock_before
     assert ledger(mesh, "SELECT COUNT(*) FROM charges WHERE status = 1") == captured_before
 
