@@ -1,12 +1,19 @@
-"""`python -m mesh.xds`: the control plane. Watches Consul, serves ADS and grpc.health.v1 on one port.
+"""`python -m mesh.xds`: the control plane. Watches Consul, serves ADS, CSDS and grpc.health.v1
+on one port.
 
 Environment (defaults in brackets):
-- `MESH_XDS_HOST` [127.0.0.1], `MESH_XDS_PORT` [18000; 0 picks a free port]: where ADS listens;
+- `MESH_XDS_HOST` [127.0.0.1], `MESH_XDS_PORT` [18000; 0 picks a free port]: where it listens;
+- `MESH_NAMESPACE` [default]: the namespace of every service in the catalog (FQDNs
+  `NAME.NAMESPACE.svc.cluster.local`); a node's bare `NAME:PORT` uses the node's own namespace;
 - `CONSUL_HTTP_ADDR` [127.0.0.1:8500]: Consul's HTTP API;
 - `MESH_LOG_LEVEL` [info]: debug, info, warn, error.
 
-Health for "" and for the ADS service is NOT_SERVING until the first Consul catalog has been
-read and published. SIGTERM/SIGINT: NOT_SERVING, close the ADS streams, stop, exit 0.
+Health: "" and the ADS service are NOT_SERVING until the first Consul catalog has been published,
+and again while a background task (the Consul watcher, the reconciler) has failed and not yet
+recovered. `mesh.xds.translation` is NOT_SERVING while some service's translation fails (its last
+good resources keep serving; the reason is in the log and in CSDS): the control plane as a whole
+still serves every other service, as istiod stays ready when one resource is bad.
+SIGTERM/SIGINT: NOT_SERVING, close the ADS streams, stop, exit 0.
 """
 
 from __future__ import annotations
@@ -19,27 +26,33 @@ import signal
 import sys
 from collections.abc import Mapping
 
-from envoy.service.discovery.v3 import ads_pb2
-from grpc_health.v1 import health, health_pb2
+from envoy.service.discovery.v3 import ads_pb2, ads_pb2_grpc
+from envoy.service.status.v3 import csds_pb2_grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from mesh.runtime import logs
 from mesh.runtime.config import LOG_LEVELS, ConfigError, EnvReader
 from mesh.xds.catalog import Catalog, ConsulWatcher
+from mesh.xds.csds import CsdsServer
+from mesh.xds.reconcile import Reconciler
+from mesh.xds.resources import ResourceStore
 from mesh.xds.server import AdsServer, create_server
-from mesh.xds.snapshot import SnapshotCache
-from mesh.xds.translate import Policy, translate
+from mesh.xds.supervise import Health, Supervisor
 
 log = logging.getLogger("mesh.xds")
 
 SERVICE_NAME = "mesh-xds"
 ADS_SERVICE = ads_pb2.DESCRIPTOR.services_by_name["AggregatedDiscoveryService"].full_name
+TRANSLATION_HEALTH = "mesh.xds.translation"
 STOP_GRACE = 2.0  # seconds for in-flight RPCs once the streams are closed
+FORGET_EVERY = 60.0  # seconds between sweeps of resources no node subscribes to any more
 
 
 @dataclasses.dataclass(frozen=True)
 class XdsConfig:
     host: str
     port: int
+    namespace: str
     consul_http_addr: str
     log_level: str
 
@@ -49,6 +62,7 @@ def load_config(environ: Mapping[str, str] | None = None) -> XdsConfig:
     config = XdsConfig(
         host=reader.string("MESH_XDS_HOST", "127.0.0.1"),
         port=reader.integer("MESH_XDS_PORT", 18000, minimum=0, maximum=65535),
+        namespace=reader.string("MESH_NAMESPACE", "default"),
         consul_http_addr=reader.string("CONSUL_HTTP_ADDR", "127.0.0.1:8500"),
         log_level=reader.string("MESH_LOG_LEVEL", "info", choices=LOG_LEVELS),
     )
@@ -57,35 +71,64 @@ def load_config(environ: Mapping[str, str] | None = None) -> XdsConfig:
 
 
 async def serve(config: XdsConfig) -> None:
-    cache = SnapshotCache()
-    ads = AdsServer(cache)
+    store = ResourceStore()
     health_servicer = health.aio.HealthServicer()
-    for name in ("", ADS_SERVICE):
-        await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
-    server, port = create_server(f"{config.host}:{config.port}", ads, health_servicer)
+    status = Health(health_servicer, ("", ADS_SERVICE), TRANSLATION_HEALTH)
+    await status.update()
+    supervisor = Supervisor(status.update, status.failing)
+
+    def on_rebuilt() -> None:
+        supervisor.healthy("reconciler")
+        if status.translation_failures != len(reconciler.failures) or not status.published:
+            status.translation_failures = len(reconciler.failures)
+            status.published = True
+            supervisor.health_changed()
+        ads.notify()
+
+    reconciler = Reconciler(store, config.namespace, on_rebuilt=on_rebuilt)
+    ads = AdsServer(store, config.namespace, stale_reasons=reconciler.failures)
+    server, port = create_server(
+        f"{config.host}:{config.port}",
+        (ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server, ads),
+        (csds_pb2_grpc.add_ClientStatusDiscoveryServiceServicer_to_server, CsdsServer(ads.status)),
+        (health_pb2_grpc.add_HealthServicer_to_server, health_servicer))
     await server.start()
-    log.info("ADS listening on %s:%d", config.host, port, extra={"port": port})
+    log.info("ADS, CSDS and health listening on %s:%d (namespace %s)", config.host, port, config.namespace,
+             extra={"port": port})
 
-    policy = Policy()  # the Istio resources in istio/ will feed this (roadmap item 1)
+    # the Istio resources in istio/ will feed reconciler.set_policy (roadmap item 1)
 
-    async def on_catalog(catalog: Catalog) -> None:
-        cache.update(translate(catalog, policy), policy)
+    async def watch_consul() -> None:
+        async def on_catalog(catalog: Catalog) -> None:
+            reconciler.set_catalog(catalog)
 
-    watcher = ConsulWatcher(config.consul_http_addr, on_catalog)
+        watcher = ConsulWatcher(config.consul_http_addr, on_catalog)
 
-    async def serving_once_ready() -> None:
-        await watcher.ready.wait()
-        for name in ("", ADS_SERVICE):
-            await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-        log.info("first Consul catalog published, SERVING")
+        async def healthy_once_ready() -> None:
+            await watcher.ready.wait()
+            supervisor.healthy("consul watcher")
+
+        ready = asyncio.create_task(healthy_once_ready())
+        try:
+            await watcher.run()
+        finally:
+            ready.cancel()
+
+    async def forget_unused() -> None:
+        while True:
+            await asyncio.sleep(FORGET_EVERY)
+            dropped = store.forget(ads.in_use)
+            if dropped:
+                log.debug("forgot %d resources no node subscribes to", dropped)
 
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         asyncio.get_running_loop().add_signal_handler(signum, stop.set)
-    watching, stopping = asyncio.create_task(watcher.run()), asyncio.create_task(stop.wait())
-    tasks = [watching, stopping, asyncio.create_task(serving_once_ready())]
-    try:  # the watcher only ends by failing, so this returns on a signal or a bug
-        await asyncio.wait([watching, stopping], return_when=asyncio.FIRST_COMPLETED)
+    tasks = [asyncio.create_task(supervisor.run("consul watcher", watch_consul)),
+             asyncio.create_task(supervisor.run("reconciler", reconciler.run)),
+             asyncio.create_task(supervisor.run("resource sweeper", forget_unused))]
+    try:
+        await stop.wait()
     finally:
         log.info("stopping")
         await health_servicer.enter_graceful_shutdown()
@@ -94,8 +137,6 @@ async def serve(config: XdsConfig) -> None:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-    if not watching.cancelled() and watching.exception():
-        raise watching.exception()
     log.info("stopped")
 
 

@@ -3,7 +3,10 @@
 One blocking query on `/v1/catalog/services` keeps the set of services; each service has its own
 blocking query on `/v1/health/service/NAME?passing` with its own index, so a change costs one
 request. Only passing instances are endpoints. While Consul is unreachable the last known catalog
-stays (one warning per outage, one note on recovery).
+stays (one warning per outage, one note on recovery). A health entry that cannot be read is
+skipped with one warning naming it; the rest of its service keeps flowing. Any other failure of
+any of the watcher's tasks ends `run()` with that error (its supervisor logs it and restarts).
+(Issue 6 replaces the query per service with a bounded number of watches.)
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mappin
 
 import consul.aio
 
-__all__ = ["Catalog", "ConsulWatcher", "Endpoint"]
+__all__ = ["Catalog", "ConsulWatcher", "Endpoint", "endpoints_from_health"]
 
 log = logging.getLogger(__name__)
 
@@ -55,8 +58,34 @@ class Catalog:
 def endpoint_from_health_entry(entry: dict) -> Endpoint:
     service = entry["Service"]
     address = service.get("Address") or entry["Node"]["Address"]
-    meta = types.MappingProxyType(dict(service.get("Meta") or {}))
+    meta = types.MappingProxyType({str(k): str(v) for k, v in (service.get("Meta") or {}).items()})
+    if not isinstance(service["ID"], str) or not isinstance(address, str) or not address:
+        raise ValueError(f"ID {service['ID']!r} / Address {address!r}: not strings")
     return Endpoint(service["ID"], address, int(service["Port"]), meta)
+
+
+def _describe(entry: object) -> str:
+    if isinstance(entry, dict) and isinstance(entry.get("Service"), dict):
+        return f"instance {entry['Service'].get('ID')!r}"
+    return f"entry {str(entry)[:120]!r}"
+
+
+def endpoints_from_health(service: str, entries: Iterable[object], warned: set[str]) -> tuple[Endpoint, ...]:
+    """The endpoints of the entries that can be read; each one that cannot is skipped, with one
+    warning naming it (`warned` remembers which were named, so a re-read does not repeat it)."""
+    endpoints, unreadable = [], set()
+    for entry in entries:
+        try:
+            endpoints.append(endpoint_from_health_entry(entry))
+        except (KeyError, TypeError, ValueError, AttributeError) as error:
+            what = _describe(entry)
+            unreadable.add(what)
+            if what not in warned:
+                log.warning("skipping a malformed Consul health entry of service %r (%s): %s: %s", service, what,
+                            type(error).__name__, error, extra={"service": service})
+    warned.intersection_update(unreadable)  # a fixed entry that breaks again is named again
+    warned.update(unreadable)
+    return _by_id(endpoints)
 
 
 class _Outage:
@@ -89,19 +118,30 @@ class ConsulWatcher:
         self._on_change = on_change
         self._endpoints: dict[str, tuple[Endpoint, ...]] = {}  # filled by each service's first read
         self._service_tasks: dict[str, asyncio.Task] = {}
+        self._unreadable: dict[str, set[str]] = {}  # service -> entries already warned about
+        self._failure: asyncio.Future = asyncio.get_running_loop().create_future()
         self._changed = asyncio.Event()
         self.ready = asyncio.Event()
 
     async def run(self) -> None:
-        publisher = asyncio.create_task(self._publish_changes())
+        publisher = asyncio.create_task(self._publish_changes(), name="consul:publish")
+        services = asyncio.create_task(self._watch_services(), name="consul:services")
+        for task in (publisher, services):
+            task.add_done_callback(self._fail_on_error)
         try:
-            await self._watch_services()
+            await self._failure  # raises the first task's error
         finally:
-            tasks = [publisher, *self._service_tasks.values()]
+            tasks = [publisher, services, *self._service_tasks.values()]
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             await self._consul.close()
+
+    def _fail_on_error(self, task: asyncio.Task) -> None:
+        if self._failure.done() or task.cancelled():
+            return
+        error = task.exception() or RuntimeError(f"{task.get_name()} ended")
+        self._failure.set_exception(error)
 
     async def _blocking(self, query: Callable[[str | None], Awaitable[tuple[str, object]]]) -> AsyncIterator:
         """Yield every new answer of a blocking query; retry with backoff while Consul fails."""
@@ -129,10 +169,13 @@ class ConsulWatcher:
         async for services in self._blocking(lambda i: self._consul.catalog.services(index=i, wait=BLOCKING_WAIT)):
             names = set(services) - IGNORED_SERVICES
             for name in names - self._service_tasks.keys():
-                self._service_tasks[name] = asyncio.create_task(self._watch_service(name), name=f"consul:{name}")
+                task = asyncio.create_task(self._watch_service(name), name=f"consul:{name}")
+                task.add_done_callback(self._fail_on_error)
+                self._service_tasks[name] = task
             for name in self._service_tasks.keys() - names:
                 self._service_tasks.pop(name).cancel()
                 self._endpoints.pop(name, None)
+                self._unreadable.pop(name, None)
             self._changed.set()
 
     async def _watch_service(self, name: str) -> None:
@@ -140,7 +183,7 @@ class ConsulWatcher:
             return self._consul.health.service(name, index=index, wait=BLOCKING_WAIT, passing=True)
 
         async for entries in self._blocking(query):
-            endpoints = _by_id(endpoint_from_health_entry(e) for e in entries)
+            endpoints = endpoints_from_health(name, entries, self._unreadable.setdefault(name, set()))
             if self._endpoints.get(name) != endpoints:
                 self._endpoints[name] = endpoints
                 self._changed.set()

@@ -1,18 +1,26 @@
 """State-of-the-world ADS (`StreamAggregatedResources`) on grpcio's asyncio API.
 
-Per stream and type URL it keeps the subscribed names, the nonce and version last sent, the
-version last ACKed and the last NACK. The protocol rules it follows (xDS SotW, and what the
-prototype saw grpcio, grpc-go and grpc-js do):
+Each stream is one node's view: per type URL its subscribed names, what it was last sent (name ->
+resource version), what it last ACKed, and its last NACK. The node's snapshot is its
+subscriptions resolved in the shared `ResourceStore` (so keyed by exactly what its resources
+depend on: the names, its namespace, its workload identity); resources are serialized once there.
+
+Flow control: at most one response per type is in flight (sent, not yet ACKed or NACKed). While
+one is, changes only mark the stream; when the answer comes, the stream sends the newest state
+if it differs from what the client has. Nothing is queued, so a client that stops reading costs
+a fixed amount of memory.
+
+The protocol rules (xDS SotW, and what the prototype saw grpcio, grpc-go and grpc-js do):
 - a request whose nonce is not the one last sent for its type is stale and ignored: the client
   answers the newer response with its full subscription anyway;
-- any other request (no nonce, or nothing sent yet on this stream) opens a subscription and is
-  answered, whatever version_info it carries (clients re-subscribing after a control-plane
-  restart carry the old one);
-- an ACK or NACK that changes the names is answered; one that does not is only recorded;
-- every response holds every subscribed name that exists (for LDS and CDS a missing name
-  means "deleted"); empty LDS/CDS names are a wildcard;
-- a new snapshot is pushed, per type (CDS, EDS, LDS, RDS in that order), to every stream whose
-  last sent version of that type differs.
+- a request without a nonce opens (or reopens) a subscription and is answered, whatever
+  version_info it carries (clients re-subscribing after a control-plane restart carry the old one);
+- an ACK or NACK that changes the names is answered; one that does not is answered only if a
+  resource changed meanwhile;
+- every response holds every subscribed name that resolves (for LDS and CDS a missing name
+  means "deleted"); a client name the catalog does not know resolves to a service with no
+  endpoints, never "does not exist";
+- responses go out per type in the order CDS, EDS, LDS, RDS (clusters before what points at them).
 """
 
 from __future__ import annotations
@@ -21,22 +29,24 @@ import asyncio
 import dataclasses
 import itertools
 import logging
+import time
 from collections.abc import AsyncIterator, Mapping
 
 import grpc
+from envoy.config.core.v3 import base_pb2
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
-from grpc_health.v1 import health_pb2_grpc
+from google.protobuf import json_format
 
-from mesh.xds.snapshot import Snapshot, SnapshotCache
-from mesh.xds.translate import CLUSTER, ENDPOINT, LISTENER, ROUTE, pack
+from mesh.xds.bootstrap import NodeIdentity
+from mesh.xds.resources import Key, Resource, ResourceStore
+from mesh.xds.translate import CLUSTER, ENDPOINT, LISTENER, ROUTE, WorkloadIdentity
 
-__all__ = ["AdsServer", "Nack", "NodeStatus", "create_server"]
+__all__ = ["AdsServer", "Nack", "NodeStatus", "ResourceStatus", "create_server"]
 
 log = logging.getLogger(__name__)
 
 WILDCARD_TYPES = (LISTENER, CLUSTER)
-# new clusters and their endpoints before the listeners and routes that may point at them
-PUSH_ORDER = {CLUSTER: 0, ENDPOINT: 1, LISTENER: 2, ROUTE: 3}
+PUSH_ORDER = (CLUSTER, ENDPOINT, LISTENER, ROUTE)
 
 
 def short(type_url: str) -> str:
@@ -50,101 +60,205 @@ class Nack:
 
 
 @dataclasses.dataclass(frozen=True)
+class ResourceStatus:
+    """One subscribed resource of one node, as CSDS reports it."""
+
+    type_url: str
+    name: str
+    sent: str  # version last sent ("" if never)
+    acked: str  # version last ACKed ("" if never)
+    state: str  # REQUESTED (not answered yet), ACKED, NACKED
+    in_flight: bool  # sent, no ACK/NACK yet
+    nack: Nack | None
+    stale_reason: str  # the control plane could not update it (translation failed), else ""
+    resource: Resource | None
+
+
+@dataclasses.dataclass(frozen=True)
 class NodeStatus:
+    node: base_pb2.Node
     node_id: str
-    workload: str  # the node's cluster: the service it belongs to
+    workload: str  # the service the node belongs to
     peer: str
-    acked: Mapping[str, str]  # type URL -> last ACKed version
+    acked: Mapping[str, str]  # type URL -> version_info last ACKed
     last_nack: Mapping[str, Nack]  # type URL -> last NACK
+    resources: tuple[ResourceStatus, ...]
 
 
 @dataclasses.dataclass
 class _Subscription:
     names: frozenset[str] = frozenset()
     wildcard: bool = False
-    nonce: str = ""
-    sent_version: str = ""
+    nonce: str = ""  # of the last response
+    sent_version: str = ""  # version_info of the last response
+    in_flight: bool = False
+    must_answer: bool = False
+    sent: dict[str, int] = dataclasses.field(default_factory=dict)  # name -> version, last response
+    acked: dict[str, int] = dataclasses.field(default_factory=dict)  # name -> version, last ACKed response
     acked_version: str = ""
     last_nack: Nack | None = None
+    nacked_names: frozenset[str] = frozenset()
 
 
 class _Stream:
     _ids = itertools.count(1)
 
-    def __init__(self, cache: SnapshotCache, peer: str) -> None:
+    def __init__(self, server: AdsServer, peer: str) -> None:
         self.id = next(self._ids)
         self.peer = peer
-        self.node_id = ""
-        self.workload = ""
+        self.node = base_pb2.Node()
+        self.identity = NodeIdentity.parse("", "", {})
+        self.workload_identity = WorkloadIdentity.of(self.identity.namespace, {})
         self.subscriptions: dict[str, _Subscription] = {}
-        self.responses: asyncio.Queue[discovery_pb2.DiscoveryResponse | None] = asyncio.Queue()
-        self._cache = cache
+        self.wake = asyncio.Event()
+        self.closed = False
+        self._server = server
         self._nonces = itertools.count(1)
 
+    @property
+    def node_id(self) -> str:
+        return self.node.id
+
     def on_request(self, request: discovery_pb2.DiscoveryRequest) -> None:
-        if request.HasField("node") and not self.node_id:
-            self.node_id, self.workload = request.node.id, request.node.cluster
-            log.info("ads stream %d from node %r (%s)", self.id, self.node_id, request.node.user_agent_name)
+        if request.HasField("node") and not self.node.id:
+            self._identify(request.node)
         type_url = request.type_url
         sub = self.subscriptions.setdefault(type_url, _Subscription())
-        answer = bool(request.response_nonce) and request.response_nonce == sub.nonce  # ACK/NACK of our last
-        if request.response_nonce and sub.nonce and not answer:
-            log.debug("ads stream %d: stale nonce %s for %s ignored", self.id, request.response_nonce, short(type_url))
-            return
-        if answer and request.HasField("error_detail"):
-            sub.last_nack = Nack(sub.sent_version, request.error_detail.message)
-            log.warning("xDS NACK from node %r for %s version %s: %s", self.node_id, short(type_url), sub.sent_version,
-                        request.error_detail.message, extra={"node_id": self.node_id, "type_url": type_url})
-        elif answer:
-            sub.acked_version = request.version_info
+        if request.response_nonce and request.response_nonce != sub.nonce:
+            if sub.nonce:  # an answer to an older response: the newer one is on its way
+                log.debug("ads stream %d: stale nonce %s for %s ignored", self.id, request.response_nonce,
+                          short(type_url))
+                return
         names = frozenset(request.resource_names) - {"*"}
         wildcard = type_url in WILDCARD_TYPES and (not request.resource_names or "*" in request.resource_names)
-        changed = (names, wildcard) != (sub.names, sub.wildcard)
+        if request.response_nonce and sub.nonce and not sub.in_flight:
+            # the last response was answered already: this only changes the subscription
+            sub.must_answer = sub.must_answer or (names, wildcard) != (sub.names, sub.wildcard)
+        elif request.response_nonce and sub.nonce:
+            sub.in_flight = False
+            if request.HasField("error_detail"):
+                sub.last_nack = Nack(sub.sent_version, request.error_detail.message)
+                sub.nacked_names = frozenset(sub.sent)
+                log.warning("xDS NACK from node %r for %s version %s: %s", self.node.id, short(type_url),
+                            sub.last_nack.version, request.error_detail.message,
+                            extra={"node_id": self.node.id, "type_url": type_url})
+            else:
+                sub.acked, sub.acked_version = dict(sub.sent), request.version_info
+                sub.last_nack, sub.nacked_names = None, frozenset()
+            sub.must_answer = (names, wildcard) != (sub.names, sub.wildcard)
+        else:  # a new subscription, or one reopened after a restart of either side
+            sub.in_flight, sub.must_answer = False, True
         sub.names, sub.wildcard = names, wildcard
-        if (changed or not answer) and self._cache.current is not None:
-            self._respond(type_url, sub, self._cache.current)
+        self.wake.set()
 
-    def on_snapshot(self, snapshot: Snapshot) -> None:
-        for type_url in sorted(self.subscriptions, key=lambda t: PUSH_ORDER.get(t, len(PUSH_ORDER))):
-            sub = self.subscriptions[type_url]
-            if sub.sent_version != snapshot.version_of(type_url):
-                self._respond(type_url, sub, snapshot)
+    def _identify(self, node: base_pb2.Node) -> None:
+        self.node = node
+        metadata = json_format.MessageToDict(node.metadata) if node.HasField("metadata") else {}
+        self.identity = NodeIdentity.parse(node.id, node.cluster, metadata)
+        namespace = self.identity.namespace or self._server.namespace
+        self.workload_identity = WorkloadIdentity.of(namespace, self.identity.labels)
+        log.info("ads stream %d from node %r (%s)", self.id, node.id, node.user_agent_name)
 
-    def _respond(self, type_url: str, sub: _Subscription, snapshot: Snapshot) -> None:
-        if not sub.names and not sub.wildcard:
-            return  # nothing subscribed (an unsubscribe of RDS/EDS needs no answer)
-        resources = snapshot.resolve(type_url, None if sub.wildcard else sub.names, self.workload)
-        sub.nonce, sub.sent_version = str(next(self._nonces)), snapshot.version_of(type_url)
-        log.debug("ads stream %d: %s version %s nonce %s: %s", self.id, short(type_url), sub.sent_version, sub.nonce,
-                  sorted(resources))
-        self.responses.put_nowait(discovery_pb2.DiscoveryResponse(
-            version_info=sub.sent_version, type_url=type_url, nonce=sub.nonce,
-            resources=[pack(resources[name]) for name in sorted(resources)]))
+    def _resolve(self, type_url: str, sub: _Subscription) -> dict[str, Resource]:
+        if sub.wildcard:
+            # names carry the port, so "everything" cannot be listed; istiod's proxyless
+            # generator sends nothing for a wildcard either
+            return {}
+        store, namespace = self._server.store, self.workload_identity.namespace
+        found = {}
+        for name in sorted(sub.names):
+            resource = store.get(type_url, name, namespace, self.workload_identity)
+            if resource is not None:
+                found[name] = resource
+        return found
+
+    def next_response(self) -> discovery_pb2.DiscoveryResponse | None:
+        """The next response to send, coalesced to the newest state; None if there is none."""
+        if not self._server.ready:
+            return None  # first requests wait for the first catalog rather than get empty endpoints
+        for type_url in PUSH_ORDER:
+            sub = self.subscriptions.get(type_url)
+            if sub is None or sub.in_flight:
+                continue
+            if not sub.names and not sub.wildcard:
+                sub.must_answer = False  # nothing subscribed (an unsubscribe of RDS/EDS needs no answer)
+                continue
+            resources = self._resolve(type_url, sub)
+            versions = {name: r.version for name, r in resources.items()}
+            if not sub.must_answer and versions == sub.sent:
+                continue
+            sub.must_answer, sub.in_flight, sub.sent = False, True, versions
+            sub.nonce = str(next(self._nonces))
+            version = sub.sent_version = str(self._server.store.generation)
+            log.debug("ads stream %d: %s version %s nonce %s: %s", self.id, short(type_url), version, sub.nonce,
+                      sorted(resources))
+            return discovery_pb2.DiscoveryResponse(version_info=version, type_url=type_url, nonce=sub.nonce,
+                                                   resources=[r.packed for r in resources.values()])
+        return None
+
+    def uses(self, key: Key) -> bool:
+        type_url, name, variant = key
+        sub = self.subscriptions.get(type_url)
+        return sub is not None and name in sub.names
 
     def status(self) -> NodeStatus:
+        resources = []
+        store = self._server.store
+        for type_url, sub in sorted(self.subscriptions.items()):
+            for name in sorted(sub.names):
+                sent, acked = sub.sent.get(name), sub.acked.get(name)
+                nacked = sub.last_nack is not None and name in sub.nacked_names
+                state = "NACKED" if nacked else "ACKED" if acked is not None and acked == sent else "REQUESTED"
+                resource = store.get(type_url, name, self.workload_identity.namespace, self.workload_identity) \
+                    if sent is not None else None
+                stale = self._server.stale_reason(resource.service) if resource and resource.service else ""
+                resources.append(ResourceStatus(
+                    type_url, name, "" if sent is None else str(sent), "" if acked is None else str(acked), state,
+                    sub.in_flight and sent is not None, sub.last_nack if nacked else None, stale, resource))
         acked = {t: s.acked_version for t, s in self.subscriptions.items() if s.acked_version}
         nacks = {t: s.last_nack for t, s in self.subscriptions.items() if s.last_nack}
-        return NodeStatus(self.node_id, self.workload, self.peer, acked, nacks)
+        return NodeStatus(self.node, self.node.id, self.identity.service, self.peer, acked, nacks, tuple(resources))
 
 
 class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
-    def __init__(self, cache: SnapshotCache) -> None:
-        self._cache = cache
+    """The ADS service over a `ResourceStore`. `ready` stays False until the first catalog has
+    been published (requests wait until then); `notify()` after every change of the store."""
+
+    def __init__(self, store: ResourceStore, namespace: str = "default",
+                 stale_reasons: Mapping[object, str] | None = None) -> None:
+        self.store = store
+        self.namespace = namespace
+        self.ready = False
+        self._stale_reasons = stale_reasons if stale_reasons is not None else {}
         self._streams: set[_Stream] = set()
+
+    def stale_reason(self, service) -> str:
+        reason = self._stale_reasons.get(service)
+        return f"translation of {service.fqdn} failed, its last good version is kept: {reason}" if reason else ""
 
     def status(self) -> list[NodeStatus]:
         """ACK/NACK state of every connected xDS client, ordered by node id."""
         return sorted((s.status() for s in self._streams), key=lambda n: (n.node_id, n.peer))
 
+    def in_use(self, key: Key) -> bool:
+        return any(stream.uses(key) for stream in self._streams)
+
+    def notify(self) -> None:
+        """The store changed (or became ready): every stream looks for what is new for it."""
+        self.ready = True
+        for stream in self._streams:
+            stream.wake.set()
+
     def close(self) -> None:
         """End every open stream (the clients reconnect to whichever control plane is up)."""
         for stream in self._streams:
-            stream.responses.put_nowait(None)
+            stream.closed = True
+            stream.wake.set()
 
     async def StreamAggregatedResources(
         self, request_iterator: AsyncIterator[discovery_pb2.DiscoveryRequest], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[discovery_pb2.DiscoveryResponse]:
-        stream = _Stream(self._cache, context.peer())
+        stream = _Stream(self, context.peer())
 
         async def read() -> None:
             try:
@@ -156,25 +270,32 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
             except Exception as error:  # noqa: BLE001 - the client went away mid-read
                 log.debug("ads stream %d: reader ended: %r", stream.id, error)
             finally:
-                stream.responses.put_nowait(None)
+                stream.closed = True
+                stream.wake.set()
 
         self._streams.add(stream)
-        self._cache.subscribe(stream.on_snapshot)
         reader = asyncio.create_task(read())
+        started = time.monotonic()
         try:
-            while (response := await stream.responses.get()) is not None:
+            while not stream.closed:
+                response = stream.next_response()
+                if response is None:
+                    await stream.wake.wait()
+                    stream.wake.clear()
+                    continue
                 yield response
         finally:
             reader.cancel()
-            self._cache.unsubscribe(stream.on_snapshot)
             self._streams.discard(stream)
-            log.info("ads stream %d from node %r closed", stream.id, stream.node_id)
+            log.info("ads stream %d from node %r closed after %.1f s", stream.id, stream.node_id,
+                     time.monotonic() - started)
 
 
-def create_server(address: str, ads: AdsServer, health: health_pb2_grpc.HealthServicer) -> tuple[grpc.aio.Server, int]:
-    """An unstarted server with ADS and health on `address` (port 0 picks one); returns the port."""
+def create_server(address: str, *servicers_adders) -> tuple[grpc.aio.Server, int]:
+    """An unstarted server on `address` (port 0 picks one) with each `(add_function, servicer)`;
+    returns it and its port."""
     server = grpc.aio.server()
-    ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(ads, server)
-    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    for add, servicer in servicers_adders:
+        add(servicer, server)
     port = server.add_insecure_port(address)
     return server, port

@@ -1,21 +1,27 @@
 """Catalog + Policy -> xDS resources for proxyless gRPC clients and servers. Pure functions, no I/O.
 
-Names follow docs/runtime-contract.md: listener and route config `NAME`, cluster `outbound|NAME`,
-EDS name = cluster name; server listeners `grpc/server?xds.resource.listening_address=HOST:PORT`
-are built on demand from the name asked for. Only shapes that grpcio, grpc-go and grpc-js all
-accept (the prototype's FINDINGS.md): a load_balancing_weight on every locality, the router filter
-last, ROUND_ROBIN, and (to come) outlier detection always with its success_rate fields.
+Two steps, so that a change costs only what it touches (issue 6) and a bad input spoils only its
+own service:
+1. `translate_service` turns one service's Consul endpoints (and, later, its policy) into a
+   validated `ServiceModel`, or raises `TranslationError` naming what is wrong;
+2. the builders below turn a model (or nothing, for a service the catalog does not know) into
+   the resource a client or server asked for by name (names: `mesh.xds.names`).
+
+Only shapes that grpcio, grpc-go and grpc-js all accept (the prototype's FINDINGS.md): a
+load_balancing_weight on every locality, the router filter last, ROUND_ROBIN, and (to come)
+outlier detection always with its success_rate fields.
 
 Where the roadmap plugs in, each through `Policy` and one function below:
 VirtualService -> `routes_for`, `client_http_filters` (fault before the router);
-DestinationRule -> `clusters_for` (subsets `outbound|NAME|SUBSET` by endpoint Meta), `cluster`;
+DestinationRule -> `cluster` (subsets `outbound|PORT|SUBSET|FQDN` by endpoint Meta);
 PeerAuthentication -> `server_transport_socket` (DownstreamTlsContext), `cluster` (Upstream);
-AuthorizationPolicy -> `server_http_filters` (RBAC before the router), per workload.
+AuthorizationPolicy -> `server_http_filters` (RBAC before the router), per workload labels.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 from collections.abc import Mapping
 
 from envoy.config.cluster.v3 import cluster_pb2
@@ -28,23 +34,21 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import http_con
 from google.protobuf import any_pb2
 from google.protobuf.message import Message
 
-from mesh.xds.catalog import Catalog, Endpoint
+from mesh.xds.catalog import Endpoint
+from mesh.xds.names import ClientTarget, ServiceKey, cluster_name
 
-__all__ = ["CLUSTER", "ENDPOINT", "LISTENER", "ROUTE", "SERVER_LISTENER_PREFIX", "TYPE_URLS", "Policy", "Resources",
-           "cluster_name", "pack", "server_listener", "translate"]
+__all__ = ["CLUSTER", "ENDPOINT", "LISTENER", "ROUTE", "TYPE_URLS", "Policy", "ServiceModel", "TranslationError",
+           "WorkloadIdentity", "client_listener", "cluster", "load_assignment", "pack", "route_configuration",
+           "server_listener", "translate_service"]
 
 LISTENER = "type.googleapis.com/envoy.config.listener.v3.Listener"
 ROUTE = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
 CLUSTER = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
 ENDPOINT = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
 TYPE_URLS = (LISTENER, ROUTE, CLUSTER, ENDPOINT)
-SERVER_LISTENER_PREFIX = "grpc/server?xds.resource.listening_address="
 HCM_FILTER = "envoy.filters.network.http_connection_manager"
 ROUTER_FILTER = "envoy.filters.http.router"
 LOCALITY = base_pb2.Locality(region="local", zone="local")
-
-# type URL -> resource name -> resource
-Resources = Mapping[str, Mapping[str, Message]]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,21 +57,64 @@ class Policy:
     all passing endpoints of a service, round robin, plaintext, every RPC allowed.
 
     Fields arrive with the roadmap (virtual_services, destination_rules, peer_authentications,
-    authorization_policies); keep it frozen and comparable: snapshots compare policies.
+    authorization_policies); keep it frozen and comparable: the reconciler compares policies.
     """
+
+
+@dataclasses.dataclass(frozen=True)
+class WorkloadIdentity:
+    """What a server listener depends on: the node's namespace and labels (istiod selects
+    PeerAuthentication and AuthorizationPolicy by them). Nodes with equal identities share
+    their server listeners."""
+
+    namespace: str
+    labels: tuple[tuple[str, str], ...] = ()
+
+    @classmethod
+    def of(cls, namespace: str, labels: Mapping[str, str]) -> WorkloadIdentity:
+        return cls(namespace, tuple(sorted(labels.items())))
+
+
+class TranslationError(ValueError):
+    """A service's inputs cannot become resources; the message says which input and why."""
+
+
+@dataclasses.dataclass(frozen=True)
+class LbEndpoint:
+    instance_id: str
+    ip: str
+    port: int
+    meta: Mapping[str, str]
+
+
+@dataclasses.dataclass(frozen=True)
+class ServiceModel:
+    """One service, validated: what every resource of that service is built from."""
+
+    service: ServiceKey
+    endpoints: tuple[LbEndpoint, ...]
+
+
+def translate_service(service: ServiceKey, endpoints: tuple[Endpoint, ...], policy: Policy) -> ServiceModel:
+    """Raises TranslationError for an endpoint gRPC could not use: EDS addresses must be IP
+    literals (gRPC resolves no host names there), ports in 1..65535."""
+    checked = []
+    for endpoint in endpoints:
+        try:
+            ip = str(ipaddress.ip_address(endpoint.address))
+        except ValueError:
+            raise TranslationError(f"instance {endpoint.instance_id!r}: address {endpoint.address!r} "
+                                   "is not an IP address (EDS needs IP literals)") from None
+        if not 0 < endpoint.port < 65536:
+            raise TranslationError(f"instance {endpoint.instance_id!r}: port {endpoint.port} out of range")
+        checked.append(LbEndpoint(endpoint.instance_id, ip, endpoint.port, endpoint.meta))
+    return ServiceModel(service, tuple(checked))
 
 
 def pack(message: Message) -> any_pb2.Any:
     packed = any_pb2.Any()
     packed.Pack(message)
     return packed
-
-
-CLUSTER_PREFIX = "outbound|"
-
-
-def cluster_name(service: str) -> str:
-    return f"{CLUSTER_PREFIX}{service}"
 
 
 def _ads() -> config_source_pb2.ConfigSource:
@@ -86,29 +133,31 @@ def _router() -> hcm_pb2.HttpFilter:
 # ---- client side ---------------------------------------------------------------------------
 
 
-def client_http_filters(service: str, policy: Policy) -> list[hcm_pb2.HttpFilter]:
+def client_http_filters(target: ClientTarget, policy: Policy) -> list[hcm_pb2.HttpFilter]:
     return [_router()]  # the router must be last; HCM without filters is NACKed
 
 
-def client_listener(service: str, policy: Policy) -> listener_pb2.Listener:
-    rds = hcm_pb2.Rds(config_source=_ads(), route_config_name=service)
-    hcm = hcm_pb2.HttpConnectionManager(rds=rds, http_filters=client_http_filters(service, policy))
-    return listener_pb2.Listener(name=service, api_listener=api_listener_pb2.ApiListener(api_listener=pack(hcm)))
+def client_listener(name: str, target: ClientTarget, policy: Policy) -> listener_pb2.Listener:
+    """Named exactly as asked (grpc may watch `catalog:P` and `catalog.default:P` at once);
+    every form shares one route configuration, named like the cluster, as istiod does."""
+    rds = hcm_pb2.Rds(config_source=_ads(), route_config_name=cluster_name(target))
+    hcm = hcm_pb2.HttpConnectionManager(rds=rds, http_filters=client_http_filters(target, policy))
+    return listener_pb2.Listener(name=name, api_listener=api_listener_pb2.ApiListener(api_listener=pack(hcm)))
 
 
-def routes_for(service: str, policy: Policy) -> list[route_components_pb2.Route]:
-    action = route_components_pb2.RouteAction(cluster=cluster_name(service))
+def routes_for(target: ClientTarget, policy: Policy) -> list[route_components_pb2.Route]:
+    action = route_components_pb2.RouteAction(cluster=cluster_name(target))
     return [route_components_pb2.Route(name="default", match=route_components_pb2.RouteMatch(prefix=""), route=action)]
 
 
-def route_configuration(service: str, policy: Policy) -> route_pb2.RouteConfiguration:
-    host = route_components_pb2.VirtualHost(name=service, domains=[service], routes=routes_for(service, policy))
-    return route_pb2.RouteConfiguration(name=service, virtual_hosts=[host])
-
-
-def clusters_for(service: str, endpoints: tuple[Endpoint, ...], policy: Policy) -> dict[str, tuple[Endpoint, ...]]:
-    """Cluster name -> the endpoints it balances over (subsets will filter by Meta)."""
-    return {cluster_name(service): endpoints}
+def route_configuration(target: ClientTarget, policy: Policy) -> route_pb2.RouteConfiguration:
+    """One virtual host whose domains are every form the service can be dialled by, with and
+    without the port (gRPC matches the dialled authority against them)."""
+    hosts = target.service.hosts()
+    domains = [form for host in hosts for form in (host, f"{host}:{target.port}")]
+    host = route_components_pb2.VirtualHost(name=f"{target.service.fqdn}:{target.port}", domains=domains,
+                                            routes=routes_for(target, policy))
+    return route_pb2.RouteConfiguration(name=cluster_name(target), virtual_hosts=[host])
 
 
 def cluster(name: str, policy: Policy) -> cluster_pb2.Cluster:
@@ -117,72 +166,48 @@ def cluster(name: str, policy: Policy) -> cluster_pb2.Cluster:
                                lb_policy=cluster_pb2.Cluster.ROUND_ROBIN)
 
 
-def load_assignment(name: str, endpoints: tuple[Endpoint, ...]) -> endpoint_pb2.ClusterLoadAssignment:
+def load_assignment(name: str, model: ServiceModel | None) -> endpoint_pb2.ClusterLoadAssignment:
+    """Every passing instance of the service, whatever port the client dialled: the port in the
+    name is the service's port, each instance listens on its own (as WorkloadEntry ports do).
+    No model (a service the catalog does not know) is an empty assignment, never "does not
+    exist": calls fail fast with UNAVAILABLE and recover with one EDS update."""
     assignment = endpoint_pb2.ClusterLoadAssignment(cluster_name=name)
-    if endpoints:
+    if model is not None and model.endpoints:
         locality = assignment.endpoints.add(locality=LOCALITY)
         locality.load_balancing_weight.value = 1  # without it every RPC fails in grpcio
-        for endpoint in endpoints:
-            address = _address(endpoint.address, endpoint.port)
+        for endpoint in model.endpoints:
+            address = _address(endpoint.ip, endpoint.port)
             locality.lb_endpoints.add(endpoint=endpoint_components_pb2.Endpoint(address=address),
                                       health_status=health_check_pb2.HEALTHY)
     return assignment
 
 
-def translate(catalog: Catalog, policy: Policy = Policy()) -> dict[str, dict[str, Message]]:
-    """Every client-side resource for every service in the catalog, also for services with no
-    passing instance (their ClusterLoadAssignment is empty, so clients fail fast with UNAVAILABLE)."""
-    resources: dict[str, dict[str, Message]] = {type_url: {} for type_url in TYPE_URLS}
-    for service, endpoints in catalog.services.items():
-        resources[LISTENER][service] = client_listener(service, policy)
-        resources[ROUTE][service] = route_configuration(service, policy)
-        for name, members in clusters_for(service, endpoints, policy).items():
-            resources[CLUSTER][name] = cluster(name, policy)
-            resources[ENDPOINT][name] = load_assignment(name, members)
-    return resources
-
-
-def on_demand(type_url: str, name: str, workload: str, policy: Policy) -> Message | None:
-    """A resource for a subscribed name that is not in the snapshot: a server listener for the
-    asking workload, or the client resources of a service with no endpoints."""
-    if type_url == LISTENER:
-        return server_listener(name, workload, policy) or client_listener(name, policy)
-    if type_url == ROUTE:
-        return route_configuration(name, policy)
-    if name.startswith(CLUSTER_PREFIX):
-        return cluster(name, policy) if type_url == CLUSTER else load_assignment(name, ())
-    return None
-
-
 # ---- server side (xDS-managed gRPC servers) ---------------------------------------------------
 
 
-def server_http_filters(workload: str, policy: Policy) -> list[hcm_pb2.HttpFilter]:
-    return [_router()]  # RBAC from AuthorizationPolicy goes before the router
+def server_http_filters(identity: WorkloadIdentity, policy: Policy) -> list[hcm_pb2.HttpFilter]:
+    return [_router()]  # RBAC from AuthorizationPolicy goes before the router (DENY, then ALLOW)
 
 
-def server_transport_socket(workload: str, policy: Policy) -> base_pb2.TransportSocket | None:
+def server_transport_socket(identity: WorkloadIdentity, policy: Policy) -> base_pb2.TransportSocket | None:
     return None  # DownstreamTlsContext from PeerAuthentication; None = plaintext
 
 
-def server_listener(resource_name: str, workload: str, policy: Policy) -> listener_pb2.Listener | None:
-    """The listener an xDS-managed server on HOST:PORT asks for; `workload` is the service the
-    server's node belongs to (bootstrap node.cluster). None if the name is not a server listener."""
-    if not resource_name.startswith(SERVER_LISTENER_PREFIX):
-        return None
-    host, _, port = resource_name[len(SERVER_LISTENER_PREFIX) :].rpartition(":")
-    host = host.removeprefix("[").removesuffix("]")
-    if not host or not port.isdigit() or not 0 < int(port) < 65536:
-        return None
-    serve = route_components_pb2.Route(match=route_components_pb2.RouteMatch(prefix=""),
+def server_listener(name: str, host: str, port: int, identity: WorkloadIdentity,
+                    policy: Policy) -> listener_pb2.Listener:
+    """The inbound listener of an xDS-managed server on HOST:PORT (`Listener.address` must equal
+    the name's address, or gRPC rejects it). istiod answers only for a port of a service
+    instance on the node's IP; this control plane answers any (a runtime asks for its own)."""
+    serve = route_components_pb2.Route(match=route_components_pb2.RouteMatch(prefix="/"),
                                        non_forwarding_action=route_components_pb2.NonForwardingAction())
     host_routes = route_components_pb2.VirtualHost(name="inbound", domains=["*"], routes=[serve])
     hcm = hcm_pb2.HttpConnectionManager(
         stat_prefix="inbound", route_config=route_pb2.RouteConfiguration(name="inbound", virtual_hosts=[host_routes]),
-        http_filters=server_http_filters(workload, policy))
+        http_filters=server_http_filters(identity, policy))
+    transport_socket = server_transport_socket(identity, policy)
+    suffix = "plaintext" if transport_socket is None else "mtls"
     chain = listener_components_pb2.FilterChain(
-        name="inbound", filters=[listener_components_pb2.Filter(name=HCM_FILTER, typed_config=pack(hcm))])
-    transport_socket = server_transport_socket(workload, policy)
+        name=f"inbound-{suffix}", filters=[listener_components_pb2.Filter(name=HCM_FILTER, typed_config=pack(hcm))])
     if transport_socket is not None:
         chain.transport_socket.CopyFrom(transport_socket)
-    return listener_pb2.Listener(name=resource_name, address=_address(host, int(port)), filter_chains=[chain])
+    return listener_pb2.Listener(name=name, address=_address(host, port), filter_chains=[chain])

@@ -1,8 +1,8 @@
 """A thin client of the real ADS stream (`StreamAggregatedResources`) over a grpc.aio channel,
 for tests that check the control plane's protocol handling message by message.
 
-    async with AdsClient(f"127.0.0.1:{port}", node_id="n1") as ads:
-        response = await ads.request(EDS, ["outbound|catalog"])          # first request, no nonce
+    async with AdsClient(f"127.0.0.1:{port}", instance="n1", service="orders") as ads:
+        response = await ads.request(EDS, ["outbound|7000||catalog.default.svc.cluster.local"])  # no nonce
         await ads.ack(response)                                          # ACK with the same names
         resources = ads.decode(response)                                 # name -> message
         await ads.until(EDS, lambda r: ..., timeout=5)                   # ACK each push until true
@@ -20,8 +20,12 @@ from envoy.config.core.v3 import base_pb2
 from envoy.config.endpoint.v3 import endpoint_pb2
 from envoy.config.listener.v3 import listener_pb2
 from envoy.config.route.v3 import route_pb2
+from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
+from google.protobuf import json_format, struct_pb2
 from google.rpc import status_pb2
+
+from mesh.xds import bootstrap
 
 __all__ = ["AdsClient", "CDS", "EDS", "LDS", "RDS"]
 
@@ -38,10 +42,16 @@ MESSAGE_TYPES = {
 
 
 class AdsClient:
-    def __init__(self, target: str, node_id: str = "test-node", cluster: str = "test") -> None:
+    def __init__(self, target: str, instance: str = "test-node", service: str = "test", version: str = "v1",
+                 namespace: str = "default") -> None:
+        """A node as `mesh.xds.bootstrap` describes instance `instance` of `service`."""
         self.target = target
-        self.node = base_pb2.Node(id=node_id, cluster=cluster, user_agent_name="tests/support/ads.py")
+        described = bootstrap.bootstrap(bootstrap.Node(service, instance, version, namespace=namespace), target, ".")
+        node = described["node"]
+        self.node = base_pb2.Node(id=node["id"], cluster=node["cluster"], user_agent_name="tests/support/ads.py",
+                                  metadata=json_format.ParseDict(node["metadata"], struct_pb2.Struct()))
         self.names: dict[str, list[str]] = {}  # type URL -> names last requested
+        self._reading: asyncio.Future | None = None
 
     async def __aenter__(self) -> AdsClient:
         self.channel = grpc.aio.insecure_channel(self.target)
@@ -64,9 +74,23 @@ class AdsClient:
         await self.call.write(request)
 
     async def recv(self, timeout: float = 5.0) -> discovery_pb2.DiscoveryResponse:
-        response = await asyncio.wait_for(self.call.read(), timeout)
+        """The next response; a timeout leaves the read pending (the stream stays open)."""
+        if self._reading is None:
+            self._reading = asyncio.ensure_future(self.call.read())
+        done, _ = await asyncio.wait([self._reading], timeout=timeout)
+        if not done:
+            raise asyncio.TimeoutError(f"no response within {timeout} s")
+        response, self._reading = self._reading.result(), None
         assert response is not grpc.aio.EOF, "the control plane ended the stream"
         return response
+
+    async def silent_for(self, seconds: float) -> None:
+        """Assert that no response arrives within `seconds`."""
+        try:
+            unexpected = await self.recv(timeout=seconds)
+        except asyncio.TimeoutError:
+            return
+        raise AssertionError(f"unexpected response: {unexpected}")
 
     async def request(self, type_url: str, names: Iterable[str], version: str = "") -> discovery_pb2.DiscoveryResponse:
         """A first request (no nonce) and its response."""
@@ -90,6 +114,13 @@ class AdsClient:
             assert packed.Unpack(message), packed.type_url
             out[getattr(message, "name", "") or getattr(message, "cluster_name", "")] = message
         return out
+
+    @staticmethod
+    def rds_name(listener: listener_pb2.Listener) -> str:
+        """The route configuration a client listener points at."""
+        hcm = http_connection_manager_pb2.HttpConnectionManager()
+        assert listener.api_listener.api_listener.Unpack(hcm)
+        return hcm.rds.route_config_name
 
     async def until(self, type_url: str, condition: Callable[[dict], object], timeout: float = 10.0) -> dict:
         """ACK every response of `type_url` until `condition(decoded resources)` is truthy;

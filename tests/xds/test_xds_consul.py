@@ -22,7 +22,12 @@ from support.xds import write_bootstrap
 pytestmark = pytest.mark.integration
 
 
-def eds_ports(resources: dict, name: str = "outbound|catalog") -> list[int] | None:
+SERVICE_PORT = 7000  # the port clients dial catalog by; each instance listens on its own
+CATALOG_TARGET = f"catalog:{SERVICE_PORT}"
+CATALOG_EDS = f"outbound|{SERVICE_PORT}||catalog.default.svc.cluster.local"
+
+
+def eds_ports(resources: dict, name: str = CATALOG_EDS) -> list[int] | None:
     """Endpoint ports of one load assignment; None if the response did not include it."""
     if name not in resources:
         return None
@@ -56,8 +61,8 @@ def test_passing_instances_become_endpoints(consul_agent, control_plane):
     async def scenario():
         async with AdsClient(control_plane.address, "test-endpoints", "orders") as ads:
             consul_agent.register("catalog", "catalog-1", 7001, meta={"version": "v1", "language": "python"})
-            await ads.send(LDS, ["catalog"])
-            await ads.send(EDS, ["outbound|catalog"])
+            await ads.send(LDS, [CATALOG_TARGET])
+            await ads.send(EDS, [CATALOG_EDS])
             await ads.until(EDS, lambda r: eds_ports(r) == [7001])
 
             consul_agent.register("catalog", "catalog-2", 7002, passing=False)  # critical: not an endpoint
@@ -72,10 +77,11 @@ def test_passing_instances_become_endpoints(consul_agent, control_plane):
             # no passing instance left, still registered: the listener stays, the assignment is empty
             await ads.until(EDS, lambda r: eds_ports(r) == [])
             consul_agent.deregister("catalog-1")
-            # Gone from Consul altogether: the next push still holds the listener (a service with
-            # no endpoints, never "does not exist"), so a client recovers when it comes back.
-            pushed = await ads.until(LDS, lambda r: True)
-            assert "catalog" in pushed
+            # Gone from Consul altogether: still a service with no endpoints, never "does not exist"
+            # (nothing changed for this client, so nothing is pushed; a new client gets it all)
+            async with AdsClient(control_plane.address, "test-endpoints-late", "orders") as late:
+                assert CATALOG_TARGET in late.decode(await late.request(LDS, [CATALOG_TARGET]))
+                assert eds_ports(late.decode(await late.request(EDS, [CATALOG_EDS]))) == []
             consul_agent.register("catalog", "catalog-4", 7004)
             await ads.until(EDS, lambda r: eds_ports(r) == [7004])
 
@@ -105,7 +111,8 @@ def test_xds_managed_server_gets_its_listener(language, consul_agent, control_pl
     """A real xDS-managed server (grpcio / grpc-go) accepts the server listener and serves.
     (grpc-js's XdsServer binds every interface whatever host it is given, so it is not run here.)"""
     port = free_port()
-    bootstrap = write_bootstrap(tmp_path / "server-bootstrap.json", control_plane.address, "catalog-x1", "catalog")
+    bootstrap = write_bootstrap(tmp_path / "server-bootstrap.json", control_plane.address,
+                                instance_id="catalog-x1", service="catalog")
     command = {
         "python": lambda: [sys.executable, str(request.getfixturevalue("python_xds_server")), "--port", str(port),
                            "--name", "x1"],
@@ -129,9 +136,10 @@ def test_keeps_serving_through_a_consul_outage(consul_agent, control_plane, proc
     try:
         (_, port_a), (_, port_b) = backends
         consul_agent.register("catalog", "catalog-a", port_a)
-        bootstrap = write_bootstrap(tmp_path / "bootstrap.json", control_plane.address, "probe-1", "orders")
+        bootstrap = write_bootstrap(tmp_path / "bootstrap.json", control_plane.address, instance_id="probe-1",
+                                    service="orders")
         env = {"GRPC_XDS_BOOTSTRAP": str(bootstrap)}
-        probe_args = [sys.executable, str(python_probe), "--target", "xds:///catalog", "--interval-ms", "20"]
+        probe_args = [sys.executable, str(python_probe), "--target", f"xds:///{CATALOG_TARGET}", "--interval-ms", "20"]
         probe = procs.start("probe-before", probe_args, env=env)
         poll_until(lambda: "a" in probe_backends(probe), 20, 0.05, "the probe to reach a")
 
@@ -142,7 +150,8 @@ def test_keeps_serving_through_a_consul_outage(consul_agent, control_plane, proc
 
         poll_until(outage_warnings, 10, 0.05, "the outage to be logged")
         # a client started during the outage gets the last known endpoints from the control plane
-        late_bootstrap = write_bootstrap(tmp_path / "late.json", control_plane.address, "probe-2", "orders")
+        late_bootstrap = write_bootstrap(tmp_path / "late.json", control_plane.address, instance_id="probe-2",
+                                         service="orders")
         late = procs.start("probe-during-outage", probe_args, env={"GRPC_XDS_BOOTSTRAP": str(late_bootstrap)})
         poll_until(lambda: len(probe_backends(late)) >= 10, 20, 0.05, "the late probe to make 10 calls")
         assert set(probe_backends(late)) == {"a"}, "a client started during the outage got no endpoints"

@@ -1,6 +1,6 @@
 """A Consul change reaches real grpcio, grpc-go and grpc-js xDS clients within 1 s.
 
-Three probe clients (probes/{python,go,node}) call `xds:///catalog` every 10 ms and print what
+Three probe clients (probes/{python,go,node}) call `xds:///catalog:7000` every 10 ms and print what
 they saw; the backends answer with their own name. For each change made in Consul the test
 measures, per language, from just before the Consul API call to the first call that reflects
 it, and prints the figures.
@@ -21,6 +21,7 @@ from support.xds import write_bootstrap
 pytestmark = pytest.mark.integration
 
 LIMIT = 1.0  # seconds
+TARGET = "xds:///catalog:7000"  # the service port; the backends listen on ports of their own
 SETTLED = 20  # consecutive calls that show a removal took effect
 
 
@@ -47,15 +48,16 @@ def first_call_without(proc, since: float, gone: str) -> float | None:
 
 
 def start_probes(procs, tmp_path, xds_address: str, python_probe, go_probe, node_probe) -> dict:
-    """The three probe clients calling xds:///catalog, each with its own bootstrap and node id."""
+    """The three probe clients calling TARGET, each with its own bootstrap and node id."""
     commands = {
-        "python": [sys.executable, str(python_probe), "--target", "xds:///catalog", "--interval-ms", "10"],
-        "go": [str(go_probe), "-target", "xds:///catalog", "-interval", "10ms"],
-        "node": ["node", str(node_probe), "--target", "xds:///catalog", "--interval-ms", "10"],
+        "python": [sys.executable, str(python_probe), "--target", TARGET, "--interval-ms", "10"],
+        "go": [str(go_probe), "-target", TARGET, "-interval", "10ms"],
+        "node": ["node", str(node_probe), "--target", TARGET, "--interval-ms", "10"],
     }
     probes = {}
     for language, command in commands.items():
-        bootstrap = write_bootstrap(tmp_path / f"{language}.json", xds_address, f"probe-{language}", "orders")
+        bootstrap = write_bootstrap(tmp_path / f"{language}.json", xds_address, instance_id=f"probe-{language}",
+                                    service="orders")
         probes[language] = procs.start(f"probe-{language}", command, env={"GRPC_XDS_BOOTSTRAP": str(bootstrap)})
     return probes
 
@@ -121,9 +123,8 @@ def test_clients_resubscribe_after_a_control_plane_restart(
         started = time.time()
         assert control_plane.proc.stop() == 0
         restarted = start_control_plane(consul_agent.http_addr, port=control_plane.port, name="xds-restarted")
-        reconnected = poll_until(lambda: {e["message"].split("'")[1] for e in restarted.logs()
-                                          if e["message"].startswith("ads stream")} >= {f"probe-{p}" for p in probes},
-                                 30, 0.05, "every probe to reconnect")
+        reconnected = poll_until(lambda: {c.node.id.split("~")[2] for c in restarted.client_status().config}
+                                 >= {f"probe-{p}.default" for p in probes}, 30, 0.05, "every probe to reconnect")
         assert reconnected
         changed_at = time.time()
         consul_agent.register("catalog", "catalog-b", port["b"])

@@ -1,4 +1,5 @@
-"""The ADS protocol handling, driven message by message by a real grpcio client over loopback."""
+"""The ADS protocol handling, driven message by message by a real grpcio client over loopback
+against the real store, reconciler and ADS server (no Consul: the catalog is handed over)."""
 
 from __future__ import annotations
 
@@ -6,16 +7,21 @@ import asyncio
 import contextlib
 import logging
 
-from grpc_health.v1 import health
+from grpc_health.v1 import health, health_pb2_grpc
+from envoy.service.discovery.v3 import ads_pb2_grpc
 
 from mesh.xds.catalog import Catalog, Endpoint
+from mesh.xds.reconcile import Reconciler
+from mesh.xds.resources import ResourceStore
 from mesh.xds.server import AdsServer, create_server
-from mesh.xds.snapshot import SnapshotCache
-from mesh.xds.translate import Policy, translate
 from support.ads import CDS, EDS, LDS, RDS, AdsClient
 from support.poll import apoll_until
 
-SERVER_NAME = "grpc/server?xds.resource.listening_address=127.0.0.1:6001"
+PORT = 7000  # the service port clients dial; instances listen on their own
+CATALOG_EDS = f"outbound|{PORT}||catalog.default.svc.cluster.local"
+PAYMENTS_EDS = f"outbound|{PORT}||payments.default.svc.cluster.local"
+PRICING_EDS = f"outbound|{PORT}||pricing.default.svc.cluster.local"
+SERVER_NAME = "xds.istio.io/grpc/lds/inbound/127.0.0.1:6001"
 
 
 def catalog(*ports: int, others: tuple[str, ...] = ()) -> Catalog:
@@ -23,27 +29,38 @@ def catalog(*ports: int, others: tuple[str, ...] = ()) -> Catalog:
     return Catalog.of({**services, **{name: [] for name in others}})
 
 
+class Plane:
+    """The control plane's pieces in process: publish(catalog) is what a Consul change does."""
+
+    def __init__(self) -> None:
+        self.store = ResourceStore()
+        self.reconciler = Reconciler(self.store, "default", on_rebuilt=lambda: self.ads.notify())
+        self.ads = AdsServer(self.store, "default", stale_reasons=self.reconciler.failures)
+
+    def publish(self, new: Catalog) -> None:
+        self.reconciler.set_catalog(new)
+        self.reconciler.rebuild()
+
+
 @contextlib.asynccontextmanager
 async def ads_server(initial: Catalog | None = None):
-    cache = SnapshotCache()
+    plane = Plane()
     if initial is not None:
-        cache.update(translate(initial), Policy())
-    ads = AdsServer(cache)
-    server, port = create_server("127.0.0.1:0", ads, health.aio.HealthServicer())
+        plane.publish(initial)
+    server, port = create_server("127.0.0.1:0",
+                                 (ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server, plane.ads),
+                                 (health_pb2_grpc.add_HealthServicer_to_server, health.aio.HealthServicer()))
     await server.start()
     try:
-        yield cache, ads, f"127.0.0.1:{port}"
+        yield plane, f"127.0.0.1:{port}"
     finally:
-        ads.close()
+        plane.ads.close()
         await server.stop(0)
 
 
-def publish(cache: SnapshotCache, new: Catalog) -> None:
-    assert cache.update(translate(new), Policy())
-
-
 def ports_in(assignment) -> list[int]:
-    return sorted(e.endpoint.address.socket_address.port_value for loc in assignment.endpoints for e in loc.lb_endpoints)
+    return sorted(e.endpoint.address.socket_address.port_value
+                  for loc in assignment.endpoints for e in loc.lb_endpoints)
 
 
 def run(coroutine):
@@ -52,134 +69,179 @@ def run(coroutine):
 
 def test_ack_is_recorded_and_not_answered():
     async def scenario():
-        async with ads_server(catalog(5001)) as (cache, ads, target), AdsClient(target, "node-a", "orders") as c:
-            first = await c.request(EDS, ["outbound|catalog"])
-            assert (first.version_info, first.nonce) == ("1", "1")
-            assert ports_in(c.decode(first)["outbound|catalog"]) == [5001]
+        async with ads_server(catalog(5001)) as (plane, target), AdsClient(target, "node-a", "orders") as c:
+            first = await c.request(EDS, [CATALOG_EDS])
+            assert ports_in(c.decode(first)[CATALOG_EDS]) == [5001]
             await c.ack(first)
-            publish(cache, catalog(5001, 5002))
+            plane.publish(catalog(5001, 5002))
             pushed = await c.recv()  # the next message is the push: the ACK itself got no answer
-            assert pushed.version_info == "2" and ports_in(c.decode(pushed)["outbound|catalog"]) == [5001, 5002]
+            assert int(pushed.version_info) > int(first.version_info)
+            assert ports_in(c.decode(pushed)[CATALOG_EDS]) == [5001, 5002]
             await c.ack(pushed)
-            [status] = await apoll_until(lambda: ads.status()[0].acked.get(EDS) == "2" and ads.status())
-            assert (status.node_id, status.workload, dict(status.acked)) == ("node-a", "orders", {EDS: "2"})
+            [status] = await apoll_until(lambda: plane.ads.status()[0].acked.get(EDS) == pushed.version_info
+                                         and plane.ads.status())
+            assert status.node_id == "sidecar~127.0.0.1~node-a.default~default.svc.cluster.local"
+            assert status.workload == "orders"
+            [resource] = status.resources
+            assert (resource.name, resource.state, resource.acked) == (CATALOG_EDS, "ACKED", resource.sent)
 
     run(scenario())
 
 
 def test_nack_is_logged_and_the_stream_keeps_serving(caplog):
     async def scenario():
-        async with ads_server(catalog(5001)) as (cache, ads, target), AdsClient(target, "node-b") as c:
-            first = await c.request(CDS, ["outbound|catalog"])
+        async with ads_server(catalog(5001)) as (plane, target), AdsClient(target, "node-b") as c:
+            first = await c.request(EDS, [CATALOG_EDS])
             await c.ack(first)
-            publish(cache, catalog(5001, others=("payments",)))
+            plane.publish(catalog(5001, 5002))
             second = await c.recv()
             with caplog.at_level(logging.WARNING, logger="mesh.xds.server"):
-                await c.nack(second, "cluster outbound|catalog: bad lb_policy", last_good=first.version_info)
+                await c.nack(second, "bad endpoint", last_good=first.version_info)
                 # requests on a stream are handled in order: the answer to this one proves the NACK
                 # was handled, and that it got no answer of its own
-                await c.send(CDS, ["outbound|catalog", "outbound|payments"], version=first.version_info,
-                             nonce=second.nonce)
+                await c.send(EDS, [CATALOG_EDS, PAYMENTS_EDS], version=first.version_info, nonce=second.nonce)
                 grown = await c.recv()
-            assert grown.version_info == "2" and sorted(c.decode(grown)) == ["outbound|catalog", "outbound|payments"]
-            [status] = ads.status()
-            assert status.acked[CDS] == "1"  # still the last good one
-            assert status.last_nack[CDS].version == "2"
-            assert "bad lb_policy" in status.last_nack[CDS].reason
+            assert sorted(c.decode(grown)) == [CATALOG_EDS, PAYMENTS_EDS]
+            [status] = plane.ads.status()
+            assert status.acked[EDS] == first.version_info  # still the last good one
+            assert status.last_nack[EDS].version == second.version_info
+            assert "bad endpoint" in status.last_nack[EDS].reason
             await c.ack(grown)
-            publish(cache, catalog(5001, others=("payments", "pricing")))
+            plane.publish(catalog(5001, 5002, 5003))
             third = await c.recv()  # the stream keeps serving
-            assert third.version_info == "3" and len(c.decode(third)) == 2
+            assert ports_in(c.decode(third)[CATALOG_EDS]) == [5001, 5002, 5003]
             [record] = [r for r in caplog.records if "NACK" in r.getMessage()]
             assert record.levelno == logging.WARNING
-            assert "node-b" in record.getMessage() and "Cluster" in record.getMessage()
-            assert "bad lb_policy" in record.getMessage()
+            assert "node-b" in record.getMessage() and "ClusterLoadAssignment" in record.getMessage()
+            assert "bad endpoint" in record.getMessage()
 
     run(scenario())
 
 
 def test_stale_nonce_is_ignored():
     async def scenario():
-        async with ads_server(catalog(5001, others=("payments", "pricing"))) as (cache, _, target), \
+        async with ads_server(catalog(5001, others=("payments", "pricing"))) as (plane, target), \
                 AdsClient(target) as c:
-            first = await c.request(EDS, ["outbound|catalog"])
-            publish(cache, catalog(5001, 5002, others=("payments", "pricing")))
+            first = await c.request(EDS, [CATALOG_EDS])
+            await c.ack(first)
+            plane.publish(catalog(5001, 5002, others=("payments", "pricing")))
             pushed = await c.recv()
             # a request answering the older response, asking for more: stale, must change nothing
-            await c.send(EDS, ["outbound|catalog", "outbound|payments"], version=first.version_info, nonce=first.nonce)
-            await c.send(EDS, ["outbound|catalog", "outbound|pricing"], version=pushed.version_info, nonce=pushed.nonce)
+            await c.send(EDS, [CATALOG_EDS, PAYMENTS_EDS], version=first.version_info, nonce=first.nonce)
+            await c.send(EDS, [CATALOG_EDS, PRICING_EDS], version=pushed.version_info, nonce=pushed.nonce)
             answer = await c.recv()
             assert answer.nonce != pushed.nonce
-            assert sorted(c.decode(answer)) == ["outbound|catalog", "outbound|pricing"]
+            assert sorted(c.decode(answer)) == [CATALOG_EDS, PRICING_EDS]
+
+    run(scenario())
+
+
+def test_every_name_form_istiod_answers_resolves_to_the_one_route_and_cluster():
+    async def scenario():
+        async with ads_server(catalog(5001)) as (_, target), AdsClient(target) as c:
+            forms = [f"catalog:{PORT}", f"catalog.default:{PORT}", f"catalog.default.svc:{PORT}",
+                     f"catalog.default.svc.cluster.local:{PORT}"]
+            listeners = c.decode(await c.request(LDS, forms))
+            assert sorted(listeners) == sorted(forms)
+            [route_name] = {AdsClient.rds_name(listener) for listener in listeners.values()}
+            assert route_name == CATALOG_EDS  # istiod names the route configuration like the cluster
+            [host] = c.decode(await c.request(RDS, [route_name]))[route_name].virtual_hosts
+            assert set(forms) <= set(host.domains)  # gRPC matches the dialled authority against these
+            assert host.routes[0].route.cluster == CATALOG_EDS
+            cluster = c.decode(await c.request(CDS, [CATALOG_EDS]))[CATALOG_EDS]
+            assert cluster.eds_cluster_config.service_name == CATALOG_EDS
+            # a portless name is not one istiod answers: it does not exist
+            assert c.decode(await c.request(LDS, ["catalog"])) == {}
 
     run(scenario())
 
 
 def test_growing_subscription_gets_every_subscribed_name_even_unknown_ones():
     async def scenario():
-        async with ads_server(catalog(5001, others=("payments",))) as (_, _, target), AdsClient(target) as c:
-            first = await c.request(LDS, ["catalog"])
-            assert sorted(c.decode(first)) == ["catalog"]
-            await c.send(LDS, ["catalog", "payments", "nosuch"], version=first.version_info, nonce=first.nonce)
+        async with ads_server(catalog(5001, others=("payments",))) as (_, target), AdsClient(target) as c:
+            first = await c.request(LDS, [f"catalog:{PORT}"])
+            assert sorted(c.decode(first)) == [f"catalog:{PORT}"]
+            names = [f"catalog:{PORT}", f"payments:{PORT}", "nosuch:9"]
+            await c.send(LDS, names, version=first.version_info, nonce=first.nonce)
             grown = await c.recv()
-            assert sorted(c.decode(grown)) == ["catalog", "nosuch", "payments"]  # nosuch: a service with no endpoints
-            await c.send(LDS, ["catalog", "payments", SERVER_NAME], version=grown.version_info, nonce=grown.nonce)
+            assert sorted(c.decode(grown)) == sorted(names)  # nosuch: a service with no endpoints
+            await c.send(LDS, [*names, SERVER_NAME], version=grown.version_info, nonce=grown.nonce)
             with_server = c.decode(await c.recv())
-            assert sorted(with_server) == sorted(["catalog", "payments", SERVER_NAME])
-            empty = c.decode(await c.request(EDS, ["outbound|payments"]))
-            assert not empty["outbound|payments"].endpoints  # sent, with no endpoints
+            assert sorted(with_server) == sorted([*names, SERVER_NAME])
+            empty = c.decode(await c.request(EDS, [PAYMENTS_EDS, "outbound|9||nosuch.default.svc.cluster.local"]))
+            assert all(not assignment.endpoints for assignment in empty.values()) and len(empty) == 2
 
     run(scenario())
 
 
-def test_wildcard_listener_and_cluster_requests_get_everything():
+def test_unknown_service_gets_its_endpoints_when_it_registers():
     async def scenario():
-        async with ads_server(catalog(5001, others=("payments",))) as (_, _, target), AdsClient(target) as c:
-            assert sorted(c.decode(await c.request(CDS, []))) == ["outbound|catalog", "outbound|payments"]
-            assert sorted(c.decode(await c.request(LDS, []))) == ["catalog", "payments"]
+        async with ads_server(catalog(5001)) as (plane, target), AdsClient(target) as c:
+            await c.ack(await c.request(EDS, [PAYMENTS_EDS]))
+            payments = [Endpoint("payments-1", "127.0.0.1", 5100)]
+            plane.publish(Catalog.of({**catalog(5001).services, "payments": payments}))
+            pushed = await c.recv()
+            assert ports_in(c.decode(pushed)[PAYMENTS_EDS]) == [5100]
 
     run(scenario())
 
 
 def test_resubscribing_after_a_restart_with_old_versions_is_answered():
     async def scenario():
-        # a fresh control plane starts at version 1; the client last saw version 7 of the old one
-        async with ads_server(catalog(5001)) as (_, _, target), AdsClient(target, "node-c") as c:
-            for type_url, names in ((EDS, ["outbound|catalog"]), (RDS, ["catalog"]), (CDS, ["outbound|catalog"]),
-                                    (LDS, ["catalog"])):
+        # a fresh control plane starts its versions again; the client last saw version 7 of the old one
+        async with ads_server(catalog(5001)) as (_, target), AdsClient(target, "node-c") as c:
+            for type_url, names in ((EDS, [CATALOG_EDS]), (RDS, [CATALOG_EDS]), (CDS, [CATALOG_EDS]),
+                                    (LDS, [f"catalog:{PORT}"])):
                 response = await c.request(type_url, names, version="7")
-                assert response.version_info == "1" and sorted(c.decode(response)) == names
+                assert sorted(c.decode(response)) == names
         # even one that also carries a nonce of the old stream
-        async with ads_server(catalog(5001)) as (_, _, target), AdsClient(target, "node-d") as c:
-            await c.send(EDS, ["outbound|catalog"], version="7", nonce="12")
-            assert (await c.recv()).version_info == "1"
+        async with ads_server(catalog(5001)) as (_, target), AdsClient(target, "node-d") as c:
+            await c.send(EDS, [CATALOG_EDS], version="7", nonce="12")
+            assert CATALOG_EDS in c.decode(await c.recv())
 
     run(scenario())
 
 
-def test_requests_before_the_first_snapshot_are_answered_when_it_arrives():
+def test_requests_before_the_first_catalog_are_answered_when_it_arrives():
     async def scenario():
-        async with ads_server() as (cache, _, target), AdsClient(target) as c:
-            await c.send(LDS, ["catalog"])
-            await c.send(EDS, ["outbound|catalog"])
-            publish(cache, catalog(5001))
+        async with ads_server() as (plane, target), AdsClient(target) as c:
+            await c.send(LDS, [f"catalog:{PORT}"])
+            await c.send(EDS, [CATALOG_EDS])
+            await c.silent_for(0.3)  # no answer yet: empty endpoints would fail calls
+            plane.publish(catalog(5001))
             got = {r.type_url: c.decode(r) for r in [await c.recv(), await c.recv()]}
-            assert sorted(got[LDS]) == ["catalog"] and ports_in(got[EDS]["outbound|catalog"]) == [5001]
+            assert sorted(got[LDS]) == [f"catalog:{PORT}"] and ports_in(got[EDS][CATALOG_EDS]) == [5001]
 
     run(scenario())
 
 
-def test_new_snapshot_is_pushed_to_every_stream_and_only_for_changed_types():
+def test_new_catalog_is_pushed_to_every_stream_and_only_for_changed_resources():
     async def scenario():
-        async with ads_server(catalog(5001)) as (cache, _, target):
+        async with ads_server(catalog(5001)) as (plane, target):
             async with AdsClient(target, "n1") as one, AdsClient(target, "n2") as two:
                 for c in (one, two):
-                    await c.ack(await c.request(LDS, ["catalog"]))
-                    await c.ack(await c.request(EDS, ["outbound|catalog"]))
-                publish(cache, catalog(5001, 5002))
+                    await c.ack(await c.request(LDS, [f"catalog:{PORT}"]))
+                    await c.ack(await c.request(EDS, [CATALOG_EDS]))
+                plane.publish(catalog(5001, 5002))
                 for c in (one, two):
                     pushed = await c.recv()
                     assert pushed.type_url == EDS  # the listener did not change, so it is not re-sent
-                    assert ports_in(c.decode(pushed)["outbound|catalog"]) == [5001, 5002]
+                    assert ports_in(c.decode(pushed)[CATALOG_EDS]) == [5001, 5002]
+
+    run(scenario())
+
+
+def test_one_response_in_flight_per_type_coalesced_to_the_newest():
+    async def scenario():
+        async with ads_server(catalog(5001)) as (plane, target), AdsClient(target) as c:
+            first = await c.request(EDS, [CATALOG_EDS])
+            for ports in ((5001, 5002), (5001, 5002, 5003), (5001, 5002, 5003, 5004)):
+                plane.publish(catalog(*ports))  # three changes while the first response is not ACKed
+            await c.silent_for(0.5)  # nothing while the first response is in flight
+            await c.ack(first)
+            newest = await c.recv()  # one response with the newest state, not three
+            assert ports_in(c.decode(newest)[CATALOG_EDS]) == [5001, 5002, 5003, 5004]
+            await c.ack(newest)
+            await c.silent_for(0.3)  # nothing changed since: nothing sent
 
     run(scenario())

@@ -61,7 +61,7 @@ func serve(ctx context.Context, port int, name string) error {
 }
 
 func main() {
-	target := flag.String("target", "", "xds:///NAME")
+	target := flag.String("target", "", "xds:///NAME:PORT")
 	interval := flag.Duration("interval", 10*time.Millisecond, "pause between calls")
 	servePort := flag.Int("serve-port", 0, "be an xDS-managed server on 127.0.0.1:PORT instead")
 	name := flag.String("name", "go", "the product name the server answers with")

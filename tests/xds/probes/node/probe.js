@@ -1,7 +1,7 @@
 // Calls shop.catalog.v1.CatalogService/GetProduct on an xds:/// target over and over and prints
 // one JSON line per call: {"t": <unix seconds>, "backend": "<product name>"} or {"t", "error"}.
 // The test backends answer with their own id as the product name.
-// usage: node probe.js --target xds:///NAME [--interval-ms 10]
+// usage: node probe.js --target xds:///NAME:PORT [--interval-ms 10]
 'use strict';
 const path = require('node:path');
 const grpc = require('@grpc/grpc-js');

@@ -2,7 +2,7 @@
 JSON line per call: {"t": <unix seconds>, "backend": "<product name>"} or {"t": ..., "error": "..."}.
 The test backends answer with their own id as the product name.
 
-usage: GRPC_XDS_BOOTSTRAP=bootstrap.json python probe.py --target xds:///NAME [--interval-ms 10]
+usage: GRPC_XDS_BOOTSTRAP=bootstrap.json python probe.py --target xds:///NAME:PORT [--interval-ms 10]
 """
 
 from __future__ import annotations
