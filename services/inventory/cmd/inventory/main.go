@@ -10,22 +10,23 @@ import (
 
 	"google.golang.org/grpc"
 
+	mesh "polymesh.local/mesh/runtime-go"
+
 	catalogv1 "polymesh.local/gen/go/shop/catalog/v1"
 	inventoryv1 "polymesh.local/gen/go/shop/inventory/v1"
 	inventory "polymesh.local/services/inventory"
-	"polymesh.local/services/inventory/internal/runtime"
 	"polymesh.local/services/inventory/internal/server"
 	"polymesh.local/services/inventory/internal/store"
 )
 
-// catalogService is the mesh name of the product catalog.
+// catalogService is the mesh name of the product catalog (its port comes from MESH_SERVICE_PORTS).
 const catalogService = "catalog"
 
 func main() {
-	runtime.Main(runtime.Service{Name: "inventory", Setup: setup})
+	mesh.Main(mesh.Service{Name: "inventory", Setup: setup})
 }
 
-func setup(ctx context.Context, env *runtime.Env, reg grpc.ServiceRegistrar) (func() error, error) {
+func setup(ctx context.Context, env *mesh.Env, reg grpc.ServiceRegistrar) (func() error, error) {
 	seed, err := store.ParseSeed(inventory.Seed)
 	if err != nil {
 		return nil, err

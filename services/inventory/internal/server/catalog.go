@@ -2,32 +2,29 @@ package server
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"strings"
-	"time"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	mesh "polymesh.local/mesh/runtime-go"
+
 	catalogv1 "polymesh.local/gen/go/shop/catalog/v1"
 )
 
-// catalogTimeout bounds a catalog call when the caller set no earlier deadline.
-const catalogTimeout = 3 * time.Second
-
-// CatalogChecker asks the catalog service with BatchGetProducts.
+// CatalogChecker asks the catalog service with BatchGetProducts. Its calls carry the deadline of
+// the RPC being handled (the runtime's client applies MESH_CALL_TIMEOUT when there is none).
 type CatalogChecker struct {
 	Client catalogv1.CatalogServiceClient
 }
 
 // UnknownProducts implements ProductChecker. BatchGetProducts answers NOT_FOUND when any id is
-// unknown; the unknown ids are taken from the error's details (ErrorInfo metadata product_id,
-// product_ids or ids, comma-separated; ResourceInfo resource_name) or, failing that, asked for one
-// by one with GetProduct.
+// unknown, naming them in its ErrorInfo's metadata key resource_ids (docs/runtime-contract.md,
+// "Errors"); a NOT_FOUND that names none breaks that contract and is returned as the error.
 func (c CatalogChecker) UnknownProducts(ctx context.Context, ids []string) ([]string, error) {
-	ctx, cancel := context.WithTimeout(ctx, catalogTimeout)
-	defer cancel()
 	ids = uniq(ids)
 	_, err := c.Client.BatchGetProducts(ctx, &catalogv1.BatchGetProductsRequest{Ids: ids})
 	if err == nil {
@@ -37,47 +34,32 @@ func (c CatalogChecker) UnknownProducts(ctx context.Context, ids []string) ([]st
 	if st.Code() != codes.NotFound {
 		return nil, err
 	}
-	if named := namedInDetails(st, ids); len(named) > 0 {
-		return named, nil
+	named := namedInDetails(st)
+	if len(named) == 0 {
+		return nil, fmt.Errorf("catalog's NOT_FOUND names no %s: %w", mesh.ResourceIDsKey, err)
 	}
 	var unknown []string
 	for _, id := range ids {
-		_, err := c.Client.GetProduct(ctx, &catalogv1.GetProductRequest{Id: id})
-		switch status.Code(err) {
-		case codes.OK:
-		case codes.NotFound:
+		if slices.Contains(named, id) {
 			unknown = append(unknown, id)
-		default:
-			return nil, err
 		}
 	}
 	return unknown, nil
 }
 
-// namedInDetails returns the ids, among asked, that a NOT_FOUND status names in its details.
-func namedInDetails(st *status.Status, asked []string) []string {
-	named := map[string]bool{}
+// namedInDetails returns the ids a NOT_FOUND status names in its ErrorInfo.
+func namedInDetails(st *status.Status) []string {
+	var named []string
 	for _, d := range st.Details() {
-		switch d := d.(type) {
-		case *errdetails.ErrorInfo:
-			for k, v := range d.GetMetadata() {
-				if k == "product_id" || k == "product_ids" || k == "ids" {
-					for _, id := range strings.Split(v, ",") {
-						named[strings.TrimSpace(id)] = true
-					}
+		if info, ok := d.(*errdetails.ErrorInfo); ok {
+			for _, id := range strings.Split(info.GetMetadata()[mesh.ResourceIDsKey], ",") {
+				if id = strings.TrimSpace(id); id != "" {
+					named = append(named, id)
 				}
 			}
-		case *errdetails.ResourceInfo:
-			named[d.GetResourceName()] = true
 		}
 	}
-	var out []string
-	for _, id := range asked {
-		if named[id] {
-			out = append(out, id)
-		}
-	}
-	return out
+	return named
 }
 
 func uniq(ids []string) []string {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"net"
 	"slices"
+	"strings"
 	"testing"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
@@ -46,13 +47,6 @@ func (c *catalogStub) BatchGetProducts(_ context.Context, req *catalogv1.BatchGe
 	return nil, st.Err()
 }
 
-func (c *catalogStub) GetProduct(_ context.Context, req *catalogv1.GetProductRequest) (*catalogv1.GetProductResponse, error) {
-	if !c.known[req.GetId()] {
-		return nil, status.Error(codes.NotFound, "unknown product")
-	}
-	return &catalogv1.GetProductResponse{Product: &catalogv1.Product{Id: req.GetId()}}, nil
-}
-
 func serveCatalog(t *testing.T, stub *catalogStub) CatalogChecker {
 	t.Helper()
 	srv := grpc.NewServer()
@@ -71,34 +65,27 @@ func serveCatalog(t *testing.T, stub *catalogStub) CatalogChecker {
 	return CatalogChecker{Client: catalogv1.NewCatalogServiceClient(conn)}
 }
 
+// The unknown ids come from the one metadata key of the contract, resource_ids, in the order
+// asked; a NOT_FOUND without it is an error, not a guess.
 func TestCatalogCheckerReadsUnknownIDs(t *testing.T) {
 	known := map[string]bool{"a": true, "b": true}
-	ask := []string{"a", "x", "b", "y", "x"}
-	cases := map[string]func([]string) []*errdetails.ErrorInfo{
-		"one ErrorInfo per id": func(unknown []string) []*errdetails.ErrorInfo {
-			var out []*errdetails.ErrorInfo
-			for _, id := range unknown {
-				out = append(out, &errdetails.ErrorInfo{Reason: "UNKNOWN_PRODUCT", Metadata: map[string]string{"product_id": id}})
-			}
-			return out
-		},
-		"comma-separated ids": func(unknown []string) []*errdetails.ErrorInfo {
-			return []*errdetails.ErrorInfo{{Reason: "UNKNOWN_PRODUCT", Metadata: map[string]string{"product_ids": "x,y"}}}
-		},
-		"no details: asks one by one": func([]string) []*errdetails.ErrorInfo { return nil },
+	c := serveCatalog(t, &catalogStub{known: known, details: func(unknown []string) []*errdetails.ErrorInfo {
+		return []*errdetails.ErrorInfo{{Reason: "UNKNOWN_PRODUCT", Metadata: map[string]string{"resource_ids": strings.Join(unknown, ",")}}}
+	}})
+	got, err := c.UnknownProducts(context.Background(), []string{"y", "a", "x", "b", "y"})
+	if err != nil || !slices.Equal(got, []string{"y", "x"}) {
+		t.Fatalf("unknown = %v, %v; want [y x]", got, err)
 	}
-	for name, details := range cases {
-		t.Run(name, func(t *testing.T) {
-			c := serveCatalog(t, &catalogStub{known: known, details: details})
-			got, err := c.UnknownProducts(context.Background(), ask)
-			if err != nil || !slices.Equal(got, []string{"x", "y"}) {
-				t.Fatalf("unknown = %v, %v; want [x y]", got, err)
-			}
-			got, err = c.UnknownProducts(context.Background(), []string{"a", "b"})
-			if err != nil || len(got) != 0 {
-				t.Fatalf("all known: %v, %v", got, err)
-			}
-		})
+	got, err = c.UnknownProducts(context.Background(), []string{"a", "b"})
+	if err != nil || len(got) != 0 {
+		t.Fatalf("all known: %v, %v", got, err)
+	}
+
+	old := serveCatalog(t, &catalogStub{known: known, details: func([]string) []*errdetails.ErrorInfo {
+		return []*errdetails.ErrorInfo{{Reason: "UNKNOWN_PRODUCT", Metadata: map[string]string{"product_ids": "x"}}}
+	}})
+	if got, err := old.UnknownProducts(context.Background(), []string{"a", "x"}); err == nil || !strings.Contains(err.Error(), "resource_ids") {
+		t.Fatalf("NOT_FOUND without resource_ids: %v, %v; want an error naming resource_ids", got, err)
 	}
 }
 

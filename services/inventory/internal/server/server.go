@@ -6,17 +6,19 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 
-	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+
+	mesh "polymesh.local/mesh/runtime-go"
 
 	inventoryv1 "polymesh.local/gen/go/shop/inventory/v1"
 	"polymesh.local/services/inventory/internal/store"
 )
 
 // Domain is the ErrorInfo domain of this service's errors.
-const Domain = "inventory.shop.local"
+var Domain = mesh.Domain("inventory")
 
 // ErrorInfo reasons.
 const (
@@ -140,21 +142,20 @@ func validateReserve(req *inventoryv1.ReserveStockRequest) error {
 	return v.err()
 }
 
-// checkProducts is NOT_FOUND (UNKNOWN_PRODUCT, naming the first unknown product) unless the
-// catalog knows every id.
+// checkProducts is NOT_FOUND (UNKNOWN_PRODUCT, naming every unknown product) unless the catalog
+// knows every id.
 func (s *Server) checkProducts(ctx context.Context, ids []string) error {
 	unknown, err := s.catalog.UnknownProducts(ctx, ids)
 	if err != nil {
 		if st, ok := status.FromError(err); ok && (st.Code() == codes.Unavailable || st.Code() == codes.DeadlineExceeded) {
-			return withInfo(codes.Unavailable, "catalog unavailable", ReasonCatalogUnavailable, nil)
+			return mesh.Unavailable("catalog unavailable", ReasonCatalogUnavailable, Domain)
 		}
 		return fmt.Errorf("catalog: %w", err)
 	}
 	if len(unknown) == 0 {
 		return nil
 	}
-	return withInfo(codes.NotFound, fmt.Sprintf("unknown product: %s", unknown[0]), ReasonUnknownProduct,
-		map[string]string{"product_id": unknown[0]})
+	return mesh.NotFound("unknown products: "+strings.Join(unknown, ", "), ReasonUnknownProduct, Domain, unknown...)
 }
 
 // domainError maps the store's errors to gRPC statuses; anything else goes on unchanged and
@@ -163,37 +164,29 @@ func domainError(err error) error {
 	var oos *store.OutOfStockError
 	switch {
 	case errors.As(err, &oos):
-		return withInfo(codes.FailedPrecondition, fmt.Sprintf("out of stock: %s", oos.ProductID), ReasonOutOfStock,
+		return mesh.FailedPrecondition(fmt.Sprintf("out of stock: %s", oos.ProductID), ReasonOutOfStock, Domain,
 			map[string]string{
 				"product_id": oos.ProductID,
 				"requested":  strconv.FormatInt(oos.Requested, 10),
 				"available":  strconv.FormatInt(oos.Available, 10),
 			})
 	case errors.Is(err, store.ErrReservationMismatch):
-		return withInfo(codes.AlreadyExists, "reservation exists with different items", ReasonReservationMismatch, nil)
+		return mesh.AlreadyExists("reservation exists with different items", ReasonReservationMismatch, Domain, nil)
 	case errors.Is(err, store.ErrAlreadyCommitted):
-		return withInfo(codes.FailedPrecondition, "reservation already committed", ReasonAlreadyCommitted, nil)
+		return mesh.FailedPrecondition("reservation already committed", ReasonAlreadyCommitted, Domain, nil)
 	case errors.Is(err, store.ErrReservationReleased):
-		return withInfo(codes.FailedPrecondition, "reservation was released", ReasonReservationReleased, nil)
+		return mesh.FailedPrecondition("reservation was released", ReasonReservationReleased, Domain, nil)
 	case errors.Is(err, store.ErrReservationNotFound):
-		return withInfo(codes.FailedPrecondition, "reservation not found", ReasonReservationNotFound, nil)
+		return mesh.FailedPrecondition("reservation not found", ReasonReservationNotFound, Domain, nil)
 	}
 	return err
 }
 
-func withInfo(code codes.Code, msg, reason string, md map[string]string) error {
-	st, err := status.New(code, msg).WithDetails(&errdetails.ErrorInfo{Reason: reason, Domain: Domain, Metadata: md})
-	if err != nil {
-		return fmt.Errorf("status details: %w", err)
-	}
-	return st.Err()
-}
-
 // violations collects every bad field of a request for one google.rpc.BadRequest.
-type violations []*errdetails.BadRequest_FieldViolation
+type violations []mesh.FieldViolation
 
 func (v *violations) add(field, desc string) {
-	*v = append(*v, &errdetails.BadRequest_FieldViolation{Field: field, Description: desc})
+	*v = append(*v, mesh.FieldViolation{Field: field, Description: desc})
 }
 
 func (v *violations) required(field, value string) {
@@ -206,15 +199,7 @@ func (v violations) err() error {
 	if len(v) == 0 {
 		return nil
 	}
-	msg := "invalid request: " + v[0].GetField()
-	if len(v) > 1 {
-		msg += fmt.Sprintf(" and %d more", len(v)-1)
-	}
-	st, err := status.New(codes.InvalidArgument, msg).WithDetails(&errdetails.BadRequest{FieldViolations: v})
-	if err != nil {
-		return fmt.Errorf("status details: %w", err)
-	}
-	return st.Err()
+	return mesh.InvalidArgument(v...)
 }
 
 func toProto(r store.Reservation) *inventoryv1.Reservation {

@@ -21,7 +21,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	inventoryv1 "polymesh.local/gen/go/shop/inventory/v1"
-	"polymesh.local/services/inventory/internal/runtime"
+	mesh "polymesh.local/mesh/runtime-go"
 	"polymesh.local/services/inventory/internal/store"
 )
 
@@ -96,8 +96,8 @@ func newFixture(t *testing.T) *fixture {
 	t.Cleanup(func() { st.Close() })
 	cat := &fakeCatalog{known: map[string]bool{"sku-a": true, "sku-b": true, "sku-new": true}}
 	logs := &syncBuffer{}
-	log := runtime.NewLogger(logs, slog.LevelDebug, "inventory", "inventory-test")
-	srv := grpc.NewServer(grpc.ChainUnaryInterceptor(runtime.UnaryErrorInterceptor(log)))
+	log := mesh.NewLogger(logs, slog.LevelDebug, "inventory", "inventory-test")
+	srv := grpc.NewServer(grpc.ChainUnaryInterceptor(mesh.UnaryErrorInterceptor(log)))
 	inventoryv1.RegisterInventoryServiceServer(srv, New(st, cat))
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -184,7 +184,11 @@ func TestReserveValidationListsEveryViolation(t *testing.T) {
 	if n := f.catalog.callCount(); n != 0 {
 		t.Fatalf("catalog called %d times for invalid requests", n)
 	}
-	_, err := f.client.GetStock(ctx, &inventoryv1.GetStockRequest{})
+	_, err := f.client.ReserveStock(ctx, &inventoryv1.ReserveStockRequest{Items: []*inventoryv1.StockItem{item("sku-a", 0)}})
+	if msg := status.Convert(err).Message(); msg != "invalid request: reservation_id: required; items[0].quantity: must be at least 1, got 0" {
+		t.Fatalf("message = %q", msg)
+	}
+	_, err = f.client.GetStock(ctx, &inventoryv1.GetStockRequest{})
 	if got := fields(t, err); !slices.Equal(got, []string{"product_id"}) {
 		t.Fatalf("GetStock violations = %v", got)
 	}
@@ -209,7 +213,7 @@ func TestGetStock(t *testing.T) {
 	}
 	_, err := f.client.GetStock(ctx, &inventoryv1.GetStockRequest{ProductId: "sku-nope"})
 	info := errorInfo(t, err, codes.NotFound)
-	if info.GetReason() != ReasonUnknownProduct || info.GetMetadata()["product_id"] != "sku-nope" {
+	if info.GetReason() != ReasonUnknownProduct || info.GetMetadata()["resource_ids"] != "sku-nope" {
 		t.Fatalf("info = %v", info)
 	}
 }
@@ -256,8 +260,11 @@ func TestReserveErrors(t *testing.T) {
 	_, err := f.client.ReserveStock(ctx, &inventoryv1.ReserveStockRequest{
 		ReservationId: "o1", Items: []*inventoryv1.StockItem{item("sku-a", 1), item("sku-ghost", 1)}})
 	info := errorInfo(t, err, codes.NotFound)
-	if info.GetReason() != ReasonUnknownProduct || info.GetMetadata()["product_id"] != "sku-ghost" {
+	if info.GetReason() != ReasonUnknownProduct || info.GetMetadata()["resource_ids"] != "sku-ghost" {
 		t.Fatalf("unknown product info = %v", info)
+	}
+	if msg := status.Convert(err).Message(); msg != "unknown products: sku-ghost" {
+		t.Fatalf("message = %q", msg)
 	}
 
 	_, err = f.client.ReserveStock(ctx, &inventoryv1.ReserveStockRequest{
@@ -333,8 +340,8 @@ func TestCatalogFailures(t *testing.T) {
 	f.catalog.fail(errors.New("secret detail"))
 	_, err = f.client.ReserveStock(ctx, req)
 	st := status.Convert(err)
-	if st.Code() != codes.Internal || st.Message() != runtime.InternalMessage {
-		t.Fatalf("unexpected error = %v, want INTERNAL %q", err, runtime.InternalMessage)
+	if st.Code() != codes.Internal || st.Message() != mesh.InternalMessage {
+		t.Fatalf("unexpected error = %v, want INTERNAL %q", err, mesh.InternalMessage)
 	}
 	if !strings.Contains(f.logs.String(), "secret detail") {
 		t.Fatalf("detail not logged: %s", f.logs.String())

@@ -1,8 +1,8 @@
-package runtime
+package mesh
 
-// The registration keeper against a real `consul agent -dev` (it keeps no state, so a restart
-// forgets every registration). The binary is $CONSUL_BIN, the repo's .tools/bin/consul or consul
-// on PATH; the tests are skipped, and say so, when there is none.
+// Registration and its keeper against a real `consul agent -dev` (it keeps no state, so a restart
+// forgets every registration). The binary is $CONSUL_BIN or the repo's .tools/bin/consul; the
+// tests fail, saying how to build it, when there is none.
 
 import (
 	"bytes"
@@ -34,15 +34,13 @@ func findConsul(t *testing.T) string {
 	if p := os.Getenv("CONSUL_BIN"); p != "" {
 		return p
 	}
-	if p, err := filepath.Abs("../../../../.tools/bin/consul"); err == nil {
-		if _, err := os.Stat(p); err == nil {
+	p, err := filepath.Abs("../../.tools/bin/consul")
+	if err == nil {
+		if _, err = os.Stat(p); err == nil {
 			return p
 		}
 	}
-	if p, err := exec.LookPath("consul"); err == nil {
-		return p
-	}
-	t.Skip("no consul binary (set CONSUL_BIN or run make setup)")
+	t.Fatalf("no consul binary at %s (%v): `make .tools/bin/consul` (or `make tools`) builds it, or set CONSUL_BIN", p, err)
 	return ""
 }
 
@@ -80,6 +78,14 @@ func freePort(t *testing.T) int {
 
 func startDevConsul(t *testing.T) *devConsul {
 	t.Helper()
+	c := newDevConsul(t)
+	c.start()
+	return c
+}
+
+// newDevConsul chooses the agent's ports and writes its config; start runs it.
+func newDevConsul(t *testing.T) *devConsul {
+	t.Helper()
 	c := &devConsul{t: t, bin: findConsul(t), dir: t.TempDir(), out: &syncBuffer{}}
 	names := []string{"http", "grpc", "grpc_tls", "dns", "serf_lan", "serf_wan", "server"}
 	seen := map[int]bool{}
@@ -110,7 +116,6 @@ ports {
 			<-c.exited
 		}
 	})
-	c.start()
 	return c
 }
 
@@ -263,8 +268,9 @@ func adminHealth(t *testing.T) int {
 	return lis.Addr().(*net.TCPAddr).Port
 }
 
-// register starts the runtime's registration (with its keeper) against the real agent.
-func register(t *testing.T, c *devConsul, id string) (*consulRegistration, *syncBuffer) {
+// register starts the runtime's registration (with its keeper) against the real agent, for an
+// instance whose admin port is admin.
+func register(t *testing.T, c *devConsul, id string, admin int) (*consulRegistration, *syncBuffer) {
 	t.Helper()
 	cfg := Config{ServiceName: "inventory", ServiceVersion: "v2", InstanceID: id, Host: "127.0.0.1", ConsulAddr: c.addr()}
 	agent, err := newConsulAgent(cfg.ConsulAddr, consulRequestTimeout)
@@ -273,7 +279,7 @@ func register(t *testing.T, c *devConsul, id string) (*consulRegistration, *sync
 	}
 	logs := &syncBuffer{}
 	log := NewLogger(logs, slog.LevelDebug, cfg.ServiceName, cfg.InstanceID)
-	r := startConsulRegistration(context.Background(), agent, Registration(cfg, 7001, adminHealth(t)), cfg.ConsulAddr, log)
+	r := startConsulRegistration(context.Background(), agent, Registration(cfg, 7001, admin), cfg.ConsulAddr, log)
 	t.Cleanup(r.stop)
 	return r, logs
 }
@@ -281,7 +287,8 @@ func register(t *testing.T, c *devConsul, id string) (*consulRegistration, *sync
 func TestKeeperReRegistersAfterConsulRestart(t *testing.T) {
 	c := startDevConsul(t)
 	const id = "inventory-keeper-a"
-	_, logs := register(t, c, id)
+	admin := adminHealth(t)
+	_, logs := register(t, c, id, admin)
 
 	var before view
 	poll(t, "first registration with a passing check", 15*time.Second, func() bool {
@@ -292,7 +299,7 @@ func TestKeeperReRegistersAfterConsulRestart(t *testing.T) {
 	want := map[string]any{
 		"Service": "inventory", "Address": "127.0.0.1", "Port": float64(7001),
 		"Tags": []any{"v2", "go"},
-		"Meta": map[string]any{"version": "v2", "language": "go", "admin_port": before.Service["Meta"].(map[string]any)["admin_port"]},
+		"Meta": map[string]any{"version": "v2", "language": "go", "protocol": "grpc", "admin_port": strconv.Itoa(admin)},
 	}
 	for k, w := range want {
 		if !reflect.DeepEqual(before.Service[k], w) {
@@ -306,7 +313,7 @@ func TestKeeperReRegistersAfterConsulRestart(t *testing.T) {
 	c.stop()
 	// While Consul is down the keeper says so once, however many periods the outage lasts.
 	poll(t, "outage warning", 3*KeepRegisteredEvery+time.Second, func() bool {
-		return logs.count("Consul unreachable, will re-register when it is back") == 1
+		return logs.count("consul unreachable at "+c.addr()+"; will register when it is back") == 1
 	})
 	time.Sleep(2 * KeepRegisteredEvery) // a longer outage: still one warning (checked below)
 	c.start()
@@ -324,7 +331,7 @@ func TestKeeperReRegistersAfterConsulRestart(t *testing.T) {
 	if n := logs.count("re-registered in Consul"); n != 1 {
 		t.Fatalf("%d re-registered lines, want 1:\n%s", n, logs.String())
 	}
-	if n := logs.count("Consul unreachable, will re-register when it is back"); n != 1 {
+	if n := logs.count("consul unreachable at "+c.addr()+"; will register when it is back"); n != 1 {
 		t.Fatalf("%d outage warnings, want 1:\n%s", n, logs.String())
 	}
 }
@@ -332,7 +339,7 @@ func TestKeeperReRegistersAfterConsulRestart(t *testing.T) {
 func TestNoReRegistrationAfterStop(t *testing.T) {
 	c := startDevConsul(t)
 	const id = "inventory-keeper-b"
-	r, logs := register(t, c, id)
+	r, logs := register(t, c, id, adminHealth(t))
 	poll(t, "first registration", 15*time.Second, func() bool { _, ok := c.view(id); return ok })
 
 	stopped := time.Now()
@@ -355,5 +362,21 @@ func TestNoReRegistrationAfterStop(t *testing.T) {
 	}
 	if n := logs.count("re-registered in Consul"); n != 0 {
 		t.Fatalf("re-registered after stop:\n%s", logs.String())
+	}
+}
+
+// Consul down when the instance starts: one WARN, retries with backoff, and the registration once
+// the agent is up.
+func TestRegistersWhenConsulComesUpLater(t *testing.T) {
+	c := newDevConsul(t) // ports chosen, agent not started
+	const id = "inventory-late-consul"
+	_, logs := register(t, c, id, adminHealth(t))
+	warning := "consul unreachable at " + c.addr() + "; will register when it is back"
+	poll(t, "warning that consul is unreachable", 5*time.Second, func() bool { return logs.count(warning) == 1 })
+	time.Sleep(registerRetryMax) // several retries fail meanwhile: still one warning (checked below)
+	c.start()
+	poll(t, "registration once consul is up", 15*time.Second, func() bool { _, ok := c.view(id); return ok })
+	if n := logs.count(warning); n != 1 {
+		t.Fatalf("%d warnings, want 1:\n%s", n, logs.String())
 	}
 }

@@ -1,8 +1,9 @@
-package runtime
+package mesh
 
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
@@ -16,6 +17,15 @@ import (
 // Language is this runtime's language in Consul tags and metadata.
 const Language = "go"
 
+// Protocol is what an instance of this runtime serves, in Consul metadata (the gateway writes http).
+const Protocol = "grpc"
+
+// Backoff of the first registration while Consul cannot be reached.
+const (
+	registerRetryFirst = 100 * time.Millisecond
+	registerRetryMax   = 5 * time.Second
+)
+
 // Registration is the Consul service registration of the contract for one instance.
 func Registration(cfg Config, port, adminPort int) *consul.AgentServiceRegistration {
 	return &consul.AgentServiceRegistration{
@@ -28,6 +38,7 @@ func Registration(cfg Config, port, adminPort int) *consul.AgentServiceRegistrat
 			"version":    cfg.ServiceVersion,
 			"language":   Language,
 			"admin_port": strconv.Itoa(adminPort),
+			"protocol":   Protocol,
 		},
 		Check: &consul.AgentServiceCheck{
 			GRPC:                           net.JoinHostPort(cfg.Host, strconv.Itoa(adminPort)),
@@ -90,9 +101,11 @@ func startConsulRegistration(ctx context.Context, agent consulAgent, body *consu
 	return r
 }
 
-// registerUntilDone is the first registration; false when ctx ended first.
+// registerUntilDone is the first registration, retried with backoff while the agent cannot be
+// reached (the instance serves meanwhile); the outage is logged once. False when ctx ended first.
 func (r *consulRegistration) registerUntilDone(ctx context.Context) bool {
-	for wait := 100 * time.Millisecond; ; wait = min(2*wait, registerRetryMax) {
+	warned := false
+	for wait := registerRetryFirst; ; wait = min(2*wait, registerRetryMax) {
 		err := r.agent.ServiceRegisterOpts(r.body, consul.ServiceRegisterOpts{}.WithContext(ctx))
 		if err == nil {
 			r.mu.Lock()
@@ -104,7 +117,11 @@ func (r *consulRegistration) registerUntilDone(ctx context.Context) bool {
 		if ctx.Err() != nil {
 			return false
 		}
-		r.log.Warn("consul registration failed; retrying", "consul", r.addr, "error", err.Error())
+		if !warned {
+			warned = true
+			r.log.Warn(fmt.Sprintf("consul unreachable at %s; will register when it is back", r.addr),
+				"consul", r.addr, "error", err.Error())
+		}
 		select {
 		case <-ctx.Done():
 			return false
@@ -138,10 +155,10 @@ func (r *consulRegistration) keep(ctx context.Context) {
 			return
 		case err != nil && !outage:
 			outage = true
-			r.log.Warn("Consul unreachable, will re-register when it is back", "consul", r.addr, "error", err.Error())
+			r.log.Warn(fmt.Sprintf("consul unreachable at %s; will register when it is back", r.addr), "consul", r.addr, "error", err.Error())
 		case err == nil && outage:
 			outage = false
-			r.log.Info("Consul is reachable again", "consul", r.addr)
+			r.log.Info(fmt.Sprintf("consul reachable again at %s", r.addr), "consul", r.addr)
 		}
 	}
 }

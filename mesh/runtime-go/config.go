@@ -1,4 +1,4 @@
-package runtime
+package mesh
 
 import (
 	"errors"
@@ -17,9 +17,12 @@ const (
 	EnvServiceName    = "OTEL_SERVICE_NAME"           // default: the service's own name
 	EnvServiceVersion = "MESH_SERVICE_VERSION"        // default: DefaultServiceVersion
 	EnvInstanceID     = "MESH_INSTANCE_ID"            // default: NAME-<pid>
+	EnvNamespace      = "MESH_NAMESPACE"              // default: DefaultNamespace
 	EnvHost           = "MESH_HOST"                   // default: DefaultHost
 	EnvPort           = "MESH_PORT"                   // default: 0 (any free port)
 	EnvAdminPort      = "MESH_ADMIN_PORT"             // default: 0 (any free port)
+	EnvServicePorts   = "MESH_SERVICE_PORTS"          // name=port,...; default: none
+	EnvCallTimeout    = "MESH_CALL_TIMEOUT"           // seconds; default: DefaultCallTimeout
 	EnvDataDir        = "MESH_DATA_DIR"               // default: DefaultDataDir
 	EnvDrainTimeout   = "MESH_DRAIN_TIMEOUT"          // seconds; default: DefaultDrainTimeout
 	EnvLogLevel       = "MESH_LOG_LEVEL"              // debug, info, warn, error; default: info
@@ -33,7 +36,9 @@ const (
 // Defaults of the runtime contract.
 const (
 	DefaultServiceVersion = "v1"
+	DefaultNamespace      = "default"
 	DefaultHost           = "127.0.0.1"
+	DefaultCallTimeout    = 5 * time.Second
 	DefaultDataDir        = "data"
 	DefaultDrainTimeout   = 5 * time.Second
 	DefaultConsulAddr     = "127.0.0.1:8500"
@@ -46,9 +51,14 @@ type Config struct {
 	ServiceName    string
 	ServiceVersion string
 	InstanceID     string
+	Namespace      string
 	Host           string
 	Port           int
 	AdminPort      int
+	// ServicePorts is the service port of every mesh service this instance calls, by name.
+	ServicePorts map[string]int
+	// CallTimeout bounds an outbound call made without an incoming deadline.
+	CallTimeout    time.Duration
 	DataDir        string
 	DrainTimeout   time.Duration
 	LogLevel       slog.Level
@@ -76,9 +86,12 @@ func LoadConfig(defaultServiceName string, getenv func(string) string) (Config, 
 	c.ServiceName = p.str(EnvServiceName, defaultServiceName)
 	c.ServiceVersion = p.str(EnvServiceVersion, DefaultServiceVersion)
 	c.InstanceID = p.str(EnvInstanceID, fmt.Sprintf("%s-%d", c.ServiceName, os.Getpid()))
+	c.Namespace = p.str(EnvNamespace, DefaultNamespace)
 	c.Host = p.str(EnvHost, DefaultHost)
 	c.Port = p.port(EnvPort)
 	c.AdminPort = p.port(EnvAdminPort)
+	c.ServicePorts = p.servicePorts(EnvServicePorts)
+	c.CallTimeout = p.seconds(EnvCallTimeout, DefaultCallTimeout)
 	c.DataDir = p.str(EnvDataDir, DefaultDataDir)
 	c.DrainTimeout = p.seconds(EnvDrainTimeout, DefaultDrainTimeout)
 	c.LogLevel = p.level(EnvLogLevel)
@@ -102,8 +115,8 @@ func IsConfigError(err error) bool {
 	return errors.As(err, &ce)
 }
 
-// maxDrainSeconds bounds MESH_DRAIN_TIMEOUT so that it cannot overflow a time.Duration.
-const maxDrainSeconds = 3600
+// maxSeconds bounds the timeouts so that they cannot overflow a time.Duration.
+const maxSeconds = 3600
 
 type parser struct {
 	getenv   func(string) string
@@ -145,8 +158,8 @@ func (p *parser) seconds(name string, def time.Duration) time.Duration {
 		p.bad(name, fmt.Sprintf("not a number of seconds: %q", raw))
 	case !(f > 0):
 		p.bad(name, "must be > 0: "+raw)
-	case f > maxDrainSeconds:
-		p.bad(name, fmt.Sprintf("must be at most %d", maxDrainSeconds))
+	case f > maxSeconds:
+		p.bad(name, fmt.Sprintf("must be at most %d", maxSeconds))
 	default:
 		return time.Duration(f * float64(time.Second))
 	}
@@ -186,4 +199,30 @@ func (p *parser) boolean(name string, def bool) bool {
 	}
 	p.bad(name, fmt.Sprintf("not a boolean (true/false): %q", raw))
 	return def
+}
+
+// servicePorts reads `name=port,...`. Every bad entry is reported, quoted as written; blanks
+// between commas are ignored.
+func (p *parser) servicePorts(name string) map[string]int {
+	ports := map[string]int{}
+	for _, entry := range strings.Split(p.str(name, ""), ",") {
+		entry = strings.TrimSpace(entry)
+		if entry == "" {
+			continue
+		}
+		service, rawPort, ok := strings.Cut(entry, "=")
+		service, rawPort = strings.TrimSpace(service), strings.TrimSpace(rawPort)
+		port, err := strconv.Atoi(rawPort)
+		switch {
+		case !ok || service == "":
+			p.bad(name, fmt.Sprintf("%q: not name=port", entry))
+		case err != nil || port < 1 || port > 65535:
+			p.bad(name, fmt.Sprintf("%q: not a port", entry))
+		case ports[service] != 0:
+			p.bad(name, fmt.Sprintf("%q: %s given twice", entry, service))
+		default:
+			ports[service] = port
+		}
+	}
+	return ports
 }

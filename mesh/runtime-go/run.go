@@ -1,4 +1,4 @@
-package runtime
+package mesh
 
 import (
 	"context"
@@ -22,9 +22,6 @@ import (
 	xdscreds "google.golang.org/grpc/credentials/xds"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
-	"google.golang.org/grpc/reflection"
-	reflectionv1 "google.golang.org/grpc/reflection/grpc_reflection_v1"
-	reflectionv1alpha "google.golang.org/grpc/reflection/grpc_reflection_v1alpha"
 	"google.golang.org/grpc/xds"
 )
 
@@ -38,7 +35,6 @@ const (
 // Timeouts of the lifecycle that are not configuration.
 const (
 	consulRequestTimeout = 5 * time.Second
-	registerRetryMax     = 5 * time.Second
 	tracingFlushTimeout  = 5 * time.Second
 )
 
@@ -49,23 +45,6 @@ type Service struct {
 	// Setup opens the service's resources and registers its gRPC services on reg. The returned
 	// cleanup (may be nil) runs once the servers have stopped.
 	Setup func(ctx context.Context, env *Env, reg grpc.ServiceRegistrar) (cleanup func() error, err error)
-}
-
-// Env is what the runtime hands to a service's Setup.
-type Env struct {
-	Config Config
-	Log    *slog.Logger
-}
-
-// Dial opens a client to another mesh service by name: `xds:///NAME`, xDS channel credentials
-// whose fallback is insecure, and tracing. The caller closes the connection.
-func (e *Env) Dial(service string, opts ...grpc.DialOption) (*grpc.ClientConn, error) {
-	creds, err := xdscreds.NewClientCredentials(xdscreds.ClientOptions{FallbackCreds: insecure.NewCredentials()})
-	if err != nil {
-		return nil, fmt.Errorf("xDS client credentials: %w", err)
-	}
-	base := []grpc.DialOption{grpc.WithTransportCredentials(creds), grpc.WithStatsHandler(ClientStatsHandler())}
-	return grpc.NewClient("xds:///"+service, append(base, opts...)...)
 }
 
 // Main runs svc with the process environment and exits with Run's code.
@@ -113,13 +92,15 @@ func Run(svc Service, getenv func(string) string, stdout, stderr io.Writer) int 
 
 // instance holds the servers of one running instance.
 type instance struct {
-	cfg     Config
-	log     *slog.Logger
-	biz     *xds.GRPCServer
-	admin   *grpc.Server
-	health  *health.Server
-	names   []string // business service names
-	cleanup func() error
+	cfg   Config
+	log   *slog.Logger
+	biz   *xds.GRPCServer
+	admin *grpc.Server
+	// adminCleanup releases what the admin services hold (CSDS watches the xDS clients).
+	adminCleanup func()
+	health       *health.Server
+	names        []string // business service names
+	cleanup      func() error
 
 	bizAddr, adminAddr *net.TCPAddr
 	serveErr           chan error
@@ -146,6 +127,7 @@ func start(ctx context.Context, svc Service, cfg Config, log *slog.Logger) (_ *i
 		grpc.Creds(creds),
 		grpc.StatsHandler(ServerStatsHandler()),
 		grpc.ChainUnaryInterceptor(UnaryErrorInterceptor(log)),
+		grpc.ChainStreamInterceptor(StreamErrorInterceptor(log)),
 		xds.ServingModeCallback(inst.onServingMode),
 	)
 	if err != nil {
@@ -167,11 +149,10 @@ func start(ctx context.Context, svc Service, cfg Config, log *slog.Logger) (_ *i
 	}()
 	inst.names = slices.Sorted(maps.Keys(inst.biz.GetServiceInfo()))
 
-	inst.admin = grpc.NewServer(grpc.StatsHandler(ServerStatsHandler()))
-	healthpb.RegisterHealthServer(inst.admin, inst.health)
-	refl := reflection.ServerOptions{Services: serviceUnion{inst.admin, inst.biz}}
-	reflectionv1.RegisterServerReflectionServer(inst.admin, reflection.NewServerV1(refl))
-	reflectionv1alpha.RegisterServerReflectionServer(inst.admin, reflection.NewServer(refl))
+	inst.admin, inst.adminCleanup, err = newAdminServer(inst.health, inst.biz)
+	if err != nil {
+		return nil, err
+	}
 	inst.setHealth(healthpb.HealthCheckResponse_NOT_SERVING)
 
 	bizLis, err := net.Listen("tcp", net.JoinHostPort(cfg.Host, strconv.Itoa(cfg.Port)))
@@ -187,7 +168,8 @@ func start(ctx context.Context, svc Service, cfg Config, log *slog.Logger) (_ *i
 	inst.adminAddr = adminLis.Addr().(*net.TCPAddr)
 	go func() { inst.serveErr <- serveErr("admin", inst.admin.Serve(adminLis)) }()
 	go func() { inst.serveErr <- serveErr("business", inst.biz.Serve(bizLis)) }()
-	log.Info("listening", "port", inst.bizAddr.Port, "admin_port", inst.adminAddr.Port, "services", inst.names)
+	log.Info("listening", "port", inst.bizAddr.Port, "admin_port", inst.adminAddr.Port, "services", inst.names,
+		"waiting_for_listener", ServerListenerName(inst.bizAddr.String()))
 	return inst, nil
 }
 
@@ -201,10 +183,11 @@ func serveErr(which string, err error) error {
 // onServingMode is gRPC's report of the xDS listener: SERVING once the control plane has sent a
 // valid listener for our address (until then connections are accepted by the kernel and closed).
 func (inst *instance) onServingMode(addr net.Addr, args xds.ServingModeChangeArgs) {
+	listener := ServerListenerName(addr.String())
 	if args.Err != nil {
-		inst.log.Warn("xDS serving mode", "address", addr.String(), "mode", args.Mode.String(), "error", args.Err.Error())
+		inst.log.Warn("xDS serving mode", "listener", listener, "mode", args.Mode.String(), "error", args.Err.Error())
 	} else {
-		inst.log.Info("xDS serving mode", "address", addr.String(), "mode", args.Mode.String())
+		inst.log.Info("xDS serving mode", "listener", listener, "mode", args.Mode.String())
 	}
 	inst.modeMu.Lock()
 	inst.mode = args.Mode
@@ -289,20 +272,10 @@ func (inst *instance) stop() {
 		<-drained
 	}
 	inst.admin.Stop() // health Watch streams never end by themselves
+	inst.adminCleanup()
 	if inst.cleanup != nil {
 		if err := inst.cleanup(); err != nil {
 			inst.log.Warn("service cleanup", "error", err.Error())
 		}
 	}
-}
-
-// serviceUnion lets reflection on the admin port list the business services too.
-type serviceUnion []reflection.ServiceInfoProvider
-
-func (u serviceUnion) GetServiceInfo() map[string]grpc.ServiceInfo {
-	all := map[string]grpc.ServiceInfo{}
-	for _, p := range u {
-		maps.Copy(all, p.GetServiceInfo())
-	}
-	return all
 }

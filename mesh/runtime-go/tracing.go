@@ -1,4 +1,4 @@
-package runtime
+package mesh
 
 import (
 	"context"
@@ -41,8 +41,23 @@ func SetupTracing(ctx context.Context, cfg Config) (shutdown func(context.Contex
 	return tp.Shutdown, nil
 }
 
-// recordedRPCs leaves health checks and reflection out of the traces.
-var recordedRPCs = filters.None(filters.HealthCheck(), filters.ServicePrefix("grpc.reflection."))
+// UntracedServices are the admin services whose calls make no spans (health checks every second
+// would bury the traces), matched by full service name as in every runtime.
+var UntracedServices = []string{
+	"grpc.health.v1.Health",
+	"grpc.reflection.v1.ServerReflection",
+	"grpc.reflection.v1alpha.ServerReflection",
+	"envoy.service.status.v3.ClientStatusDiscoveryService",
+	"grpc.channelz.v1.Channelz",
+}
+
+var recordedRPCs = func() otelgrpc.Filter {
+	untraced := make([]otelgrpc.Filter, 0, len(UntracedServices))
+	for _, name := range UntracedServices {
+		untraced = append(untraced, filters.ServiceName(name))
+	}
+	return filters.None(untraced...)
+}()
 
 // ServerStatsHandler is the OpenTelemetry handler for servers (global provider and propagator).
 func ServerStatsHandler() stats.Handler {

@@ -1,0 +1,111 @@
+package mesh
+
+import (
+	"log/slog"
+	"os"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+func env(m map[string]string) func(string) string {
+	return func(k string) string { return m[k] }
+}
+
+// With only the bootstrap set, an instance gets the defaults docs/runtime-contract.md lists.
+func TestLoadConfigDefaultsOfTheContract(t *testing.T) {
+	cfg, err := LoadConfig("inventory", env(map[string]string{"GRPC_XDS_BOOTSTRAP": "/tmp/b.json"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	checks := []struct {
+		name      string
+		got, want any
+	}{
+		{"service", cfg.ServiceName, "inventory"},
+		{"version", cfg.ServiceVersion, "v1"},
+		{"instance", cfg.InstanceID, "inventory-" + strconv.Itoa(os.Getpid())},
+		{"namespace", cfg.Namespace, "default"},
+		{"host", cfg.Host, "127.0.0.1"},
+		{"port", cfg.Port, 0},
+		{"admin port", cfg.AdminPort, 0},
+		{"service ports", len(cfg.ServicePorts), 0},
+		{"call timeout", cfg.CallTimeout, 5 * time.Second},
+		{"drain timeout", cfg.DrainTimeout, 5 * time.Second},
+		{"log level", cfg.LogLevel, slog.LevelInfo},
+		{"register", cfg.Register, true},
+		{"consul", cfg.ConsulAddr, "127.0.0.1:8500"},
+		{"otlp", cfg.OTLPEndpoint, "http://127.0.0.1:4317"},
+		{"exporter", cfg.TracesExporter, "otlp"},
+	}
+	for _, c := range checks {
+		if c.got != c.want {
+			t.Errorf("%s = %v, want %v", c.name, c.got, c.want)
+		}
+	}
+}
+
+func TestLoadConfigReadsValues(t *testing.T) {
+	cfg, err := LoadConfig("inventory", env(map[string]string{
+		"OTEL_SERVICE_NAME": "stock", "MESH_NAMESPACE": "shop", "MESH_DRAIN_TIMEOUT": "0.5",
+		"MESH_CALL_TIMEOUT": "1.5", "MESH_LOG_LEVEL": "DEBUG", "MESH_REGISTER": "false",
+		"MESH_SERVICE_PORTS": " catalog=50051, pricing = 50061 ,", "GRPC_XDS_BOOTSTRAP": "b",
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Namespace != "shop" || cfg.DrainTimeout != 500*time.Millisecond || cfg.CallTimeout != 1500*time.Millisecond ||
+		cfg.LogLevel != slog.LevelDebug || cfg.Register {
+		t.Fatalf("cfg = %+v", cfg)
+	}
+	// The default instance id follows the configured service name.
+	if cfg.InstanceID != "stock-"+strconv.Itoa(os.Getpid()) {
+		t.Fatalf("instance id = %q", cfg.InstanceID)
+	}
+	for service, want := range map[string]string{"catalog": "xds:///catalog:50051", "pricing": "xds:///pricing:50061"} {
+		if got, err := cfg.Target(service); got != want || err != nil {
+			t.Errorf("Target(%s) = %q, %v; want %q", service, got, err, want)
+		}
+	}
+}
+
+// Dialing a service the instance did not declare is an error that says which variable to fix.
+func TestTargetOfAnUndeclaredServiceNamesTheVariable(t *testing.T) {
+	cfg, err := LoadConfig("orders", env(map[string]string{"GRPC_XDS_BOOTSTRAP": "b", "MESH_SERVICE_PORTS": "catalog=50051"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = (&Env{Config: cfg}).Dial("payments")
+	if err == nil || !strings.Contains(err.Error(), "MESH_SERVICE_PORTS") || !strings.Contains(err.Error(), `"payments"`) {
+		t.Fatalf("err = %v; want one naming MESH_SERVICE_PORTS and the service", err)
+	}
+}
+
+func TestLoadConfigNamesEveryBadVariable(t *testing.T) {
+	_, err := LoadConfig("inventory", env(map[string]string{
+		"MESH_PORT":            "abc",
+		"MESH_ADMIN_PORT":      "70000",
+		"MESH_SERVICE_PORTS":   "catalog=x,pricing,=5,payments=0,catalog=7",
+		"MESH_CALL_TIMEOUT":    "-1",
+		"MESH_DRAIN_TIMEOUT":   "0",
+		"MESH_LOG_LEVEL":       "loud",
+		"MESH_REGISTER":        "maybe",
+		"OTEL_TRACES_EXPORTER": "zipkin",
+	}))
+	want := `invalid configuration: MESH_PORT: not an integer: "abc"; ` +
+		`MESH_ADMIN_PORT: must be between 0 and 65535: 70000; ` +
+		`MESH_SERVICE_PORTS: "catalog=x": not a port; MESH_SERVICE_PORTS: "pricing": not name=port; ` +
+		`MESH_SERVICE_PORTS: "=5": not name=port; MESH_SERVICE_PORTS: "payments=0": not a port; ` +
+		`MESH_CALL_TIMEOUT: must be > 0: -1; MESH_DRAIN_TIMEOUT: must be > 0: 0; ` +
+		`MESH_LOG_LEVEL: must be one of debug, info, warn, error: "loud"; ` +
+		`MESH_REGISTER: not a boolean (true/false): "maybe"; GRPC_XDS_BOOTSTRAP: required; ` +
+		`OTEL_TRACES_EXPORTER: must be one of otlp, none: "zipkin"`
+	if err == nil || err.Error() != want || !IsConfigError(err) {
+		t.Fatalf("err = %v\nwant  %s", err, want)
+	}
+	_, err = LoadConfig("inventory", env(map[string]string{"GRPC_XDS_BOOTSTRAP": "b", "MESH_DRAIN_TIMEOUT": "soon"}))
+	if err == nil || err.Error() != `invalid configuration: MESH_DRAIN_TIMEOUT: not a number of seconds: "soon"` {
+		t.Fatalf("err = %v", err)
+	}
+}
