@@ -60,38 +60,62 @@ tools: $(VENV)/.installed $(TOOLS)/consul $(TOOLS)/jaeger $(PROTO_TOOLS) ## Inst
 
 # --- our own builds -------------------------------------------------------------------------------
 # --- Go ---
-INVENTORY_SOURCES := $(shell find services/inventory gen/go -name '*.go' -o -name 'go.mod' -o -name 'go.sum' -o -name '*.json' 2>/dev/null)
-.build/inventory: $(INVENTORY_SOURCES)
-	$(call say,building inventory (Go))
-	cd services/inventory && go build -o ../../$@ ./cmd/inventory
+# Every Go module is built and tested by the same rules: the runtime library (mesh/runtime-go), each
+# service with a go.mod and a cmd/NAME (built to .build/NAME) and the conformance probe (built to
+# .build/conformance-go). A new Go service needs no rule here.
+GO_RUNTIME := mesh/runtime-go
+GO_PROBE := tests/conformance/probes/go
+GO_SERVICES := $(foreach m,$(wildcard services/*/go.mod),$(if $(wildcard $(dir $(m))cmd/$(notdir $(m:/go.mod=))/*.go),$(notdir $(m:/go.mod=))))
+GO_MODULES := $(GO_RUNTIME) $(addprefix services/,$(GO_SERVICES)) $(GO_PROBE)
+GO_BINARIES := $(addprefix .build/,$(GO_SERVICES)) .build/conformance-go
+# What a Go binary is built from: its own module, the runtime and the generated code.
+go_sources = $(shell find $(1) $(GO_RUNTIME) gen/go -name '*.go' -o -name 'go.mod' -o -name 'go.sum' -o -name '*.json' 2>/dev/null)
+
+define go_service_rule
+.build/$(1): $$(call go_sources,services/$(1))
+	$$(call say,building $(1) (Go))
+	cd services/$(1) && go build -o ../../$$@ ./cmd/$(1)
+endef
+$(foreach service,$(GO_SERVICES),$(eval $(call go_service_rule,$(service))))
+
+.build/conformance-go: $(call go_sources,$(GO_PROBE))
+	$(call say,building the Go conformance probe)
+	cd $(GO_PROBE) && go build -o ../../../../$@ .
 
 .PHONY: build-go
-build-go: .build/inventory
+build-go: $(GO_BINARIES) ## Build every Go service and the Go conformance probe
 
 .PHONY: test-go
-test-go: build-go
-	$(call say,Go tests)
-	cd services/inventory && go vet ./... && go test ./...
+test-go: build-go $(TOOLS)/consul ## Vet and test every Go module (the runtime's tests use the real Consul)
+	$(call say,Go tests: $(GO_MODULES))
+	for module in $(GO_MODULES); do (cd $$module && go vet ./... && go test ./...); done
 
 # --- TypeScript ---
-services/pricing/node_modules/.installed: services/pricing/package.json services/pricing/package-lock.json
-	$(call say,pricing's npm packages)
-	cd services/pricing && npm ci --no-audit --no-fund --loglevel=error
+# npm workspaces (root package.json): one install, one hoisted node_modules, so there is one copy of
+# @grpc/grpc-js (the xDS resolver registers into it); patches/ are applied by the root postinstall.
+# A new TypeScript service is one more entry in "workspaces": no rule here changes.
+TS_WORKSPACES := $(shell node -p "require('./package.json').workspaces.join(' ')" 2>/dev/null)
+TS_SOURCES := $(shell find $(TS_WORKSPACES) gen/ts -name '*.ts' -not -path '*/node_modules/*' -not -path '*/dist/*' 2>/dev/null) \
+	$(wildcard tsconfig*.json $(addsuffix /tsconfig.json,$(TS_WORKSPACES)) $(addsuffix /package.json,$(TS_WORKSPACES)))
+
+node_modules/.installed: package.json package-lock.json $(wildcard patches/*.patch)
+	$(call say,npm workspaces: $(TS_WORKSPACES))
+	npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
-PRICING_SOURCES := $(shell find services/pricing/src gen/ts -name '*.ts' 2>/dev/null) services/pricing/tsconfig.json
-services/pricing/dist/.built: services/pricing/node_modules/.installed $(PRICING_SOURCES)
-	$(call say,building pricing (TypeScript))
-	cd services/pricing && npm run --silent build
+.build/ts.built: node_modules/.installed $(TS_SOURCES)
+	$(call say,building TypeScript (tsc -b, strict))
+	npm run --silent build --workspaces
+	@mkdir -p $(@D)
 	touch $@
 
 .PHONY: build-ts
-build-ts: services/pricing/dist/.built
+build-ts: .build/ts.built
 
 .PHONY: test-ts
 test-ts: build-ts
 	$(call say,TypeScript tests)
-	cd services/pricing && npm test
+	npm test --workspaces --if-present
 
 # --- all of it ---
 
@@ -105,6 +129,8 @@ proto: $(PROTO_TOOLS) ## Format, lint and regenerate code for every language fro
 	$(BUF) lint
 	rm -rf gen/python/shop gen/python/polymesh gen/ts gen/go/shop gen/go/polymesh
 	$(BUF) generate
+	@# google.rpc for TypeScript only (Python and Go take it from googleapis-common-protos / genproto)
+	$(BUF) generate --template buf.gen.ts-rpc.yaml
 
 .PHONY: proto-check
 proto-check: $(PROTO_TOOLS) ## Lint, format check, breaking check against main
@@ -142,4 +168,4 @@ test: build $(PROTO_TOOLS) ## Run every test: contracts, Go, TypeScript, Python 
 
 .PHONY: clean
 clean: down ## Remove builds and run state (keeps the tool builds in .tools)
-	rm -rf .build .run services/pricing/dist
+	rm -rf .build .run services/pricing/dist mesh/runtime-ts/dist tests/conformance/probes/ts/dist

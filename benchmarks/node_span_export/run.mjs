@@ -1,6 +1,6 @@
 // Does span export stall the Node event loop? Latency of a traced grpc-js server at a fixed rate.
 //
-//   (cd services/pricing && npm ci && npm run build)
+//   make build-ts
 //   node benchmarks/node_span_export/run.mjs                      # 1000 rps, 5 x 5 s per config
 //   node benchmarks/node_span_export/run.mjs --rate 500 --duration 3 --repeats 2 --configs none,sdk
 //

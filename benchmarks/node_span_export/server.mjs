@@ -1,6 +1,6 @@
 // Server process: node server.mjs <config> <otlp endpoint> <service name> <warm-up s>
 // A plain grpc-js server on 127.0.0.1:0 with a trivial unary CatalogService.GetProduct, traced as
-// pricing traces (setupTracing() of services/pricing/src/runtime/tracing.ts, before grpc-js is
+// pricing traces (setupTracing() of mesh/runtime-ts/src/tracing.ts, before grpc-js is
 // loaded). Prints `PORT n` once listening; measures its own event-loop delay from warm-up s after
 // the first call (so the exporter's one-off start, module loading and JIT, is not counted); on SIGTERM stops the server, shuts the tracer provider
 // down (which flushes) and prints one JSON line of stats.

@@ -95,17 +95,20 @@ class EnvReader:
 
     def service_ports(self, name: str) -> dict[str, int]:
         """`name=port,...` (MESH_SERVICE_PORTS); an empty value is an empty mapping."""
-        value = self._raw(name)
         ports: dict[str, int] = {}
-        for pair in (value or "").split(","):
-            if not pair.strip():
+        for entry in (self._raw(name) or "").split(","):
+            entry = entry.strip()
+            if not entry:
                 continue
-            service, _, port = pair.partition("=")
-            service, port = service.strip(), port.strip()
-            if not service or not port.isdigit() or not 0 < int(port) < 65536:
-                self._problems.append(f"{name}: {json.dumps(pair.strip())}: not name=port with a port 1-65535")
-                continue
-            ports[service] = int(port)
+            service, has_port, port = (part.strip() for part in entry.partition("="))
+            if not has_port or not service:
+                self._problems.append(f"{name}: {json.dumps(entry)}: not name=port")
+            elif not port.isdigit() or not 0 < int(port) < 65536:
+                self._problems.append(f"{name}: {json.dumps(entry)}: not a port")
+            elif service in ports:
+                self._problems.append(f"{name}: {json.dumps(entry)}: {service} given twice")
+            else:
+                ports[service] = int(port)
         return ports
 
     def finish(self) -> None:

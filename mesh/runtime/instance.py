@@ -116,9 +116,10 @@ class _Outage:
         self._address = address
         self._down = False
 
-    def failed(self, error: BaseException, then: str) -> None:
+    def failed(self, error: BaseException) -> None:
         if not self._down:
-            log.warning("consul unreachable at %s; %s: %s", self._address, then, error)
+            log.warning("consul unreachable at %s; will register when it is back", self._address,
+                        extra={"error": str(error)})
         self._down = True
 
     def over(self) -> None:
@@ -211,7 +212,7 @@ class Instance:
                 log.info("registered in Consul", extra={"consul": self.config.consul_http_addr})
                 break
             except Exception as error:  # noqa: BLE001 - Consul down: say so once, keep trying
-                outage.failed(error, "will register when it is back")
+                outage.failed(error)
             self._stopped.wait(wait)
             wait = min(wait * 2, REGISTER_RETRY_MAX)
         while not self._stopped.wait(KEEP_REGISTERED_EVERY):
@@ -223,7 +224,7 @@ class Instance:
                     log.info("re-registered in Consul")
                 outage.over()
             except Exception as error:  # noqa: BLE001 - Consul down: say so once, keep trying
-                outage.failed(error, "will re-register when it is back")
+                outage.failed(error)
 
     def _watch_listener(self) -> None:
         """Health follows the business listener: NOT_SERVING while the control plane has taken it

@@ -163,10 +163,18 @@ def mesh(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactor
 
 
 @pytest.fixture
-def world(mesh: Mesh, request: pytest.FixtureRequest) -> Mesh:
-    """The module's mesh, with its process logs under a failing test's report."""
-    add_failure_report(request, mesh.procs.report)
-    return mesh
+def world(mesh: Mesh, request: pytest.FixtureRequest) -> Iterator[Mesh]:
+    """The module's mesh, with the logs of the control plane and of this test's processes under a
+    failing test's report; what the test started is stopped when it ends (each probe is a service
+    of its own: left running, they would add up in Consul and the control plane)."""
+    shared = len(mesh.procs.started)
+    add_failure_report(request, lambda: "\n".join(
+        f"----- {p.name} (pid {p.pid}) {p.log_path} -----\n{p.tail(40)}"
+        for p in [mesh.control_plane.proc, *mesh.procs.started[shared:]]))
+    yield mesh
+    for proc in reversed(mesh.procs.started[shared:]):
+        proc.stop()
+    del mesh.procs.started[shared:]
 
 
 @pytest.fixture(params=LANGUAGES)

@@ -12,6 +12,7 @@ import pytest
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 BUF = ROOT / "tools" / "proto" / "node_modules" / ".bin" / "buf"
 HAND_WRITTEN = {"go.mod", "go.sum"}
+TEMPLATES = ("buf.gen.yaml", "buf.gen.ts-rpc.yaml")
 
 
 def _files(base: pathlib.Path) -> set[str]:
@@ -26,7 +27,9 @@ def fresh(tmp_path_factory) -> pathlib.Path:
     if not BUF.exists():
         pytest.fail("buf is not installed: run `make tools` (make test does)")
     out = tmp_path_factory.mktemp("gen")
-    subprocess.run([str(BUF), "generate", "--output", str(out)], cwd=ROOT, check=True, capture_output=True, text=True)
+    for template in TEMPLATES:  # what `make proto` runs
+        subprocess.run([str(BUF), "generate", "--template", template, "--output", str(out)], cwd=ROOT, check=True,
+                       capture_output=True, text=True)
     return out / "gen"
 
 

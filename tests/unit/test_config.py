@@ -44,10 +44,12 @@ def test_service_ports_give_each_peer_its_xds_target():
 
 def test_bad_service_ports_are_named_with_the_rest():
     with pytest.raises(ConfigError) as caught:
-        load_instance_config("orders", {**BASE, "MESH_SERVICE_PORTS": "catalog=50051,pricing=x,=80",
+        load_instance_config("orders", {**BASE, "MESH_SERVICE_PORTS": "catalog=50051,pricing=x,=80,payments,catalog=1",
                                         "MESH_CALL_TIMEOUT": "soon"})
     assert caught.value.problems == [
-        'MESH_SERVICE_PORTS: "pricing=x": not name=port with a port 1-65535',
-        'MESH_SERVICE_PORTS: "=80": not name=port with a port 1-65535',
+        'MESH_SERVICE_PORTS: "pricing=x": not a port',
+        'MESH_SERVICE_PORTS: "=80": not name=port',
+        'MESH_SERVICE_PORTS: "payments": not name=port',
+        'MESH_SERVICE_PORTS: "catalog=1": catalog given twice',
         'MESH_CALL_TIMEOUT: not a number of seconds: "soon"',
     ]

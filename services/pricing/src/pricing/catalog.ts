@@ -1,43 +1,40 @@
 // Base prices come from the catalog's BatchGetProducts. The service sees only the small
 // PriceSource interface, so unit tests put a fake behind it.
-import { credentials, Metadata, status as Code, type ChannelCredentials, type ServiceError } from '@grpc/grpc-js';
+import type { ServiceError as CallError } from '@grpc/grpc-js';
+import { status as Code } from '@grpc/grpc-js';
+import { detailsOf, isCallError, notFound, RESOURCE_IDS_KEY } from '@polymesh/runtime';
 import type { Money } from '../../../../gen/ts/google/type/money';
-import { CatalogServiceClient, type BatchGetProductsResponse } from '../../../../gen/ts/shop/catalog/v1/catalog';
-import { isServiceError, passThrough } from '../runtime/errors';
-import { xdsChannelCredentials } from '../runtime/xds';
+import type { BatchGetProductsResponse, CatalogServiceClient } from '../../../../gen/ts/shop/catalog/v1/catalog';
 
 export interface PriceSource {
   /** USD base prices in the order of `productIds` (duplicates answered in place). */
-  basePricesUsd(productIds: readonly string[], deadline: Date): Promise<Money[]>;
-  close(): void;
+  basePricesUsd(productIds: readonly string[]): Promise<Money[]>;
 }
 
-export const CATALOG_TARGET = 'xds:///catalog';
-
-/** Catalog codes a caller can act on keep their code; anything else is unexpected (INTERNAL). */
-const PASSED_THROUGH = new Set<Code>([Code.NOT_FOUND, Code.UNAVAILABLE, Code.DEADLINE_EXCEEDED]);
+/**
+ * The catalog's NOT_FOUND as pricing's own: same message, the ids the catalog named in its
+ * ErrorInfo's one metadata key, `resource_ids` (docs/runtime-contract.md, "Errors").
+ */
+function productsNotFound(err: CallError, serviceName: string) {
+  const info = detailsOf(err).find((d) => d.kind === 'ErrorInfo');
+  const ids = info?.kind === 'ErrorInfo' ? info.value.metadata[RESOURCE_IDS_KEY] : undefined;
+  return notFound(err.details, 'PRODUCT_NOT_FOUND', `${serviceName}.shop.local`, ids === undefined ? {} : { [RESOURCE_IDS_KEY]: ids });
+}
 
 export class CatalogPriceSource implements PriceSource {
-  constructor(private readonly client: CatalogServiceClient) {}
+  /** `client` comes from the runtime's dial(): deadline and cancellation follow the incoming call. */
+  constructor(
+    private readonly client: CatalogServiceClient,
+    private readonly serviceName: string,
+  ) {}
 
-  /** A client of `target` (xds:///catalog in the mesh) with xDS credentials, insecure fallback. */
-  static overXds(target = CATALOG_TARGET, creds: ChannelCredentials = xdsChannelCredentials()): CatalogPriceSource {
-    return new CatalogPriceSource(new CatalogServiceClient(target, creds));
-  }
-
-  /** A plain client, for tests against a local catalog. */
-  static direct(address: string): CatalogPriceSource {
-    return new CatalogPriceSource(new CatalogServiceClient(address, credentials.createInsecure()));
-  }
-
-  async basePricesUsd(productIds: readonly string[], deadline: Date): Promise<Money[]> {
+  async basePricesUsd(productIds: readonly string[]): Promise<Money[]> {
     const response = await new Promise<BatchGetProductsResponse>((resolve, reject) => {
-      this.client.batchGetProducts({ ids: [...productIds] }, new Metadata(), { deadline }, (err: ServiceError | null, res) =>
-        err ? reject(err) : resolve(res),
-      );
+      this.client.batchGetProducts({ ids: [...productIds] }, (err, res) => (err ? reject(err) : resolve(res)));
     }).catch((err: unknown) => {
-      if (isServiceError(err) && PASSED_THROUGH.has(err.code)) throw passThrough(err);
-      throw new Error(`catalog BatchGetProducts failed: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
+      // Other codes are left to the runtime: UNAVAILABLE, DEADLINE_EXCEEDED... pass through, the rest is INTERNAL.
+      if (isCallError(err) && err.code === Code.NOT_FOUND) throw productsNotFound(err, this.serviceName);
+      throw err;
     });
     if (response.products.length !== productIds.length) {
       throw new Error(`catalog returned ${response.products.length} products for ${productIds.length} ids`);
@@ -52,9 +49,5 @@ export class CatalogPriceSource implements PriceSource {
       }
       return price;
     });
-  }
-
-  close(): void {
-    this.client.close();
   }
 }

@@ -8,6 +8,7 @@ import {
   CatalogServiceService,
   type BatchGetProductsRequest,
   type BatchGetProductsResponse,
+  CatalogServiceClient,
   type CatalogServiceServer,
   type Product,
 } from '../../../../gen/ts/shop/catalog/v1/catalog';
@@ -18,18 +19,16 @@ import {
   type GetQuoteResponse,
   type ListCurrenciesResponse,
 } from '../../../../gen/ts/shop/pricing/v1/pricing';
-import {
-  BAD_REQUEST_TYPE_URL,
-  decodeBadRequest,
-  decodeErrorInfo,
-  ERROR_INFO_TYPE_URL,
-  statusFromMetadata,
-  withErrorInfo,
-} from '../runtime/errors';
-import { Logger } from '../runtime/log';
-import { bindAsync } from '../runtime/net';
+import { detailsOf, Logger, notFound, type Detail } from '@polymesh/runtime';
 import { CatalogPriceSource, type PriceSource } from './catalog';
-import { createPricingService, getQuote } from './service';
+import { getQuote, pricingService } from './service';
+
+/** The field violations of the one BadRequest among `details`. */
+function badRequest(details: Detail[]) {
+  const found = details.filter((d) => d.kind === 'BadRequest');
+  assert.equal(found.length, 1, 'one BadRequest');
+  return found[0].kind === 'BadRequest' ? found[0].value.fieldViolations : [];
+}
 
 const usd = (units: number, nanos = 0): Money => ({ currencyCode: 'USD', units, nanos });
 const PRODUCTS: Record<string, Product> = {
@@ -46,11 +45,9 @@ const fakeCatalog: CatalogServiceServer = {
     const unknown = call.request.ids.filter((id) => !(id in PRODUCTS));
     if (unknown.length > 0) {
       cb(
-        withErrorInfo(grpc.status.NOT_FOUND, `unknown products: ${unknown.join(', ')}`, {
-          reason: 'PRODUCT_NOT_FOUND',
-          domain: 'catalog.shop.local',
-          metadata: { product_id: unknown.join(',') },
-        }),
+        notFound(`unknown products: ${unknown.join(', ')}`, 'PRODUCT_NOT_FOUND', 'catalog.shop.local', {
+          resource_ids: unknown.join(','),
+        }).toStatus(),
       );
       return;
     }
@@ -71,16 +68,16 @@ class Harness {
   async serve(definition: grpc.ServiceDefinition, impl: grpc.UntypedServiceImplementation): Promise<string> {
     const server = new grpc.Server();
     server.addService(definition, impl);
-    const port = await bindAsync(server, '127.0.0.1:0', grpc.ServerCredentials.createInsecure());
+    const port = await new Promise<number>((resolve, reject) =>
+      server.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p))),
+    );
     this.servers.push(server);
     return `127.0.0.1:${port}`;
   }
 
   async pricing(prices: PriceSource, version = 'v1', promotionPercent = 0): Promise<PricingServiceClient> {
-    const address = await this.serve(
-      PricingServiceService,
-      createPricingService({ prices, logger: this.logger, settings: { version, promotionPercent } }),
-    );
+    const pricing = pricingService(prices, { version, promotionPercent });
+    const address = await this.serve(PricingServiceService, pricing.implement(this.logger));
     return new PricingServiceClient(address, grpc.credentials.createInsecure());
   }
 
@@ -101,16 +98,20 @@ describe('PricingService over gRPC', () => {
   let v1: PricingServiceClient;
   let v2: PricingServiceClient;
   let catalog: CatalogPriceSource;
+  let closeCatalog: () => void;
 
   before(async () => {
-    catalog = CatalogPriceSource.direct(await h.serve(CatalogServiceService, fakeCatalog));
+    const address = await h.serve(CatalogServiceService, fakeCatalog);
+    const catalogClient = new CatalogServiceClient(address, grpc.credentials.createInsecure());
+    catalog = new CatalogPriceSource(catalogClient, 'pricing');
+    closeCatalog = () => catalogClient.close();
     v1 = await h.pricing(catalog);
     v2 = await h.pricing(catalog, 'v2', 10);
   });
   after(() => {
     v1.close();
     v2.close();
-    catalog.close();
+    closeCatalog();
     h.stop();
   });
 
@@ -167,13 +168,8 @@ describe('PricingService over gRPC', () => {
     });
     assert.ok(err);
     assert.equal(err.code, grpc.status.INVALID_ARGUMENT);
-    const status = statusFromMetadata(err.metadata);
-    assert.ok(status, 'grpc-status-details-bin is present');
-    assert.equal(status.code, grpc.status.INVALID_ARGUMENT);
-    assert.equal(status.message, err.details);
-    assert.equal(status.details.length, 1);
-    assert.equal(status.details[0].typeUrl, BAD_REQUEST_TYPE_URL);
-    const fields = decodeBadRequest(status.details[0].value).map((v) => v.field);
+    const fields = badRequest(detailsOf(err)).map((v) => v.field);
+    assert.match(err.details, /^invalid request: items\[0\]\.quantity: must be at least 1, got 0; items\[1\]\.product_id: /);
     assert.deepEqual(fields, [
       'items[0].quantity',
       'items[1].product_id',
@@ -186,7 +182,7 @@ describe('PricingService over gRPC', () => {
   test('empty items and an empty currency are both reported', async () => {
     const { err } = await quote(v1, { currencyCode: '', items: [] });
     assert.equal(err?.code, grpc.status.INVALID_ARGUMENT);
-    const violations = decodeBadRequest(statusFromMetadata(err.metadata)!.details[0].value);
+    const violations = badRequest(detailsOf(err));
     assert.deepEqual(
       violations.map((v) => v.field),
       ['items', 'currency_code'],
@@ -194,7 +190,7 @@ describe('PricingService over gRPC', () => {
     assert.ok(violations.every((v) => v.description.length > 0));
   });
 
-  test('an unknown product is NOT_FOUND with the catalog’s own details', async () => {
+  test('an unknown product is NOT_FOUND naming the ids the catalog named', async () => {
     const { err } = await quote(v1, {
       currencyCode: 'EUR',
       items: [
@@ -204,12 +200,12 @@ describe('PricingService over gRPC', () => {
     });
     assert.equal(err?.code, grpc.status.NOT_FOUND);
     assert.equal(err.details, 'unknown products: sku-nope');
-    const status = statusFromMetadata(err.metadata)!;
-    assert.equal(status.details[0].typeUrl, ERROR_INFO_TYPE_URL);
-    assert.deepEqual(decodeErrorInfo(status.details[0].value), {
+    const [detail] = detailsOf(err);
+    assert.equal(detail.kind, 'ErrorInfo');
+    assert.deepEqual(detail.value, {
       reason: 'PRODUCT_NOT_FOUND',
-      domain: 'catalog.shop.local',
-      metadata: { product_id: 'sku-nope' },
+      domain: 'pricing.shop.local',
+      metadata: { resource_ids: 'sku-nope' },
     });
   });
 
@@ -222,7 +218,6 @@ describe('PricingService over gRPC', () => {
   test('anything unexpected is INTERNAL "internal error" and logged', async () => {
     const broken: PriceSource = {
       basePricesUsd: () => Promise.reject(new Error('catalog exploded: secret detail')),
-      close: () => undefined,
     };
     const client = await h.pricing(broken);
     const { err } = await quote(client, { currencyCode: 'USD', items: [{ productId: 'sku-cup', quantity: 1 }] });
@@ -244,15 +239,13 @@ describe('PricingService over gRPC', () => {
 });
 
 describe('getQuote arithmetic', () => {
-  const fixed = (price: Money): PriceSource => ({ basePricesUsd: async (ids) => ids.map(() => price), close: () => undefined });
-  const deadline = () => new Date(Date.now() + 1000);
+  const fixed = (price: Money): PriceSource => ({ basePricesUsd: async (ids) => ids.map(() => price) });
 
   test('big quantities stay exact', async () => {
     const res = await getQuote(
       { currencyCode: 'USD', items: [{ productId: 'a', quantity: 2_147_483_647 }, { productId: 'b', quantity: 1 }] },
       fixed(usd(19, 990_000_000)),
       { version: 'v1', promotionPercent: 0 },
-      deadline(),
     );
     // 19.99 * 2147483647 = 42928198103.53
     assert.deepEqual(res.quote!.lines[0].lineTotal, { currencyCode: 'USD', units: 42_928_198_103, nanos: 530_000_000 });
@@ -265,7 +258,6 @@ describe('getQuote arithmetic', () => {
         { currencyCode: 'JPY', items: [{ productId: 'a', quantity: 2_147_483_647 }] },
         fixed(usd(1_000_000_000_000)),
         { version: 'v1', promotionPercent: 0 },
-        deadline(),
       ),
       (err: { code?: number }) => err.code === grpc.status.OUT_OF_RANGE,
     );

@@ -1,26 +1,16 @@
 // shop.pricing.v1.PricingService: quotes catalog base prices (USD) in a customer's currency.
-import { status as Code, type ServerUnaryCall } from '@grpc/grpc-js';
+import { status as Code } from '@grpc/grpc-js';
+import { defineService, invalidArgument, ServiceError, type FieldViolation, type ServiceRegistration } from '@polymesh/runtime';
 import type { Money } from '../../../../gen/ts/google/type/money';
 import {
   PricingServiceService,
   type GetQuoteRequest,
   type GetQuoteResponse,
-  type ListCurrenciesResponse,
-  type PricingServiceServer,
   type QuoteLine,
 } from '../../../../gen/ts/shop/pricing/v1/pricing';
-import { invalidArgument, RpcError, type FieldViolation } from '../runtime/errors';
-import type { Logger } from '../runtime/log';
-import { unary } from '../runtime/rpc';
-import type { ServiceRegistration } from '../runtime/xds';
 import type { PriceSource } from './catalog';
 import { CURRENCIES, currencyCodes } from './currencies';
 import { moneyToNanos, nanosToMoney, unitPriceNanos } from './money';
-
-export const SERVICE_NAME = 'shop.pricing.v1.PricingService';
-
-/** Deadline of the catalog call when the caller set none (or a later one). */
-export const CATALOG_TIMEOUT_MS = 5_000;
 
 export interface PricingSettings {
   /** MESH_SERVICE_VERSION, stamped on every quote. */
@@ -54,19 +44,12 @@ export function validateQuoteRequest(request: GetQuoteRequest): FieldViolation[]
   return violations;
 }
 
-function catalogDeadline(call: ServerUnaryCall<unknown, unknown>): Date {
-  const fallback = Date.now() + CATALOG_TIMEOUT_MS;
-  const incoming = call.getDeadline();
-  const incomingMs = incoming instanceof Date ? incoming.getTime() : incoming;
-  return new Date(Number.isFinite(incomingMs) ? Math.min(incomingMs, fallback) : fallback);
-}
-
 /** Money from nanos; an amount too large for Money.units is the caller's OUT_OF_RANGE. */
 function toMoney(currencyCode: string, nanos: bigint): Money {
   try {
     return nanosToMoney(currencyCode, nanos);
   } catch (err) {
-    if (err instanceof RangeError) throw new RpcError(Code.OUT_OF_RANGE, 'quote amount is too large to represent');
+    if (err instanceof RangeError) throw new ServiceError(Code.OUT_OF_RANGE, 'quote amount is too large to represent');
     throw err;
   }
 }
@@ -75,15 +58,11 @@ export async function getQuote(
   request: GetQuoteRequest,
   prices: PriceSource,
   settings: PricingSettings,
-  deadline: Date,
 ): Promise<GetQuoteResponse> {
   const violations = validateQuoteRequest(request);
-  if (violations.length > 0) throw invalidArgument('invalid GetQuoteRequest', violations);
+  if (violations.length > 0) throw invalidArgument(violations);
   const currency = CURRENCIES.get(request.currencyCode)!;
-  const basePrices = await prices.basePricesUsd(
-    request.items.map((item) => item.productId),
-    deadline,
-  );
+  const basePrices = await prices.basePricesUsd(request.items.map((item) => item.productId));
   let total = 0n;
   const lines: QuoteLine[] = request.items.map((item, i) => {
     const unit = unitPriceNanos(moneyToNanos(basePrices[i]), currency, settings.promotionPercent);
@@ -107,26 +86,10 @@ export async function getQuote(
   };
 }
 
-export function createPricingService(deps: {
-  prices: PriceSource;
-  settings: PricingSettings;
-  logger: Logger;
-}): PricingServiceServer {
-  const { prices, settings, logger } = deps;
-  return {
-    getQuote: unary<GetQuoteRequest, GetQuoteResponse>(logger, 'GetQuote', (request, call) =>
-      getQuote(request, prices, settings, catalogDeadline(call)),
-    ),
-    listCurrencies: unary<unknown, ListCurrenciesResponse>(logger, 'ListCurrencies', async () => ({
-      currencyCodes: currencyCodes(),
-    })),
-  };
-}
-
-export function pricingRegistration(deps: Parameters<typeof createPricingService>[0]): ServiceRegistration {
-  return {
-    name: SERVICE_NAME,
-    definition: PricingServiceService,
-    implementation: createPricingService(deps),
-  };
+/** shop.pricing.v1.PricingService for the runtime to serve. */
+export function pricingService(prices: PriceSource, settings: PricingSettings): ServiceRegistration {
+  return defineService(PricingServiceService, {
+    getQuote: (request) => getQuote(request, prices, settings),
+    listCurrencies: async () => ({ currencyCodes: currencyCodes() }),
+  });
 }

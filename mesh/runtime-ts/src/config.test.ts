@@ -1,0 +1,144 @@
+import assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { test } from 'node:test';
+import { ConfigError, loadConfig, type EnvReader } from './config';
+
+// A service's own variable, read by the same reader as the contract's.
+const readServiceConfig = (r: EnvReader) => ({ promotionPercent: r.integer('PRICING_PROMOTION_PERCENT', 0, 0, 100) });
+
+const bootstrap = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'runtime-config-')), 'bootstrap.json');
+fs.writeFileSync(bootstrap, '{}');
+
+function load(env: Record<string, string>) {
+  return loadConfig(env, 'pricing', readServiceConfig);
+}
+
+test('defaults follow the contract', () => {
+  const { mesh, service } = load({ GRPC_XDS_BOOTSTRAP: bootstrap });
+  assert.equal(mesh.serviceName, 'pricing');
+  assert.equal(mesh.serviceVersion, 'v1');
+  assert.match(mesh.instanceId, /^pricing-\d+$/);
+  assert.equal(mesh.host, '127.0.0.1');
+  assert.equal(mesh.port, 0);
+  assert.equal(mesh.adminPort, 0);
+  assert.equal(mesh.dataDir, 'data');
+  assert.equal(mesh.drainTimeoutSeconds, 5);
+  assert.equal(mesh.logLevel, 'info');
+  assert.equal(mesh.register, true);
+  assert.equal(mesh.consulHttpAddr, 'http://127.0.0.1:8500');
+  assert.equal(mesh.otlpEndpoint, 'http://127.0.0.1:4317');
+  assert.equal(mesh.tracesExporter, 'otlp');
+  assert.equal(mesh.namespace, 'default');
+  assert.deepEqual(mesh.servicePorts, {});
+  assert.equal(mesh.callTimeoutSeconds, 5);
+  assert.equal(service.promotionPercent, 0);
+});
+
+test('values are parsed and the result is frozen', () => {
+  const config = load({
+    GRPC_XDS_BOOTSTRAP: bootstrap,
+    OTEL_SERVICE_NAME: 'pricing',
+    MESH_SERVICE_VERSION: 'v2',
+    MESH_INSTANCE_ID: 'pricing-v2-1',
+    MESH_PORT: '7001',
+    MESH_ADMIN_PORT: '7002',
+    MESH_DRAIN_TIMEOUT: '0.5',
+    MESH_LOG_LEVEL: 'DEBUG',
+    MESH_REGISTER: 'false',
+    CONSUL_HTTP_ADDR: 'http://127.0.0.1:18500',
+    OTEL_TRACES_EXPORTER: 'none',
+    PRICING_PROMOTION_PERCENT: '10',
+    MESH_NAMESPACE: 'shop',
+    MESH_SERVICE_PORTS: 'catalog=50051, inventory=50071',
+    MESH_CALL_TIMEOUT: '2.5',
+  });
+  assert.equal(config.mesh.namespace, 'shop');
+  assert.deepEqual(config.mesh.servicePorts, { catalog: 50051, inventory: 50071 });
+  assert.equal(config.mesh.callTimeoutSeconds, 2.5);
+  assert.equal(config.mesh.serviceVersion, 'v2');
+  assert.equal(config.mesh.instanceId, 'pricing-v2-1');
+  assert.equal(config.mesh.port, 7001);
+  assert.equal(config.mesh.adminPort, 7002);
+  assert.equal(config.mesh.drainTimeoutSeconds, 0.5);
+  assert.equal(config.mesh.logLevel, 'debug');
+  assert.equal(config.mesh.register, false);
+  assert.equal(config.mesh.consulHttpAddr, 'http://127.0.0.1:18500');
+  assert.equal(config.mesh.tracesExporter, 'none');
+  assert.equal(config.service.promotionPercent, 10);
+  assert.ok(Object.isFrozen(config) && Object.isFrozen(config.mesh) && Object.isFrozen(config.service));
+  assert.throws(() => {
+    (config.mesh as { port: number }).port = 1;
+  }, TypeError);
+});
+
+test('one error names every bad variable, ours and the service’s', () => {
+  let caught: unknown;
+  try {
+    load({
+      MESH_PORT: 'abc',
+      MESH_ADMIN_PORT: '70000',
+      MESH_DRAIN_TIMEOUT: '0',
+      MESH_LOG_LEVEL: 'loud',
+      MESH_REGISTER: 'maybe',
+      MESH_HOST: 'localhost',
+      CONSUL_HTTP_ADDR: 'ftp://x',
+      OTEL_EXPORTER_OTLP_ENDPOINT: 'nope',
+      OTEL_TRACES_EXPORTER: 'jaeger',
+      PRICING_PROMOTION_PERCENT: '10.5',
+      MESH_NAMESPACE: 'Shop_1',
+      MESH_SERVICE_PORTS: 'catalog=x',
+      MESH_CALL_TIMEOUT: '-1',
+    });
+  } catch (err) {
+    caught = err;
+  }
+  assert.ok(caught instanceof ConfigError);
+  const names = caught.problems.map((p) => p.split(':')[0]);
+  assert.deepEqual(names.sort(), [
+    'CONSUL_HTTP_ADDR',
+    'GRPC_XDS_BOOTSTRAP',
+    'MESH_ADMIN_PORT',
+    'MESH_CALL_TIMEOUT',
+    'MESH_DRAIN_TIMEOUT',
+    'MESH_HOST',
+    'MESH_LOG_LEVEL',
+    'MESH_NAMESPACE',
+    'MESH_PORT',
+    'MESH_REGISTER',
+    'MESH_SERVICE_PORTS',
+    'OTEL_EXPORTER_OTLP_ENDPOINT',
+    'OTEL_TRACES_EXPORTER',
+    'PRICING_PROMOTION_PERCENT',
+  ]);
+  assert.match(caught.message, /^invalid configuration: /);
+  assert.ok(caught.message.includes('MESH_PORT: not an integer: "abc"'));
+  assert.ok(caught.message.includes('MESH_DRAIN_TIMEOUT: must be > 0'));
+  assert.ok(caught.message.includes('MESH_SERVICE_PORTS: "catalog=x": not a port'));
+  assert.ok(!caught.message.includes('\n'));
+});
+
+test('a bootstrap path that cannot be read is a bad value', () => {
+  assert.throws(
+    () => load({ GRPC_XDS_BOOTSTRAP: path.join(os.tmpdir(), 'no-such-dir', 'bootstrap.json') }),
+    /GRPC_XDS_BOOTSTRAP: not a readable file/,
+  );
+});
+
+test('every bad MESH_SERVICE_PORTS entry is named', () => {
+  assert.throws(
+    () => load({ GRPC_XDS_BOOTSTRAP: bootstrap, MESH_SERVICE_PORTS: 'catalog=0,pricing,inventory=1=2,catalog=7,a=70000' }),
+    (err: unknown) => {
+      assert.ok(err instanceof ConfigError);
+      assert.deepEqual(err.problems, [
+        'MESH_SERVICE_PORTS: "catalog=0": not a port',
+        'MESH_SERVICE_PORTS: "pricing": not name=port',
+        'MESH_SERVICE_PORTS: "inventory=1=2": not name=port',
+        'MESH_SERVICE_PORTS: "a=70000": not a port',
+      ]);
+      return true;
+    },
+  );
+  assert.throws(() => load({ GRPC_XDS_BOOTSTRAP: bootstrap, MESH_SERVICE_PORTS: 'catalog=1,catalog=2' }), /catalog given twice/);
+});
