@@ -217,9 +217,7 @@ class Instance:
             wait = min(wait * 2, REGISTER_RETRY_MAX)
         while not self._stopped.wait(KEEP_REGISTERED_EVERY):
             try:
-                try:
-                    self._consul.agent.service_definition(self.config.instance_id)
-                except consul.NotFound:
+                if self._consul.agent.service_definition(self.config.instance_id) is None:  # 404
                     self._send_registration()
                     log.info("re-registered in Consul")
                 outage.over()

@@ -38,6 +38,7 @@ from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 from google.protobuf import json_format
 
 from mesh.xds.bootstrap import NodeIdentity
+from mesh.xds.names import parse_server_listener
 from mesh.xds.resources import Key, Resource, ResourceStore
 from mesh.xds.translate import CLUSTER, ENDPOINT, LISTENER, ROUTE, WorkloadIdentity
 
@@ -112,6 +113,7 @@ class _Stream:
         self.subscriptions: dict[str, _Subscription] = {}
         self.wake = asyncio.Event()
         self.closed = False
+        self.warned_foreign = False
         self._server = server
         self._nonces = itertools.count(1)
 
@@ -167,10 +169,22 @@ class _Stream:
         store, namespace = self._server.store, self.workload_identity.namespace
         found = {}
         for name in sorted(sub.names):
+            if type_url == LISTENER and namespace != self._server.namespace and parse_server_listener(name):
+                self._foreign_workload(name)
+                continue
             resource = store.get(type_url, name, namespace, self.workload_identity)
             if resource is not None:
                 found[name] = resource
         return found
+
+    def _foreign_workload(self, name: str) -> None:
+        """This control plane governs the workloads of one namespace: as istiod serves a server only
+        the inbound listeners of workloads its registry holds, a server of another namespace hears
+        "does not exist" for its listener, and does not serve (or stops serving)."""
+        if not self.warned_foreign:
+            self.warned_foreign = True
+            log.warning("node %r is a workload of namespace %r, not of %r: no inbound listener %r",
+                        self.node.id, self.workload_identity.namespace, self._server.namespace, name)
 
     def next_response(self) -> discovery_pb2.DiscoveryResponse | None:
         """The next response to send, coalesced to the newest state; None if there is none."""

@@ -98,6 +98,28 @@ def test_serving_and_registered_only_after_the_listener_arrives(world: Mesh, lan
     assert probe.echo("now").message == "now"
 
 
+def test_a_lost_listener_turns_health_not_serving_and_back(world: Mesh, language: str) -> None:
+    """The control plane withdraws a server's listener when it does not govern the server's
+    namespace; a control plane that restarts with another MESH_NAMESPACE does exactly that."""
+    xds_port = free_port()
+    name = f"xds-{language}"
+    governing = start_control_plane(world.procs, world.consul.http_addr, port=xds_port, name=f"{name}-1")
+    probe = world.start_probe(language, xds_address=f"127.0.0.1:{xds_port}")
+    governing.proc.stop()
+
+    foreign = start_control_plane(world.procs, world.consul.http_addr, port=xds_port, name=f"{name}-2",
+                                  env={"MESH_NAMESPACE": "elsewhere"})
+    poll_until(lambda: probe.health() == "NOT_SERVING", 15, 0.1, "NOT_SERVING once the listener is withdrawn")
+    with pytest.raises(grpc.RpcError):
+        probe.echo(timeout=1)
+    foreign.proc.stop()
+
+    start_control_plane(world.procs, world.consul.http_addr, port=xds_port, name=f"{name}-3")
+    poll_until(lambda: probe.health() == "SERVING", 15, 0.1, "SERVING again once the listener is back")
+    assert probe.echo("back").message == "back"
+    assert probe.proc.alive()
+
+
 def test_the_registration_body(world: Mesh, language: str) -> None:
     probe = world.start_probe(language)
     base = f"http://{world.consul.http_addr}/v1/agent"
@@ -124,7 +146,9 @@ def test_the_keeper_registers_again_after_consul_forgets(world: Mesh, language: 
     try:
         probe = world.start_probe(language, consul=own)
         own.stop()
-        own.start()  # `consul agent -dev` comes back empty
+        own.forget()
+        own.start()  # empty, as the runner's `consul agent -dev` comes back
+        assert probe.instance_id not in own.passing(probe.service)
         world.wait_registered(probe, consul=own, timeout=20)
         assert len(unreachable_warnings(probe)) <= 1, unreachable_warnings(probe)
     finally:

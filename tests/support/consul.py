@@ -6,7 +6,8 @@
     agent.client.agent.service.register(...)       # py-consul, synchronous
     agent.register("catalog", "catalog-1", port, meta={"version": "v1"})   # TTL check, passing
     agent.ttl_fail("catalog-1"); agent.deregister("catalog-1")
-    agent.stop(); agent.start()                    # a restart keeps the same ports (dev mode keeps no state)
+    agent.stop(); agent.start()                    # a restart keeps the same ports and the registrations
+    agent.stop(); agent.forget(); agent.start()    # ... or comes back empty, as the runner's agent does
     agent.stop()
 
 The binary is `$CONSUL_BIN` or `.tools/bin/consul` in the repository.
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import consul
@@ -78,6 +80,13 @@ class ConsulAgent:
         code = self.proc.stop() if self.proc else 0
         self.proc = None
         return code
+
+    def forget(self) -> None:
+        """While stopped: drop the agent's local state, so that the next start comes back empty,
+        as a restarted `consul agent -dev` with no data dir (the runner's) does."""
+        assert self.proc is None, "stop the agent first"
+        shutil.rmtree(self.work_dir / "data")
+        (self.work_dir / "data").mkdir()
 
     # ---- the agent API, for tests that play a service instance ----
 
