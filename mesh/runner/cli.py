@@ -97,7 +97,7 @@ def _table(run_dir: pathlib.Path, offset: int) -> tuple[str, bool]:
 
 
 def _addresses(offset: int) -> str:
-    return "\n".join(f"  {name:<20} {url}" for name, url in topology.addresses(offset).items())
+    return "\n".join(f"  {name:<26} {url}" for name, url in topology.addresses(offset).items())
 
 
 def up(run_dir: pathlib.Path, offset: int) -> int:

@@ -170,7 +170,7 @@ def addresses(offset: int = 0) -> dict[str, str]:
         "gateway": f"http://127.0.0.1:{p.gateway}",
         "consul UI": f"http://127.0.0.1:{p.consul_http}/ui",
         "jaeger query API": f"http://127.0.0.1:{p.jaeger_query}/api/v3/services",
-        "control plane (ADS)": f"127.0.0.1:{p.xds}",
+        "control plane (ADS, CSDS)": f"127.0.0.1:{p.xds}",
     }
 
 
