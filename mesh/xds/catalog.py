@@ -2,13 +2,14 @@
 
 Two blocking queries, whatever the number of services (Consul allows 200 connections per client
 address, so a query per service stops working past about 100 services):
-- `/v1/health/state/any`: every check and its status. Which instances pass is computed here, as
-  Consul's `?passing` does: every check of the instance and of its node passes (no check: passes).
+- `/v1/health/state/any` filtered to the checks that do not pass (`NOT_PASSING`): small whatever
+  the catalog's size. Which instances pass is computed here, as Consul's `?passing` does: no check
+  of the instance or of its node is in that list (no check at all: passes).
 - `/v1/catalog/services`: only its index is used, as the signal that some instance was
   registered, deregistered or changed (address, port, Meta: a change that leaves its checks alone
   and so is invisible in the health state). Then the instances are read node by node
   (`/v1/catalog/nodes`, `/v1/catalog/node/NAME`), at most `NODE_FETCHES` at a time, and the
-  health state is read again, so that no instance is seen without its checks.
+  failing checks are read again, so that no instance is seen without its checks.
 Both queries only set flags and wake one publisher, which computes the catalog from the newest
 data and hands it over when it changed: nothing is lost, bursts coalesce.
 
@@ -37,6 +38,7 @@ BLOCKING_WAIT = "30s"  # the longest Consul holds a blocking query
 HTTP_TIMEOUT = 40.0  # seconds: BLOCKING_WAIT plus Consul's jitter (wait/16) plus slack
 BACKOFF_MIN, BACKOFF_MAX = 0.1, 2.0  # seconds between retries while Consul fails
 IGNORED_SERVICES = frozenset({"consul"})  # Consul's own servers are no mesh service
+NOT_PASSING = 'Status != "passing"'  # Consul's ?passing excludes warning and critical alike
 NODE_FETCHES = 4  # node reads in parallel; with the two blocking queries, the most connections held
 CONNECTIONS = 2 + NODE_FETCHES + 2  # the HTTP pool: never near Consul's 200 per client
 
@@ -128,7 +130,7 @@ class _Instance:
 
     node: str
     service: str
-    raw: object  # the entry as Consul gave it: an equal entry next time reuses `endpoint`
+    raw: object  # (node address, service) as Consul gave them: equal ones next time reuse `endpoint`
     endpoint: Endpoint | None
 
 
@@ -205,8 +207,8 @@ class ConsulWatcher:
             self._checks, self._checks_index = checks, index
 
     async def _watch_health(self) -> None:
-        async for index, checks in self._blocking(lambda i: self._consul.health.state("any", index=i,
-                                                                                       wait=BLOCKING_WAIT)):
+        async for index, checks in self._blocking(lambda i: self._consul.health.state("any", index=i, wait=BLOCKING_WAIT,
+                                                                                       filter_expr=NOT_PASSING)):
             self._take_checks(index, checks)
             self._wake.set()
 
@@ -226,7 +228,7 @@ class ConsulWatcher:
             return node, answer
 
         answers = await asyncio.gather(*(read(n["Node"]) for n in nodes))
-        index, checks = await self._consul.health.state("any")
+        index, checks = await self._consul.health.state("any", filter_expr=NOT_PASSING)
         previous = self._instances or {}
         instances: dict[tuple[str, str], _Instance] = {}
         for node, answer in answers:
@@ -237,11 +239,12 @@ class ConsulWatcher:
                 name = raw.get("Service") if isinstance(raw, dict) else None
                 if not isinstance(name, str) or name in IGNORED_SERVICES:
                     continue
-                entry = {"Node": answer.get("Node"), "Service": raw}
+                node_address = (answer.get("Node") or {}).get("Address")
                 known = previous.get(key)
-                if known is not None and known.raw == entry:
+                if known is not None and known.raw == (node_address, raw):
                     instances[key] = known
                     continue
+                entry = {"Node": answer.get("Node"), "Service": raw}
                 try:
                     endpoint = endpoint_from_health_entry(entry)
                 except (KeyError, TypeError, ValueError, AttributeError) as error:
@@ -250,9 +253,9 @@ class ConsulWatcher:
                     if what not in self._unreadable.setdefault(name, set()):
                         self._unreadable[name].add(what)
                         _warn_unreadable(name, what, error)
-                instances[key] = _Instance(node, name, entry, endpoint)
+                instances[key] = _Instance(node, name, (node_address, raw), endpoint)
         for name, warned in self._unreadable.items():  # a fixed entry that breaks again is named again
-            warned.intersection_update({_describe(i.raw) for i in instances.values()
+            warned.intersection_update({_describe({"Service": i.raw[1]}) for i in instances.values()
                                         if i.service == name and i.endpoint is None})
         self._instances = instances
         self._checks_index = 0  # this state is newer than anything the watch held
