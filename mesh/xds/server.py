@@ -216,9 +216,11 @@ class _Stream:
                                                    resources=[r.packed for r in resources.values()])
         return None
 
-    def oldest_in_flight(self) -> float | None:
-        """When the oldest unanswered response was sent; None if every response was answered."""
-        return min((sub.sent_at for sub in self.subscriptions.values() if sub.in_flight), default=None)
+    def next_deadline(self, timeout: float) -> float | None:
+        """The next time an unanswered response becomes overdue; None if none will."""
+        now = time.monotonic()
+        return min((sub.sent_at + timeout for sub in self.subscriptions.values()
+                    if sub.in_flight and sub.sent_at + timeout > now), default=None)
 
     def overdue(self, timeout: float) -> tuple[str, float] | None:
         """(type URL, age) of a response unanswered for `timeout` seconds while the client lacks
@@ -332,18 +334,17 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
 
     async def _wait(self, stream: _Stream) -> bool:
         """Wait for something new for `stream`; False if its client stopped answering meanwhile."""
-        oldest = stream.oldest_in_flight()
-        if oldest is not None and not stream.wake.is_set():
-            timeout = oldest + self.unacked_timeout - time.monotonic()
+        while not stream.wake.is_set():
+            if stream.overdue(self.unacked_timeout):
+                return False
+            deadline = stream.next_deadline(self.unacked_timeout)
+            if deadline is None:  # every response answered, or overdue with nothing newer for it
+                await stream.wake.wait()
+                break
             try:
-                if timeout > 0:
-                    await asyncio.wait_for(stream.wake.wait(), timeout)
+                await asyncio.wait_for(stream.wake.wait(), max(0.0, deadline - time.monotonic()))
             except TimeoutError:
                 pass
-            if not stream.wake.is_set() and stream.overdue(self.unacked_timeout):
-                return False
-        # overdue with nothing newer for it: the next change wakes the stream and it is checked again
-        await stream.wake.wait()
         stream.wake.clear()
         return True
 

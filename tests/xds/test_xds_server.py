@@ -254,27 +254,33 @@ def test_a_client_that_stops_answering_is_dropped_once_newer_state_waits(caplog)
 
     async def scenario():
         async with ads_server(catalog(5001), unacked_timeout=unacked_timeout) as (plane, target), \
-                AdsClient(target, "silent") as silent, AdsClient(target, "reader") as reader:
-            await silent.request(EDS, [CATALOG_EDS])  # never answered
+                AdsClient(target, "idle") as idle, AdsClient(target, "silent") as silent, \
+                AdsClient(target, "reader") as reader:
+            await idle.request(EDS, [CATALOG_EDS])  # never answered, and nothing newer comes for it
             await reader.ack(await reader.request(EDS, [CATALOG_EDS]))
-            await apoll_until(lambda: len(plane.ads.status()) == 2, message="both streams open")
-            # unanswered, but nothing newer for it: an idle client is kept
             await asyncio.sleep(unacked_timeout * 2)
-            assert len(plane.ads.status()) == 2
+            assert any("idle" in n.node_id for n in plane.ads.status()), "a client that lacks nothing was dropped"
+
+            await silent.request(LDS, [f"catalog:{PORT}"])  # neither response is ever answered;
+            await asyncio.sleep(unacked_timeout / 3)  # the later one, which alone gets newer state,
+            await silent.request(EDS, [CATALOG_EDS])  # is overdue only after the first
             plane.publish(catalog(5001, 5002))
             newest = await reader.recv()
             assert ports_in(reader.decode(newest)[CATALOG_EDS]) == [5001, 5002]
             await reader.ack(newest)
-            nodes = await apoll_until(lambda: [n.node_id for n in plane.ads.status()] if len(plane.ads.status()) == 1
-                                      else None, timeout=5, message="the silent stream to be dropped")
-            assert "reader" in nodes[0]
-            with contextlib.suppress(grpc.aio.AioRpcError):
-                await silent.recv(timeout=1)  # the end of its stream
-            assert silent.call.done() and await silent.call.code() == grpc.StatusCode.UNAVAILABLE
+            nodes = await apoll_until(lambda: sorted(n.node_id.split("~")[2] for n in plane.ads.status())
+                                      if len(plane.ads.status()) == 1 else None,
+                                      timeout=5, message="the silent and the idle streams to be dropped")
+            assert nodes == ["reader.default"]
+            for dropped in (idle, silent):
+                with contextlib.suppress(grpc.aio.AioRpcError):
+                    await dropped.recv(timeout=1)  # the end of its stream
+                assert await dropped.call.code() == grpc.StatusCode.UNAVAILABLE
             plane.publish(catalog(5002))
             assert ports_in(reader.decode(await reader.recv())[CATALOG_EDS]) == [5002]  # the others keep flowing
 
     with caplog.at_level(logging.WARNING, logger="mesh.xds.server"):
         run(scenario())
-    [warning] = [r.getMessage() for r in caplog.records if "unanswered" in r.getMessage()]
-    assert "silent" in warning and "ClusterLoadAssignment" in warning
+    warnings = sorted(r.getMessage() for r in caplog.records if "unanswered" in r.getMessage())
+    assert len(warnings) == 2 and {"idle", "silent"} == {w.split("~")[2].split(".")[0] for w in warnings}, warnings
+    assert all("ClusterLoadAssignment" in w for w in warnings)
