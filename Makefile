@@ -166,6 +166,11 @@ test: build $(PROTO_TOOLS) ## Run every test: contracts, Go, TypeScript, Python 
 	$(call say,Python tests)
 	$(PY) -m pytest
 
+# --- benchmarks -----------------------------------------------------------------------------------
+.PHONY: bench-controlplane
+bench-controlplane: $(VENV)/.installed $(TOOLS)/consul ## Control plane at scale: push latency, CPU, RSS, stuck clients, before/after (~15 min)
+	$(PY) -m benchmarks.controlplane
+
 .PHONY: clean
 clean: down ## Remove builds and run state (keeps the tool builds in .tools)
 	rm -rf .build .run services/pricing/dist mesh/runtime-ts/dist tests/conformance/probes/ts/dist

@@ -6,7 +6,11 @@ Environment (defaults in brackets):
 - `MESH_NAMESPACE` [default]: the namespace of every service in the catalog (FQDNs
   `NAME.NAMESPACE.svc.cluster.local`); a node's bare `NAME:PORT` uses the node's own namespace;
 - `CONSUL_HTTP_ADDR` [127.0.0.1:8500]: Consul's HTTP API;
-- `MESH_LOG_LEVEL` [info]: debug, info, warn, error.
+- `MESH_LOG_LEVEL` [info]: debug, info, warn, error;
+- `MESH_XDS_DEBOUNCE_AFTER` [0.02], `MESH_XDS_DEBOUNCE_MAX` [0.25]: seconds of quiet a rebuild waits
+  for after a catalog change, and the most it waits (istiod's PILOT_DEBOUNCE_AFTER/MAX);
+- `MESH_XDS_UNACKED_TIMEOUT` [30]: seconds a response may stay unanswered while newer state waits
+  before the stream is closed (its client stopped reading).
 
 Health: "" and the ADS service are NOT_SERVING until the first Consul catalog has been published,
 and again while a background task (the Consul watcher, the reconciler) has failed and not yet
@@ -34,9 +38,9 @@ from mesh.runtime import logs
 from mesh.runtime.config import LOG_LEVELS, ConfigError, EnvReader
 from mesh.xds.catalog import Catalog, ConsulWatcher
 from mesh.xds.csds import CsdsServer
-from mesh.xds.reconcile import Reconciler
+from mesh.xds.reconcile import DEBOUNCE_AFTER, DEBOUNCE_MAX, Reconciler
 from mesh.xds.resources import ResourceStore
-from mesh.xds.server import AdsServer, create_server
+from mesh.xds.server import UNACKED_TIMEOUT, AdsServer, create_server
 from mesh.xds.supervise import Health, Supervisor
 
 log = logging.getLogger("mesh.xds")
@@ -55,6 +59,9 @@ class XdsConfig:
     namespace: str
     consul_http_addr: str
     log_level: str
+    debounce_after: float = DEBOUNCE_AFTER
+    debounce_max: float = DEBOUNCE_MAX
+    unacked_timeout: float = UNACKED_TIMEOUT
 
 
 def load_config(environ: Mapping[str, str] | None = None) -> XdsConfig:
@@ -65,6 +72,9 @@ def load_config(environ: Mapping[str, str] | None = None) -> XdsConfig:
         namespace=reader.string("MESH_NAMESPACE", "default"),
         consul_http_addr=reader.string("CONSUL_HTTP_ADDR", "127.0.0.1:8500"),
         log_level=reader.string("MESH_LOG_LEVEL", "info", choices=LOG_LEVELS),
+        debounce_after=reader.seconds("MESH_XDS_DEBOUNCE_AFTER", DEBOUNCE_AFTER),
+        debounce_max=reader.seconds("MESH_XDS_DEBOUNCE_MAX", DEBOUNCE_MAX),
+        unacked_timeout=reader.seconds("MESH_XDS_UNACKED_TIMEOUT", UNACKED_TIMEOUT),
     )
     reader.finish()
     return config
@@ -85,8 +95,10 @@ async def serve(config: XdsConfig) -> None:
             supervisor.health_changed()
         ads.notify()
 
-    reconciler = Reconciler(store, config.namespace, on_rebuilt=on_rebuilt)
-    ads = AdsServer(store, config.namespace, stale_reasons=reconciler.failures)
+    reconciler = Reconciler(store, config.namespace, on_rebuilt=on_rebuilt, debounce_after=config.debounce_after,
+                            debounce_max=config.debounce_max)
+    ads = AdsServer(store, config.namespace, stale_reasons=reconciler.failures,
+                    unacked_timeout=config.unacked_timeout)
     server, port = create_server(
         f"{config.host}:{config.port}",
         (ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server, ads),

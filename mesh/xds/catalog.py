@@ -1,12 +1,22 @@
-"""Watch Consul with blocking queries and turn what it says into an immutable `Catalog`.
+"""Watch Consul with a fixed number of connections and turn what it says into an immutable `Catalog`.
 
-One blocking query on `/v1/catalog/services` keeps the set of services; each service has its own
-blocking query on `/v1/health/service/NAME?passing` with its own index, so a change costs one
-request. Only passing instances are endpoints. While Consul is unreachable the last known catalog
-stays (one warning per outage, one note on recovery). A health entry that cannot be read is
-skipped with one warning naming it; the rest of its service keeps flowing. Any other failure of
-any of the watcher's tasks ends `run()` with that error (its supervisor logs it and restarts).
-(Issue 6 replaces the query per service with a bounded number of watches.)
+Two blocking queries, whatever the number of services (Consul allows 200 connections per client
+address, so a query per service stops working past about 100 services):
+- `/v1/health/state/any` filtered to the checks that do not pass (`NOT_PASSING`): small whatever
+  the catalog's size. Which instances pass is computed here, as Consul's `?passing` does: no check
+  of the instance or of its node is in that list (no check at all: passes).
+- `/v1/catalog/services`: only its index is used, as the signal that some instance was
+  registered, deregistered or changed (address, port, Meta: a change that leaves its checks alone
+  and so is invisible in the health state). Then the instances are read node by node
+  (`/v1/catalog/nodes`, `/v1/catalog/node/NAME`), at most `NODE_FETCHES` at a time, and the
+  failing checks are read again, so that no instance is seen without its checks.
+Both queries only set flags and wake one publisher, which computes the catalog from the newest
+data and hands it over when it changed: nothing is lost, bursts coalesce.
+
+While Consul is unreachable the last known catalog stays (one warning per outage, one note on
+recovery). An instance that cannot be read is skipped with one warning naming it; the rest of its
+service keeps flowing. Any other failure ends `run()` with that error (its supervisor logs it and
+restarts it).
 """
 
 from __future__ import annotations
@@ -28,6 +38,9 @@ BLOCKING_WAIT = "30s"  # the longest Consul holds a blocking query
 HTTP_TIMEOUT = 40.0  # seconds: BLOCKING_WAIT plus Consul's jitter (wait/16) plus slack
 BACKOFF_MIN, BACKOFF_MAX = 0.1, 2.0  # seconds between retries while Consul fails
 IGNORED_SERVICES = frozenset({"consul"})  # Consul's own servers are no mesh service
+NOT_PASSING = 'Status != "passing"'  # Consul's ?passing excludes warning and critical alike
+NODE_FETCHES = 4  # node reads in parallel; with the two blocking queries, the most connections held
+CONNECTIONS = 2 + NODE_FETCHES + 2  # the HTTP pool: never near Consul's 200 per client
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,11 +94,15 @@ def endpoints_from_health(service: str, entries: Iterable[object], warned: set[s
             what = _describe(entry)
             unreadable.add(what)
             if what not in warned:
-                log.warning("skipping a malformed Consul health entry of service %r (%s): %s: %s", service, what,
-                            type(error).__name__, error, extra={"service": service})
+                _warn_unreadable(service, what, error)
     warned.intersection_update(unreadable)  # a fixed entry that breaks again is named again
     warned.update(unreadable)
     return _by_id(endpoints)
+
+
+def _warn_unreadable(service: str, what: str, error: BaseException) -> None:
+    log.warning("skipping a malformed Consul health entry of service %r (%s): %s: %s", service, what,
+                type(error).__name__, error, extra={"service": service})
 
 
 class _Outage:
@@ -107,31 +124,46 @@ class _Outage:
             log.info("consul reachable again at %s", self._addr)
 
 
+@dataclasses.dataclass
+class _Instance:
+    """One registered instance as last read, with its endpoint (None if unreadable)."""
+
+    node: str
+    service: str
+    raw: object  # (node address, service) as Consul gave them: equal ones next time reuse `endpoint`
+    endpoint: Endpoint | None
+
+
 class ConsulWatcher:
     """`run()` watches Consul and awaits `on_change(catalog)` (never concurrently) on every change
     of the passing endpoints. `ready` is set once the first complete catalog has been handed over."""
 
     def __init__(self, http_addr: str, on_change: Callable[[Catalog], Awaitable[None]]) -> None:
         host, _, port = http_addr.rpartition(":")
-        self._consul = consul.aio.Consul(host=host, port=int(port), connections_timeout=HTTP_TIMEOUT)
+        self._consul = consul.aio.Consul(host=host, port=int(port), connections_timeout=HTTP_TIMEOUT,
+                                         connections_limit=CONNECTIONS)
+        self._node_fetches = asyncio.Semaphore(NODE_FETCHES)
         self._outage = _Outage(http_addr)
         self._on_change = on_change
-        self._endpoints: dict[str, tuple[Endpoint, ...]] = {}  # filled by each service's first read
-        self._service_tasks: dict[str, asyncio.Task] = {}
-        self._unreadable: dict[str, set[str]] = {}  # service -> entries already warned about
+        self._checks: list | None = None  # the newest health state
+        self._checks_index = 0
+        self._instances: dict[tuple[str, str], _Instance] | None = None  # (node, service ID) -> instance
+        self._catalog_moved = False
+        self._unreadable: dict[str, set[str]] = {}  # service -> instances already warned about
         self._failure: asyncio.Future = asyncio.get_running_loop().create_future()
-        self._changed = asyncio.Event()
+        self._wake = asyncio.Event()
         self.ready = asyncio.Event()
+        self.reads = 0  # instance reads (whole catalog) done, for tests and benchmarks
 
     async def run(self) -> None:
-        publisher = asyncio.create_task(self._publish_changes(), name="consul:publish")
-        services = asyncio.create_task(self._watch_services(), name="consul:services")
-        for task in (publisher, services):
+        tasks = [asyncio.create_task(self._publish_changes(), name="consul:publish"),
+                 asyncio.create_task(self._watch_health(), name="consul:health"),
+                 asyncio.create_task(self._watch_catalog(), name="consul:catalog")]
+        for task in tasks:
             task.add_done_callback(self._fail_on_error)
         try:
             await self._failure  # raises the first task's error
         finally:
-            tasks = [publisher, services, *self._service_tasks.values()]
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
@@ -144,14 +176,15 @@ class ConsulWatcher:
         self._failure.set_exception(error)
 
     async def _blocking(self, query: Callable[[str | None], Awaitable[tuple[str, object]]]) -> AsyncIterator:
-        """Yield every new answer of a blocking query; retry with backoff while Consul fails."""
+        """Yield (index, data) for every new answer of a blocking query; retry with backoff while
+        Consul fails."""
         index, backoff = None, BACKOFF_MIN
         while True:
             asked_at = time.monotonic()
             try:
                 new_index, data = await query(index)
             except Exception as error:  # noqa: BLE001 - connection, timeout and HTTP errors alike
-                self._outage.failed(error)
+                self._failed(error)
                 # Consul may come back as a fresh dev agent whose index restarted lower; blocking on
                 # our old index would then hang for BLOCKING_WAIT, so the next query starts afresh.
                 index = None
@@ -163,39 +196,110 @@ class ConsulWatcher:
             if index is not None and new_index == index:
                 continue  # the wait ran out with no change
             index = new_index if new_index and int(new_index) > 0 else None  # Consul: never block on 0
-            yield data
+            yield int(new_index or 0), data
 
-    async def _watch_services(self) -> None:
-        async for services in self._blocking(lambda i: self._consul.catalog.services(index=i, wait=BLOCKING_WAIT)):
-            names = set(services) - IGNORED_SERVICES
-            for name in names - self._service_tasks.keys():
-                task = asyncio.create_task(self._watch_service(name), name=f"consul:{name}")
-                task.add_done_callback(self._fail_on_error)
-                self._service_tasks[name] = task
-            for name in self._service_tasks.keys() - names:
-                self._service_tasks.pop(name).cancel()
-                self._endpoints.pop(name, None)
-                self._unreadable.pop(name, None)
-            self._changed.set()
+    def _failed(self, error: BaseException) -> None:
+        self._outage.failed(error)
+        self._checks_index = 0  # a restarted Consul counts from lower: take its next answer whatever its index
 
-    async def _watch_service(self, name: str) -> None:
-        def query(index):
-            return self._consul.health.service(name, index=index, wait=BLOCKING_WAIT, passing=True)
+    def _take_checks(self, index: int, checks: object) -> None:
+        if index >= self._checks_index:  # an answer older than one already taken is dropped
+            self._checks, self._checks_index = checks, index
 
-        async for entries in self._blocking(query):
-            endpoints = endpoints_from_health(name, entries, self._unreadable.setdefault(name, set()))
-            if self._endpoints.get(name) != endpoints:
-                self._endpoints[name] = endpoints
-                self._changed.set()
+    async def _watch_health(self) -> None:
+        async for index, checks in self._blocking(lambda i: self._consul.health.state("any", index=i, wait=BLOCKING_WAIT,
+                                                                                       filter_expr=NOT_PASSING)):
+            self._take_checks(index, checks)
+            self._wake.set()
+
+    async def _watch_catalog(self) -> None:
+        async for _index, _services in self._blocking(lambda i: self._consul.catalog.services(index=i,
+                                                                                             wait=BLOCKING_WAIT)):
+            self._catalog_moved = True
+            self._wake.set()
+
+    async def _read_instances(self) -> None:
+        """Every registered instance, node by node; then the health state again, no older than them."""
+        _, nodes = await self._consul.catalog.nodes()
+
+        async def read(node: str) -> tuple[str, dict]:
+            async with self._node_fetches:
+                _, answer = await self._consul.catalog.node(node)
+            return node, answer
+
+        answers = await asyncio.gather(*(read(n["Node"]) for n in nodes))
+        index, checks = await self._consul.health.state("any", filter_expr=NOT_PASSING)
+        previous = self._instances or {}
+        instances: dict[tuple[str, str], _Instance] = {}
+        for node, answer in answers:
+            if not answer:
+                continue  # the node left between the two reads
+            for service_id, raw in (answer.get("Services") or {}).items():
+                key = (node, service_id)
+                name = raw.get("Service") if isinstance(raw, dict) else None
+                if not isinstance(name, str) or name in IGNORED_SERVICES:
+                    continue
+                node_address = (answer.get("Node") or {}).get("Address")
+                known = previous.get(key)
+                if known is not None and known.raw == (node_address, raw):
+                    instances[key] = known
+                    continue
+                entry = {"Node": answer.get("Node"), "Service": raw}
+                try:
+                    endpoint = endpoint_from_health_entry(entry)
+                except (KeyError, TypeError, ValueError, AttributeError) as error:
+                    endpoint = None
+                    what = _describe(entry)
+                    if what not in self._unreadable.setdefault(name, set()):
+                        self._unreadable[name].add(what)
+                        _warn_unreadable(name, what, error)
+                instances[key] = _Instance(node, name, (node_address, raw), endpoint)
+        for name, warned in self._unreadable.items():  # a fixed entry that breaks again is named again
+            warned.intersection_update({_describe({"Service": i.raw[1]}) for i in instances.values()
+                                        if i.service == name and i.endpoint is None})
+        self._instances = instances
+        self._checks_index = 0  # this state is newer than anything the watch held
+        self._take_checks(int(index or 0), checks)
+        self.reads += 1
+
+    def _catalog(self) -> Catalog:
+        failing_nodes, failing = set(), set()
+        for check in self._checks or ():
+            if check.get("Status") != "passing":
+                if check.get("ServiceID"):
+                    failing.add((check.get("Node"), check["ServiceID"]))
+                else:
+                    failing_nodes.add(check.get("Node"))
+        services: dict[str, list[Endpoint]] = {}
+        for (node, service_id), instance in (self._instances or {}).items():
+            endpoints = services.setdefault(instance.service, [])
+            if instance.endpoint is not None and node not in failing_nodes and (node, service_id) not in failing:
+                endpoints.append(instance.endpoint)
+        return Catalog.of(services)
 
     async def _publish_changes(self) -> None:
         last = None
+        backoff = BACKOFF_MIN
         while True:
-            await self._changed.wait()
-            self._changed.clear()
-            if not self.ready.is_set() and self._service_tasks.keys() - self._endpoints.keys():
-                continue  # the first catalog waits for each service's first read (which sets _changed)
-            catalog = Catalog.of(self._endpoints)
+            await self._wake.wait()
+            self._wake.clear()
+            if self._catalog_moved:
+                self._catalog_moved = False
+                asked_at = time.monotonic()
+                try:
+                    await self._read_instances()
+                except Exception as error:  # noqa: BLE001 - Consul went away mid-read: read again later
+                    self._failed(error)
+                    self._catalog_moved = True
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, BACKOFF_MAX)
+                    self._wake.set()
+                    continue
+                self._outage.ok(asked_at)
+                backoff = BACKOFF_MIN
+            if self._instances is None or self._checks is None:
+                continue  # the first catalog waits for both queries' first answers
+            catalog = self._catalog()
             if catalog != last:
                 last = catalog
                 await self._on_change(catalog)

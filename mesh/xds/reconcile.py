@@ -5,6 +5,10 @@ A service is translated again only when its endpoints (or the policy) changed. A
 translation fails keeps its last good model, so every resource built from it keeps serving its
 last good version; the failure is logged once per distinct reason, listed in `failures` (the
 control plane's health and CSDS show it) and cleared, with a note, when the inputs translate again.
+
+Bursts are debounced as istiod debounces pushes: a rebuild waits until no new input has come for
+`debounce_after` seconds, but never more than `debounce_max` after the first input it holds, so a
+lone change waits `debounce_after` and a stream of changes is rebuilt at least every `debounce_max`.
 """
 
 from __future__ import annotations
@@ -22,6 +26,9 @@ __all__ = ["Reconciler"]
 
 log = logging.getLogger(__name__)
 
+DEBOUNCE_AFTER = 0.02  # seconds of quiet before a rebuild (istiod: PILOT_DEBOUNCE_AFTER, 100 ms)
+DEBOUNCE_MAX = 0.25  # seconds a rebuild may wait for quiet at most (istiod: PILOT_DEBOUNCE_MAX, 10 s)
+
 
 class Reconciler:
     """`set_catalog` / `set_policy` hand over the newest inputs; `run()` rebuilds after each change
@@ -29,7 +36,8 @@ class Reconciler:
     resource changed. `rebuild()` does one pass synchronously (tests of pure units use it)."""
 
     def __init__(self, store: ResourceStore, namespace: str, on_change: Callable[[], None] = lambda: None,
-                 on_rebuilt: Callable[[], None] = lambda: None) -> None:
+                 on_rebuilt: Callable[[], None] = lambda: None, debounce_after: float = DEBOUNCE_AFTER,
+                 debounce_max: float = DEBOUNCE_MAX) -> None:
         self.store = store
         self.namespace = namespace
         self.failures: dict[ServiceKey, str] = {}  # services whose last translation failed, and why
@@ -41,6 +49,7 @@ class Reconciler:
         self._inputs: dict[ServiceKey, tuple[Endpoint, ...]] = {}  # what each model was last built from
         self._translated_policy: Policy | None = None
         self._dirty = asyncio.Event()
+        self._debounce_after, self._debounce_max = debounce_after, debounce_max
 
     def set_catalog(self, catalog: Catalog) -> None:
         self._catalog = catalog
@@ -56,7 +65,18 @@ class Reconciler:
         while True:
             await self._dirty.wait()
             self._dirty.clear()
+            await self._debounce()
             self.rebuild()
+
+    async def _debounce(self) -> None:
+        loop = asyncio.get_running_loop()
+        give_up_at = loop.time() + self._debounce_max
+        while (left := give_up_at - loop.time()) > 0:
+            try:
+                await asyncio.wait_for(self._dirty.wait(), min(self._debounce_after, left))
+            except TimeoutError:
+                return  # quiet
+            self._dirty.clear()
 
     def rebuild(self) -> None:
         if self._catalog is None:

@@ -8,7 +8,10 @@ depend on: the names, its namespace, its workload identity); resources are seria
 Flow control: at most one response per type is in flight (sent, not yet ACKed or NACKed). While
 one is, changes only mark the stream; when the answer comes, the stream sends the newest state
 if it differs from what the client has. Nothing is queued, so a client that stops reading costs
-a fixed amount of memory.
+a fixed amount of memory, and one that leaves a response unanswered (no ACK, no NACK) for
+`unacked_timeout` seconds while newer state waits for it is dropped, with a warning: it has
+stopped reading (or is stuck), and a client that reads again reconnects and re-subscribes, as
+every xDS client does when its stream ends.
 
 The protocol rules (xDS SotW, and what the prototype saw grpcio, grpc-go and grpc-js do):
 - a request whose nonce is not the one last sent for its type is stale and ignored: the client
@@ -46,6 +49,7 @@ __all__ = ["AdsServer", "Nack", "NodeStatus", "ResourceStatus", "create_server"]
 
 log = logging.getLogger(__name__)
 
+UNACKED_TIMEOUT = 30.0  # seconds a response may stay unanswered while newer state waits
 WILDCARD_TYPES = (LISTENER, CLUSTER)
 PUSH_ORDER = (CLUSTER, ENDPOINT, LISTENER, ROUTE)
 
@@ -93,6 +97,7 @@ class _Subscription:
     nonce: str = ""  # of the last response
     sent_version: str = ""  # version_info of the last response
     in_flight: bool = False
+    sent_at: float = 0.0  # monotonic time of the last response
     must_answer: bool = False
     sent: dict[str, int] = dataclasses.field(default_factory=dict)  # name -> version, last response
     acked: dict[str, int] = dataclasses.field(default_factory=dict)  # name -> version, last ACKed response
@@ -113,6 +118,7 @@ class _Stream:
         self.subscriptions: dict[str, _Subscription] = {}
         self.wake = asyncio.Event()
         self.closed = False
+        self.dropping = ""  # why the sweeper is closing it (its client stopped answering)
         self.warned_foreign = False
         self._server = server
         self._nonces = itertools.count(1)
@@ -202,12 +208,25 @@ class _Stream:
             if not sub.must_answer and versions == sub.sent:
                 continue
             sub.must_answer, sub.in_flight, sub.sent = False, True, versions
+            sub.sent_at = time.monotonic()
             sub.nonce = str(next(self._nonces))
             version = sub.sent_version = str(self._server.store.generation)
             log.debug("ads stream %d: %s version %s nonce %s: %s", self.id, short(type_url), version, sub.nonce,
                       sorted(resources))
             return discovery_pb2.DiscoveryResponse(version_info=version, type_url=type_url, nonce=sub.nonce,
                                                    resources=[r.packed for r in resources.values()])
+        return None
+
+    def overdue(self, timeout: float) -> tuple[str, float] | None:
+        """(type URL, age) of a response unanswered for `timeout` seconds while the client lacks
+        newer state of that type; None if there is none (an idle client that never ACKs costs nothing)."""
+        now = time.monotonic()
+        for type_url, sub in self.subscriptions.items():
+            if not sub.in_flight or now - sub.sent_at < timeout:
+                continue
+            versions = {name: r.version for name, r in self._resolve(type_url, sub).items()}
+            if sub.must_answer or versions != sub.sent:
+                return type_url, now - sub.sent_at
         return None
 
     def uses(self, key: Key) -> bool:
@@ -239,12 +258,15 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
     been published (requests wait until then); `notify()` after every change of the store."""
 
     def __init__(self, store: ResourceStore, namespace: str = "default",
-                 stale_reasons: Mapping[object, str] | None = None) -> None:
+                 stale_reasons: Mapping[object, str] | None = None, unacked_timeout: float = UNACKED_TIMEOUT) -> None:
         self.store = store
+        self.unacked_timeout = unacked_timeout
+        self.dropped = 0  # streams closed because their client stopped answering
         self.namespace = namespace
         self.ready = False
         self._stale_reasons = stale_reasons if stale_reasons is not None else {}
         self._streams: set[_Stream] = set()
+        self._sweeper: asyncio.Task | None = None
 
     def stale_reason(self, service) -> str:
         reason = self._stale_reasons.get(service)
@@ -265,6 +287,8 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
 
     def close(self) -> None:
         """End every open stream (the clients reconnect to whichever control plane is up)."""
+        if self._sweeper is not None:
+            self._sweeper.cancel()
         for stream in self._streams:
             stream.closed = True
             stream.wake.set()
@@ -288,14 +312,17 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
                 stream.wake.set()
 
         self._streams.add(stream)
+        if self._sweeper is None:
+            self._sweeper = asyncio.create_task(self._sweep(), name="ads:sweep")
         reader = asyncio.create_task(read())
         started = time.monotonic()
         try:
             while not stream.closed:
                 response = stream.next_response()
                 if response is None:
-                    await stream.wake.wait()
-                    stream.wake.clear()
+                    if not await self._wait(stream):
+                        await self._drop(stream, context)
+                        return
                     continue
                 yield response
         finally:
@@ -303,6 +330,42 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
             self._streams.discard(stream)
             log.info("ads stream %d from node %r closed after %.1f s", stream.id, stream.node_id,
                      time.monotonic() - started)
+
+
+    async def _wait(self, stream: _Stream) -> bool:
+        """Wait for something new for `stream`; False if the sweeper is dropping it."""
+        await stream.wake.wait()
+        stream.wake.clear()
+        return not stream.dropping
+
+    async def _drop(self, stream: _Stream, context: grpc.aio.ServicerContext) -> None:
+        self.dropped += 1
+        await context.abort(grpc.StatusCode.UNAVAILABLE, "xDS responses unanswered for too long; reconnect")
+
+    async def _sweep(self) -> None:
+        """Every quarter of `unacked_timeout`, whatever each stream's handler is doing: a stream with
+        an overdue response is told to close, and ends with UNAVAILABLE as soon as it wakes.
+        (grpc.aio buffers a response the client does not read, so a handler never stays in a
+        write: measured with a 300 kB response to a client that never reads.)"""
+        while True:
+            await asyncio.sleep(self.unacked_timeout / 4)
+            for stream in list(self._streams):
+                if stream.dropping:
+                    continue
+                try:
+                    overdue = stream.overdue(self.unacked_timeout)
+                except Exception:  # a bug: say so, and keep sweeping the others
+                    log.exception("ads stream %d: checking for unanswered responses failed", stream.id)
+                    continue
+                if overdue is None:
+                    continue
+                type_url, age = overdue
+                stream.dropping = f"{short(type_url)} unanswered for {age:.1f} s"
+                log.warning("ads stream %d from node %r: its %s response is unanswered after %.1f s while newer "
+                            "state waits; closing the stream (a client that reads again reconnects)", stream.id,
+                            stream.node_id, short(type_url), age,
+                            extra={"node_id": stream.node_id, "type_url": type_url})
+                stream.wake.set()
 
 
 def create_server(address: str, *servicers_adders) -> tuple[grpc.aio.Server, int]:

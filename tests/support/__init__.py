@@ -8,6 +8,8 @@
 - `backends.start_catalog_backend(name)`: a real grpcio CatalogService that answers with its name.
 - `reports.add_failure_report(request, make_text)`: more text under a failing test.
 - `ads.AdsClient`: a thin asyncio client of the real ADS stream, for protocol-level assertions.
+- `fleet.ClientFleet`, `fleet.register_all`: hundreds of synthetic ADS clients and Consul
+  instances at once (the scale test and `benchmarks/controlplane.py`).
 - `xds.start_control_plane(procs, consul_http_addr)`, `xds.write_bootstrap(...)`: the control plane
   as `python -m mesh.xds`, and gRPC xDS bootstrap files as docs/runtime-contract.md describes.
 

@@ -91,11 +91,12 @@ class ConsulAgent:
     # ---- the agent API, for tests that play a service instance ----
 
     def register(self, name: str, instance_id: str, port: int, meta: dict[str, str] | None = None,
-                 address: str = "127.0.0.1", passing: bool = True) -> None:
-        """Register an instance with one TTL check (`service:<instance_id>`) the test controls."""
+                 address: str = "127.0.0.1", passing: bool = True, ttl: str = TTL) -> None:
+        """Register an instance with one TTL check (`service:<instance_id>`) the test controls
+        (it goes critical if not passed again within `ttl`)."""
         self.client.agent.service.register(
             name, service_id=instance_id, address=address, port=port, meta=meta or {},
-            check={"TTL": TTL, "Status": "passing" if passing else "critical",
+            check={"TTL": ttl, "Status": "passing" if passing else "critical",
                    "DeregisterCriticalServiceAfter": "10m"},
         )
 

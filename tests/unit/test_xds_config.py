@@ -20,5 +20,6 @@ def test_namespace_is_configuration():
 
 def test_every_bad_variable_is_named():
     with pytest.raises(ConfigError) as raised:
-        load_config({"MESH_XDS_PORT": "abc", "MESH_LOG_LEVEL": "loud"})
+        load_config({"MESH_XDS_PORT": "abc", "MESH_LOG_LEVEL": "loud", "MESH_XDS_UNACKED_TIMEOUT": "0"})
     assert "MESH_XDS_PORT" in str(raised.value) and "MESH_LOG_LEVEL" in str(raised.value)
+    assert "MESH_XDS_UNACKED_TIMEOUT" in str(raised.value)

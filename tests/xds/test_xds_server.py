@@ -7,6 +7,8 @@ import asyncio
 import contextlib
 import logging
 
+import grpc
+
 from grpc_health.v1 import health, health_pb2_grpc
 from envoy.service.discovery.v3 import ads_pb2_grpc
 
@@ -32,10 +34,10 @@ def catalog(*ports: int, others: tuple[str, ...] = ()) -> Catalog:
 class Plane:
     """The control plane's pieces in process: publish(catalog) is what a Consul change does."""
 
-    def __init__(self) -> None:
+    def __init__(self, **ads_options) -> None:
         self.store = ResourceStore()
         self.reconciler = Reconciler(self.store, "default", on_rebuilt=lambda: self.ads.notify())
-        self.ads = AdsServer(self.store, "default", stale_reasons=self.reconciler.failures)
+        self.ads = AdsServer(self.store, "default", stale_reasons=self.reconciler.failures, **ads_options)
 
     def publish(self, new: Catalog) -> None:
         self.reconciler.set_catalog(new)
@@ -43,8 +45,8 @@ class Plane:
 
 
 @contextlib.asynccontextmanager
-async def ads_server(initial: Catalog | None = None):
-    plane = Plane()
+async def ads_server(initial: Catalog | None = None, **ads_options):
+    plane = Plane(**ads_options)
     if initial is not None:
         plane.publish(initial)
     server, port = create_server("127.0.0.1:0",
@@ -245,3 +247,40 @@ def test_one_response_in_flight_per_type_coalesced_to_the_newest():
             await c.silent_for(0.3)  # nothing changed since: nothing sent
 
     run(scenario())
+
+
+def test_a_client_that_stops_answering_is_dropped_once_newer_state_waits(caplog):
+    unacked_timeout = 0.3
+
+    async def scenario():
+        async with ads_server(catalog(5001), unacked_timeout=unacked_timeout) as (plane, target), \
+                AdsClient(target, "idle") as idle, AdsClient(target, "silent") as silent, \
+                AdsClient(target, "reader") as reader:
+            await idle.request(EDS, [CATALOG_EDS])  # never answered, and nothing newer comes for it
+            await reader.ack(await reader.request(EDS, [CATALOG_EDS]))
+            await asyncio.sleep(unacked_timeout * 2)
+            assert any("idle" in n.node_id for n in plane.ads.status()), "a client that lacks nothing was dropped"
+
+            await silent.request(LDS, [f"catalog:{PORT}"])  # neither response is ever answered;
+            await asyncio.sleep(unacked_timeout / 3)  # the later one, which alone gets newer state,
+            await silent.request(EDS, [CATALOG_EDS])  # is overdue only after the first
+            plane.publish(catalog(5001, 5002))
+            newest = await reader.recv()
+            assert ports_in(reader.decode(newest)[CATALOG_EDS]) == [5001, 5002]
+            await reader.ack(newest)
+            nodes = await apoll_until(lambda: sorted(n.node_id.split("~")[2] for n in plane.ads.status())
+                                      if len(plane.ads.status()) == 1 else None,
+                                      timeout=5, message="the silent and the idle streams to be dropped")
+            assert nodes == ["reader.default"]
+            for dropped in (idle, silent):
+                with contextlib.suppress(grpc.aio.AioRpcError):
+                    await dropped.recv(timeout=1)  # the end of its stream
+                assert await dropped.call.code() == grpc.StatusCode.UNAVAILABLE
+            plane.publish(catalog(5002))
+            assert ports_in(reader.decode(await reader.recv())[CATALOG_EDS]) == [5002]  # the others keep flowing
+
+    with caplog.at_level(logging.WARNING, logger="mesh.xds.server"):
+        run(scenario())
+    warnings = sorted(r.getMessage() for r in caplog.records if "unanswered" in r.getMessage())
+    assert len(warnings) == 2 and {"idle", "silent"} == {w.split("~")[2].split(".")[0] for w in warnings}, warnings
+    assert all("ClusterLoadAssignment" in w for w in warnings)
