@@ -8,6 +8,7 @@ MAKEFLAGS += --no-builtin-rules --no-print-directory
 
 CONSUL_VERSION := v1.22.3
 JAEGER_VERSION := v1.76.0 (v2.13.0)
+ISTIO_VERSION := v0.0.0-20260827124520-eed52ebb66ad (the Istio 1.31 line)
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -42,6 +43,10 @@ $(TOOLS)/jaeger: tools/jaeger/go.mod tools/jaeger/go.sum
 	$(call say,building Jaeger $(JAEGER_VERSION) from its Go module (first time: a few minutes))
 	cd tools/jaeger && go build -trimpath -o ../../$@ github.com/jaegertracing/jaeger/cmd/jaeger
 
+$(TOOLS)/istioctl: tools/istioctl/go.mod tools/istioctl/go.sum
+	$(call say,building istioctl $(ISTIO_VERSION) from its Go module (first time: a few minutes))
+	cd tools/istioctl && go build -trimpath -o ../../$@ istio.io/istio/istioctl/cmd/istioctl
+
 $(TOOLS)/protoc-gen-go $(TOOLS)/protoc-gen-go-grpc &: tools/protoc-gen/go.mod tools/protoc-gen/go.sum
 	$(call say,building protoc-gen-go and protoc-gen-go-grpc)
 	cd tools/protoc-gen && go build -o ../../$(TOOLS)/ google.golang.org/protobuf/cmd/protoc-gen-go google.golang.org/grpc/cmd/protoc-gen-go-grpc
@@ -56,7 +61,7 @@ tools/proto/node_modules/.installed: tools/proto/package.json tools/proto/packag
 PROTO_TOOLS := $(VENV)/.installed $(TOOLS)/protoc-gen-go $(TOOLS)/protoc-gen-go-grpc tools/proto/node_modules/.installed
 
 .PHONY: tools
-tools: $(VENV)/.installed $(TOOLS)/consul $(TOOLS)/jaeger $(PROTO_TOOLS) ## Install and build every tool (pinned)
+tools: $(VENV)/.installed $(TOOLS)/consul $(TOOLS)/jaeger $(TOOLS)/istioctl $(PROTO_TOOLS) ## Install and build every tool (pinned)
 
 # --- our own builds -------------------------------------------------------------------------------
 # --- Go ---
@@ -159,7 +164,7 @@ logs: ## Show recent logs (make logs service=NAME for one)
 
 # --- tests ----------------------------------------------------------------------------------------
 .PHONY: test
-test: build $(PROTO_TOOLS) ## Run every test: contracts, Go, TypeScript, Python (unit, integration, end to end)
+test: build $(PROTO_TOOLS) $(TOOLS)/istioctl ## Run every test: contracts, Go, TypeScript, Python (unit, integration, end to end)
 	$(MAKE) proto-check
 	$(MAKE) test-go
 	$(MAKE) test-ts
