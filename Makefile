@@ -124,11 +124,13 @@ build: $(VENV)/.installed $(TOOLS)/consul $(TOOLS)/jaeger build-go build-ts ## B
 
 # --- contracts ------------------------------------------------------------------------------------
 .PHONY: proto
-proto: $(PROTO_TOOLS) ## Format, lint and regenerate code for every language from protos/
+proto: $(PROTO_TOOLS) ## Format, lint and regenerate code for every language from protos/ (and Istio's API)
 	$(BUF) format -w
 	$(BUF) lint
-	rm -rf gen/python/shop gen/python/polymesh gen/ts gen/go/shop gen/go/polymesh
+	rm -rf gen/python/shop gen/python/polymesh gen/python/istio gen/ts gen/go/shop gen/go/polymesh
 	$(BUF) generate
+	@# Istio's VirtualService and DestinationRule, Python only (third_party/istio-api/README.md)
+	$(BUF) generate --template buf.gen.istio.yaml
 	@# google.rpc for TypeScript only (Python and Go take it from googleapis-common-protos / genproto)
 	$(BUF) generate --template buf.gen.ts-rpc.yaml
 
