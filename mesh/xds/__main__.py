@@ -44,6 +44,7 @@ from mesh.runtime.config import LOG_LEVELS, ConfigError, EnvReader
 from mesh.xds.catalog import Catalog, ConsulWatcher
 from mesh.xds.csds import CsdsServer
 from mesh.xds.istio import IstioDir, Policy
+from mesh.xds.names import ServiceKey
 from mesh.xds.reconcile import DEBOUNCE_AFTER, DEBOUNCE_MAX, Reconciler
 from mesh.xds.resources import ResourceStore
 from mesh.xds.server import UNACKED_TIMEOUT, AdsServer, create_server
@@ -117,19 +118,24 @@ async def serve(config: XdsConfig) -> None:
     log.info("ADS, CSDS and health listening on %s:%d (namespace %s)", config.host, port, config.namespace,
              extra={"port": port})
 
+    def on_policy(policy: Policy, rejections: dict[str, str]) -> None:
+        reconciler.set_policy(policy)
+        if status.policy_rejections != len(rejections):
+            status.policy_rejections = len(rejections)
+            supervisor.health_changed()
+
+    istio = IstioDir(Path(config.istio_dir), config.namespace, on_policy) if config.istio_dir else None
+
     async def watch_istio() -> None:
-        def on_policy(policy: Policy, rejections: dict[str, str]) -> None:
-            reconciler.set_policy(policy)
-            if status.policy_rejections != len(rejections):
-                status.policy_rejections = len(rejections)
-                supervisor.health_changed()
 
         log.info("reading Istio resources from %s", config.istio_dir)
-        await IstioDir(Path(config.istio_dir), config.namespace, on_policy).run()
+        await istio.run()
 
     async def watch_consul() -> None:
         async def on_catalog(catalog: Catalog) -> None:
             reconciler.set_catalog(catalog)
+            if istio is not None:  # hosts must be mesh services; the policy rebuild coalesces with this one
+                istio.set_services(ServiceKey(name, config.namespace) for name in catalog.services)
 
         watcher = ConsulWatcher(config.consul_http_addr, on_catalog)
 

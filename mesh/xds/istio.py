@@ -213,9 +213,17 @@ def _weights(destinations) -> list[int]:
     return [d.weight for d in destinations]
 
 
-def _check_rule(resource: IstioResource) -> ServiceKey:
+def _mesh_service(host: str, namespace: str, services: frozenset[ServiceKey] | None) -> ServiceKey:
+    service = host_service(host, namespace)
+    if services is not None and service not in services:
+        raise Rejected(f"host {host!r} is no mesh service: Consul has no service {service.name!r} in namespace "
+                       f"{service.namespace!r}")
+    return service
+
+
+def _check_rule(resource: IstioResource, services: frozenset[ServiceKey] | None) -> ServiceKey:
     rule: destination_rule_pb2.DestinationRule = resource.spec
-    service = host_service(rule.host, resource.namespace)
+    service = _mesh_service(rule.host, resource.namespace, services)
     names = [subset.name for subset in rule.subsets]
     if len(set(names)) != len(names) or not all(names):
         raise Rejected("subset names must be present and unique")
@@ -231,11 +239,12 @@ def _check_rule(resource: IstioResource) -> ServiceKey:
     return service
 
 
-def _check_service(resource: IstioResource, subsets: Callable[[ServiceKey], set[str] | None]) -> ServiceKey:
+def _check_service(resource: IstioResource, subsets: Callable[[ServiceKey], set[str] | None],
+                   services: frozenset[ServiceKey] | None) -> ServiceKey:
     vs: virtual_service_pb2.VirtualService = resource.spec
     if len(vs.hosts) != 1:
         raise Rejected(f"spec.hosts must name exactly one mesh service, not {list(vs.hosts)}")
-    service = host_service(vs.hosts[0], resource.namespace)
+    service = _mesh_service(vs.hosts[0], resource.namespace, services)
     if not vs.http:
         raise Rejected("spec.http has no route")
     for i, http in enumerate(vs.http):
@@ -247,7 +256,7 @@ def _check_service(resource: IstioResource, subsets: Callable[[ServiceKey], set[
         if len(http.route) == 1 and weights[0] not in (0, 100):
             raise Rejected(f"spec.http[{i}].route[0].weight {weights[0]}: a lone destination takes 100")
         for j, route in enumerate(http.route):
-            target = host_service(route.destination.host, resource.namespace)
+            target = _mesh_service(route.destination.host, resource.namespace, services)
             if target != service and not route.destination.port.number:
                 raise Rejected(f"spec.http[{i}].route[{j}].destination: another service needs port.number")
             if route.destination.subset:
@@ -273,9 +282,11 @@ class _State:
     file_resources: dict[str, list[IstioResource]] = dataclasses.field(default_factory=dict)
 
 
-def compile_policy(files: Iterable[Path], namespace: str, state: _State) -> tuple[Policy, dict[str, str], list]:
+def compile_policy(files: Iterable[Path], namespace: str, state: _State,
+                   services: frozenset[ServiceKey] | None = None) -> tuple[Policy, dict[str, str], list]:
     """All files -> (policy, rejections {"file: Kind ns/name": reason}, warnings [(file, ref, field, why)]).
-    `state` carries last good versions from run to run."""
+    `state` carries last good versions from run to run; `services`, when given, are the mesh
+    services a host may name (else any well-formed host of a namespace is taken)."""
     rejections: dict[str, str] = {}
     candidates: list[IstioResource] = []
     seen_files = set()
@@ -331,7 +342,7 @@ def compile_policy(files: Iterable[Path], namespace: str, state: _State) -> tupl
         return None
 
     for resource in (r for r in candidates if r.kind == "DestinationRule"):
-        admitted = admit(resource, _check_rule)
+        admitted = admit(resource, lambda r: _check_rule(r, services))
         if admitted:
             rules[admitted[0]] = admitted[1]
 
@@ -339,24 +350,26 @@ def compile_policy(files: Iterable[Path], namespace: str, state: _State) -> tupl
         rule = rules.get(service)
         return None if rule is None else {s.name for s in rule.spec.subsets}
 
-    services: dict[ServiceKey, IstioResource] = {}
+    routed: dict[ServiceKey, IstioResource] = {}
     for resource in (r for r in candidates if r.kind == "VirtualService"):
-        admitted = admit(resource, lambda r: _check_service(r, subsets))
+        admitted = admit(resource, lambda r: _check_service(r, subsets, services))
         if admitted:
-            services[admitted[0]] = admitted[1]
+            routed[admitted[0]] = admitted[1]
     for ref_key in set(state.last_good) - present:
         del state.last_good[ref_key]  # deleted from its file: gone
-    warnings = [(r.file, r.ref, field, why) for r in list(rules.values()) + list(services.values())
+    warnings = [(r.file, r.ref, field, why) for r in list(rules.values()) + list(routed.values())
                 for field, why in unsupported_fields(r)]
-    for service in set(rules) | set(services):
+    for service in set(rules) | set(routed):
         accepted[service] = ServicePolicy(rules[service].spec if service in rules else None,
-                                          services[service].spec if service in services else None)
+                                          routed[service].spec if service in routed else None)
     return Policy(tuple(sorted(accepted.items()))), rejections, warnings
 
 
 class IstioDir:
     """Watches `directory` (its `*.yaml`, not sub-folders) and calls `on_policy(policy, rejections)`
-    with every newly compiled policy. Logs each rejection and warning once while it lasts."""
+    with every newly compiled policy. Logs each rejection and warning once while it lasts. Hosts are
+    checked against the mesh's services: nothing is compiled before the first `set_services`, and
+    a change of the services compiles again."""
 
     def __init__(self, directory: Path, namespace: str,
                  on_policy: Callable[[Policy, dict[str, str]], None], poll_interval: float = POLL_INTERVAL) -> None:
@@ -368,6 +381,17 @@ class IstioDir:
         self._state = _State()
         self._warned: set[tuple] = set()
         self._snapshot: dict[str, tuple[int, int]] | None = None
+        self._services: frozenset[ServiceKey] | None = None
+        self._services_known = asyncio.Event()
+
+    def set_services(self, services: Iterable[ServiceKey]) -> None:
+        services = frozenset(services)
+        if services == self._services:
+            return
+        self._services = services
+        self._services_known.set()
+        if self._snapshot is not None:  # loaded before: hosts may have become valid or invalid
+            self._on_policy(self.load(), dict(self.rejections))
 
     def _files(self) -> dict[str, tuple[int, int]]:
         out = {}
@@ -385,7 +409,8 @@ class IstioDir:
         return out
 
     def load(self) -> Policy:
-        policy, rejections, warnings = compile_policy([Path(p) for p in self._files()], self.namespace, self._state)
+        policy, rejections, warnings = compile_policy([Path(p) for p in self._files()], self.namespace, self._state,
+                                                      self._services)
         for what, reason in rejections.items():
             if self.rejections.get(what) != reason:
                 file, _, ref = what.partition(": ")
@@ -402,6 +427,7 @@ class IstioDir:
         return policy
 
     async def run(self) -> None:
+        await self._services_known.wait()
         while True:
             files = self._files()
             if files != self._snapshot:

@@ -190,3 +190,22 @@ def test_an_unsupported_load_balancer_is_rejected(tmp_path):
     rule = RULE.replace("  subsets:\n", "  trafficPolicy: {loadBalancer: {simple: PASSTHROUGH}}\n  subsets:\n")
     _, rejections, _ = compile_dir(folder(tmp_path, rule=rule))
     assert "PASSTHROUGH" in " ".join(rejections.values())
+
+
+def test_a_host_consul_does_not_know_is_rejected_once_the_services_are_known(tmp_path):
+    http = "[{route: [{destination: {host: pricing, subset: v1}}]}]"
+    directory = folder(tmp_path, rule=RULE, vs=service(http))
+    catalog = ServiceKey("catalog", "default")
+    _, rejections, _ = compile_policy(directory.glob("*.yaml"), "default", _State(), frozenset({catalog}))
+    assert sorted(rejections) == [f"{directory / 'rule.yaml'}: DestinationRule default/pricing",
+                                  f"{directory / 'vs.yaml'}: VirtualService default/pricing"]
+    assert "Consul has no service 'pricing' in namespace 'default'" in rejections[sorted(rejections)[0]]
+    _, rejections, _ = compile_policy(directory.glob("*.yaml"), "default", _State(), frozenset({catalog, PRICING}))
+    assert rejections == {}
+
+
+def test_a_virtual_service_of_a_known_service_is_accepted(tmp_path):
+    http = "[{route: [{destination: {host: pricing, subset: v1}}]}]"
+    directory = folder(tmp_path, rule=RULE, vs=service(http))
+    policy, rejections, _ = compile_policy(directory.glob("*.yaml"), "default", _State(), frozenset({PRICING}))
+    assert rejections == {} and policy.of(PRICING).virtual_service is not None
