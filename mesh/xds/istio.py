@@ -68,6 +68,9 @@ CANNOT = ("mirror", "mirrors", "mirrorPercentage", "mirrorPercent", "corsPolicy"
           "match[].gateways", "match[].queryParams", "match[].withoutHeaders", "match[].method", "match[].authority",
           "match[].scheme", "match[].ignoreUriCase", "match[].port", "match[].sourceNamespace", "workloadSelector")
 SUPPORTED_LB = ("ROUND_ROBIN", "LEAST_REQUEST", "UNSPECIFIED")
+# grpcio 1.85 NACKs a cluster with lb_policy LEAST_REQUEST ("LB policy is not supported"), and
+# istiod's grpcgen sends ROUND_ROBIN for it too (with a warning): so do we.
+LEAST_REQUEST_NOTE = "LEAST_REQUEST is served as ROUND_ROBIN (grpcio rejects it; istiod's proxyless generator does the same)"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -160,6 +163,12 @@ def unsupported_fields(resource: IstioResource) -> list[tuple[str, str]]:
         tail = re.sub(r"^http\[\]\.", "", generic)
         cannot = any(tail == c or tail.startswith(c + ".") or tail.startswith(c + "[") for c in CANNOT)
         out.append((f"spec.{concrete}", "proxyless gRPC cannot honour it" if cannot else "not translated yet"))
+    if resource.kind == "DestinationRule":
+        policies = [("spec.trafficPolicy", resource.spec.traffic_policy)] + [
+            (f"spec.subsets[{i}].trafficPolicy", s.traffic_policy) for i, s in enumerate(resource.spec.subsets)]
+        for where, policy in policies:
+            if policy.load_balancer.simple == destination_rule_pb2.LoadBalancerSettings.LEAST_REQUEST:
+                out.append((f"{where}.loadBalancer.simple", LEAST_REQUEST_NOTE))
     return out
 
 
@@ -385,13 +394,19 @@ class IstioDir:
         self._services_known = asyncio.Event()
 
     def set_services(self, services: Iterable[ServiceKey]) -> None:
+        """The mesh's services changed (the first catalog, a service came or went): compile now,
+        so that the catalog and the policy it makes valid reach the reconciler together."""
         services = frozenset(services)
         if services == self._services:
             return
         self._services = services
         self._services_known.set()
-        if self._snapshot is not None:  # loaded before: hosts may have become valid or invalid
-            self._on_policy(self.load(), dict(self.rejections))
+        self._reload()
+
+    def _reload(self) -> None:
+        self._snapshot = self._files()
+        policy = self.load()
+        self._on_policy(policy, dict(self.rejections))
 
     def _files(self) -> dict[str, tuple[int, int]]:
         out = {}
@@ -429,9 +444,6 @@ class IstioDir:
     async def run(self) -> None:
         await self._services_known.wait()
         while True:
-            files = self._files()
-            if files != self._snapshot:
-                self._snapshot = files
-                policy = self.load()
-                self._on_policy(policy, dict(self.rejections))
+            if self._files() != self._snapshot:
+                self._reload()
             await asyncio.sleep(self._poll_interval)

@@ -261,8 +261,8 @@ def subset_labels(rule, subset: str) -> dict[str, str] | None:
 
 def cluster(name: str, policy: Policy) -> cluster_pb2.Cluster:
     """An EDS cluster named as istiod names it (the EDS name is the cluster name), its load
-    balancer from the DestinationRule: ROUND_ROBIN, LEAST_REQUEST, or RING_HASH for consistentHash
-    (the route carries the hash policy), ring size as istiod's default when unset."""
+    balancer from the DestinationRule as istiod's grpcgen sets it: ROUND_ROBIN, or RING_HASH for
+    consistentHash (the route carries the hash policy), ring size as istiod's default when unset."""
     eds = cluster_pb2.Cluster.EdsClusterConfig(eds_config=_ads(), service_name=name)
     out = cluster_pb2.Cluster(name=name, type=cluster_pb2.Cluster.EDS, eds_cluster_config=eds,
                               lb_policy=cluster_pb2.Cluster.ROUND_ROBIN)
@@ -276,9 +276,7 @@ def cluster(name: str, policy: Policy) -> cluster_pb2.Cluster:
         size = hashing.ring_hash.minimum_ring_size or hashing.minimum_ring_size or RING_SIZE
         out.lb_policy = cluster_pb2.Cluster.RING_HASH
         out.ring_hash_lb_config.minimum_ring_size.value = size
-    elif lb.simple == destination_rule_pb2.LoadBalancerSettings.LEAST_REQUEST:
-        out.lb_policy = cluster_pb2.Cluster.LEAST_REQUEST
-    return out
+    return out  # ROUND_ROBIN, LEAST_REQUEST too (grpcio NACKs it: mesh.xds.istio warns)
 
 
 def load_assignment(name: str, model: ServiceModel | None, policy: Policy = Policy()) -> endpoint_pb2.ClusterLoadAssignment:

@@ -216,3 +216,49 @@ def test_header_routing_hot_reload_and_an_invalid_edit(backends, istio_dir, cons
         assert after.count("v1") == len(after), f"{language} {kind}: after the fix {sorted(set(after))}"
     assert any("accepted again" in e["message"] for e in cp.logs())
     assert not [e for e in cp.logs() if "NACK" in e["message"]], "a client rejected a resource"
+
+
+def acked_cluster(cp, instance: str, name: str):
+    """The cluster `name` as node `instance` last ACKed it (CSDS, with contents); None if not ACKed."""
+    from envoy.admin.v3 import config_dump_shared_pb2 as dump_pb2
+    from envoy.config.cluster.v3 import cluster_pb2
+
+    for config in cp.client_status(with_contents=True).config:
+        if config.node.id.split("~")[2] != f"{instance}.default":
+            continue
+        for generic in config.generic_xds_configs:
+            if generic.name == name and generic.client_status == dump_pb2.ACKED:
+                found = cluster_pb2.Cluster()
+                generic.xds_config.Unpack(found)
+                return found
+    return None
+
+
+def test_least_request_round_robin_and_ring_hash_on_a_header_are_acked_and_used_by_every_client(
+        backends, istio_dir, consul_agent, start_control_plane, procs, tmp_path, request):
+    from envoy.config.cluster.v3 import cluster_pb2
+
+    rule_file = istio_dir / "catalog-rule.yaml"
+    rule_file.write_text(DESTINATION_RULE.replace("  subsets:\n", "  trafficPolicy: {loadBalancer: {simple: LEAST_REQUEST}}\n  subsets:\n"))
+    cp = start_control_plane(consul_agent.http_addr, env={"MESH_ISTIO_DIR": str(istio_dir)})
+    probes = {language: start_probe(language, procs, tmp_path, cp.address, request, f"lb-{language}",
+                                    [("x-user", "alice")]) for language in LANGUAGES}
+    cluster = f"outbound|{SERVICE_PORT}||catalog.default.svc.cluster.local"
+    enough = 200
+    for language, proc in probes.items():
+        acked = poll_until(lambda: acked_cluster(cp, f"lb-{language}", cluster), 30, 0.1, f"{language} ACKs CDS")
+        assert acked.lb_policy == cluster_pb2.Cluster.ROUND_ROBIN  # what LEAST_REQUEST is served as
+        seen = poll_until(lambda: at_least(proc, enough), 30, 0.1, f"{language} calls")
+        assert set(seen) == set(VERSIONS), f"{language} round robin: {sorted(set(seen))}"
+    assert any("LEAST_REQUEST is served as ROUND_ROBIN" in e["message"] for e in cp.logs())
+
+    changed_at = write(rule_file, DESTINATION_RULE.replace(
+        "  subsets:\n", "  trafficPolicy: {loadBalancer: {consistentHash: {httpHeaderName: x-user}}}\n  subsets:\n"))
+    for language, proc in probes.items():
+        acked = poll_until(lambda: (c := acked_cluster(cp, f"lb-{language}", cluster)) and
+                           c.lb_policy == cluster_pb2.Cluster.RING_HASH and c, 10, 0.05, f"{language} ACKs RING_HASH")
+        assert acked.ring_hash_lb_config.minimum_ring_size.value > 0
+        acked_at = time.time()
+        seen = poll_until(lambda: at_least(proc, enough, acked_at), 30, 0.1, f"{language} calls")
+        assert len(set(seen)) == 1 and seen[0] in VERSIONS, f"{language}: one header value, {sorted(set(seen))}"
+    assert changed_at and not [e for e in cp.logs() if "NACK" in e["message"]], "a client rejected a resource"

@@ -170,14 +170,15 @@ def test_weighted_destinations_become_weighted_clusters_and_matches_routes_in_or
         (cluster_name(TARGET, "v1"), 90), (cluster_name(TARGET, "v2"), 10)]
 
 
-def test_load_balancers_least_request_and_consistent_hash_on_a_header(tmp_path):
+def test_least_request_is_served_as_round_robin_with_a_warning_and_consistent_hash_as_ring_hash(tmp_path):
     rule = RULE.replace("  subsets:\n", "  trafficPolicy: {loadBalancer: {simple: LEAST_REQUEST}}\n  subsets:\n").replace(
         "{name: v2, labels: {version: v2}}",
         "{name: v2, labels: {version: v2}, trafficPolicy: {loadBalancer: {consistentHash: {httpHeaderName: x-user}}}}")
-    policy, rejections, _ = compile_dir(folder(tmp_path, rule=rule))
+    policy, rejections, warnings = compile_dir(folder(tmp_path, rule=rule))
     assert rejections == {}
-    assert cluster(cluster_name(TARGET), policy).lb_policy == cluster_pb2.Cluster.LEAST_REQUEST
-    assert cluster(cluster_name(TARGET, "v1"), policy).lb_policy == cluster_pb2.Cluster.LEAST_REQUEST
+    assert [field for _, _, field, _ in warnings] == ["spec.trafficPolicy.loadBalancer.simple"]
+    assert cluster(cluster_name(TARGET), policy).lb_policy == cluster_pb2.Cluster.ROUND_ROBIN
+    assert cluster(cluster_name(TARGET, "v1"), policy).lb_policy == cluster_pb2.Cluster.ROUND_ROBIN
     hashed = cluster(cluster_name(TARGET, "v2"), policy)
     assert hashed.lb_policy == cluster_pb2.Cluster.RING_HASH and hashed.ring_hash_lb_config.minimum_ring_size.value
     http = "[{route: [{destination: {host: pricing, subset: v2}}]}]"
