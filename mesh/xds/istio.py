@@ -155,14 +155,18 @@ def set_fields(message: Message, generic: str = "", concrete: str = "") -> Itera
 
 def unsupported_fields(resource: IstioResource) -> list[tuple[str, str]]:
     """(field path, why) for each set field translation does not honour."""
-    out = []
+    out: dict[str, str] = {}
     supported = SUPPORTED[resource.kind]
     for generic, concrete in set_fields(resource.spec):
         if generic in supported or any(generic.startswith(prefix + ".") for prefix in supported):
             continue
         tail = re.sub(r"^http\[\]\.", "", generic)
-        cannot = any(tail == c or tail.startswith(c + ".") or tail.startswith(c + "[") for c in CANNOT)
-        out.append((f"spec.{concrete}", "proxyless gRPC cannot honour it" if cannot else "not translated yet"))
+        cannot = next((c for c in CANNOT if tail == c or tail.startswith(c + ".") or tail.startswith(c + "[")), None)
+        if cannot is not None:  # name the field itself (`mirror`), not each of its leaves (`mirror.host`)
+            depth = len(generic.split(".")) - len(tail.split(".")) + len(cannot.split("."))
+            concrete = ".".join(concrete.split(".")[:depth])
+        out.setdefault(f"spec.{concrete}", "proxyless gRPC cannot honour it" if cannot else "not translated yet")
+    out = list(out.items())
     if resource.kind == "DestinationRule":
         policies = [("spec.trafficPolicy", resource.spec.traffic_policy)] + [
             (f"spec.subsets[{i}].trafficPolicy", s.traffic_policy) for i, s in enumerate(resource.spec.subsets)]

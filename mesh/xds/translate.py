@@ -2,18 +2,20 @@
 
 Two steps, so that a change costs only what it touches (issue 6) and a bad input spoils only its
 own service:
-1. `translate_service` turns one service's Consul endpoints (and, later, its policy) into a
-   validated `ServiceModel`, or raises `TranslationError` naming what is wrong;
+1. `translate_service` turns one service's Consul endpoints into a validated `ServiceModel`, or
+   raises `TranslationError` naming what is wrong;
 2. the builders below turn a model (or nothing, for a service the catalog does not know) into
    the resource a client or server asked for by name (names: `mesh.xds.names`).
 
 Only shapes that grpcio, grpc-go and grpc-js all accept (the prototype's FINDINGS.md): a
-load_balancing_weight on every locality, the router filter last, ROUND_ROBIN, and (to come)
+load_balancing_weight on every locality, the router filter last, ROUND_ROBIN or RING_HASH (never
+LEAST_REQUEST: grpcio NACKs it), header matchers in the exact/prefix/safe_regex fields, and (to come)
 outlier detection always with its success_rate fields.
 
-Where the roadmap plugs in, each through `Policy` and one function below:
-VirtualService -> `routes_for`, `client_http_filters` (fault before the router);
-DestinationRule -> `cluster` (subsets `outbound|PORT|SUBSET|FQDN` by endpoint Meta);
+The Istio resources arrive as `Policy` (`mesh.xds.istio`, already checked):
+VirtualService -> `routes_for` (matches, weighted subsets), later `client_http_filters` (fault
+before the router); DestinationRule -> `cluster` (RING_HASH), `load_assignment` (subsets
+`outbound|PORT|SUBSET|FQDN`: the endpoints whose Consul Meta has the subset's labels). Still to come:
 PeerAuthentication -> `server_transport_socket` (DownstreamTlsContext), `cluster` (Upstream);
 AuthorizationPolicy -> `server_http_filters` (RBAC before the router), per workload labels.
 """
