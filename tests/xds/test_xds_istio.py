@@ -262,3 +262,24 @@ def test_least_request_round_robin_and_ring_hash_on_a_header_are_acked_and_used_
         seen = poll_until(lambda: at_least(proc, enough, acked_at), 30, 0.1, f"{language} calls")
         assert len(set(seen)) == 1 and seen[0] in VERSIONS, f"{language}: one header value, {sorted(set(seen))}"
     assert changed_at and not [e for e in cp.logs() if "NACK" in e["message"]], "a client rejected a resource"
+
+
+@pytest.mark.parametrize("match, expected", [
+    ({"headers": {HEADER[0]: {"regex": "b.t."}}, "uri": {"prefix": "/shop.catalog.v1.CatalogService/"}}, "v2"),
+    ({"headers": {HEADER[0]: {"prefix": "be"}}, "uri": {"exact": "/shop.catalog.v1.CatalogService/GetProduct"}}, "v2"),
+    ({"uri": {"exact": "/shop.catalog.v1.CatalogService/ListProducts"}}, "v1"),
+    ({"headers": {HEADER[0]: {"regex": "bet"}}}, "v1"),  # a regex matches the whole value, as in Envoy
+], ids=["header-regex+uri-prefix", "header-prefix+uri-exact", "other-method", "partial-regex"])
+def test_header_and_grpc_path_matchers_in_every_client(match, expected, backends, istio_dir, consul_agent,
+                                                       start_control_plane, procs, tmp_path, request):
+    route = (f"- match: [{json.dumps(match)}]\n  route:\n  - destination: {{host: catalog, subset: v2}}\n"
+             + default_route("v1"))
+    (istio_dir / "catalog-vs.yaml").write_text(virtual_service(route))
+    cp = start_control_plane(consul_agent.http_addr, env={"MESH_ISTIO_DIR": str(istio_dir)})
+    enough = 100
+    probes = {language: start_probe(language, procs, tmp_path, cp.address, request, f"match-{language}", [HEADER])
+              for language in LANGUAGES}
+    for language, proc in probes.items():
+        seen = poll_until(lambda: at_least(proc, enough), 30, 0.1, f"{language} calls")
+        assert seen.count(expected) == len(seen), f"{language}: {sorted(set(seen))}"
+    assert not [e for e in cp.logs() if "NACK" in e["message"]], "a client rejected a resource"
