@@ -9,6 +9,8 @@ Environment (defaults in brackets):
 - `MESH_LOG_LEVEL` [info]: debug, info, warn, error;
 - `MESH_XDS_DEBOUNCE_AFTER` [0.02], `MESH_XDS_DEBOUNCE_MAX` [0.25]: seconds of quiet a rebuild waits
   for after a catalog change, and the most it waits (istiod's PILOT_DEBOUNCE_AFTER/MAX);
+- `MESH_ISTIO_DIR` [none]: a folder whose `*.yaml` files hold Istio VirtualServices and
+  DestinationRules (`mesh.xds.istio`), watched and applied within a second of an edit;
 - `MESH_XDS_UNACKED_TIMEOUT` [30]: seconds a response may stay unanswered while newer state waits
   before the stream is closed (its client stopped reading).
 
@@ -17,6 +19,8 @@ and again while a background task (the Consul watcher, the reconciler) has faile
 recovered. `mesh.xds.translation` is NOT_SERVING while some service's translation fails (its last
 good resources keep serving; the reason is in the log and in CSDS): the control plane as a whole
 still serves every other service, as istiod stays ready when one resource is bad.
+`mesh.xds.policy` is NOT_SERVING while some Istio resource in MESH_ISTIO_DIR is rejected (its
+last good version keeps serving; the file, resource and reason are in the log).
 SIGTERM/SIGINT: NOT_SERVING, close the ADS streams, stop, exit 0.
 """
 
@@ -28,6 +32,7 @@ import logging
 import os
 import signal
 import sys
+from pathlib import Path
 from collections.abc import Mapping
 
 from envoy.service.discovery.v3 import ads_pb2, ads_pb2_grpc
@@ -38,6 +43,8 @@ from mesh.runtime import logs
 from mesh.runtime.config import LOG_LEVELS, ConfigError, EnvReader
 from mesh.xds.catalog import Catalog, ConsulWatcher
 from mesh.xds.csds import CsdsServer
+from mesh.xds.istio import IstioDir, Policy
+from mesh.xds.names import ServiceKey
 from mesh.xds.reconcile import DEBOUNCE_AFTER, DEBOUNCE_MAX, Reconciler
 from mesh.xds.resources import ResourceStore
 from mesh.xds.server import UNACKED_TIMEOUT, AdsServer, create_server
@@ -48,6 +55,7 @@ log = logging.getLogger("mesh.xds")
 SERVICE_NAME = "mesh-xds"
 ADS_SERVICE = ads_pb2.DESCRIPTOR.services_by_name["AggregatedDiscoveryService"].full_name
 TRANSLATION_HEALTH = "mesh.xds.translation"
+POLICY_HEALTH = "mesh.xds.policy"
 STOP_GRACE = 2.0  # seconds for in-flight RPCs once the streams are closed
 FORGET_EVERY = 60.0  # seconds between sweeps of resources no node subscribes to any more
 
@@ -59,6 +67,7 @@ class XdsConfig:
     namespace: str
     consul_http_addr: str
     log_level: str
+    istio_dir: str = ""
     debounce_after: float = DEBOUNCE_AFTER
     debounce_max: float = DEBOUNCE_MAX
     unacked_timeout: float = UNACKED_TIMEOUT
@@ -72,6 +81,7 @@ def load_config(environ: Mapping[str, str] | None = None) -> XdsConfig:
         namespace=reader.string("MESH_NAMESPACE", "default"),
         consul_http_addr=reader.string("CONSUL_HTTP_ADDR", "127.0.0.1:8500"),
         log_level=reader.string("MESH_LOG_LEVEL", "info", choices=LOG_LEVELS),
+        istio_dir=reader.string("MESH_ISTIO_DIR", ""),
         debounce_after=reader.seconds("MESH_XDS_DEBOUNCE_AFTER", DEBOUNCE_AFTER),
         debounce_max=reader.seconds("MESH_XDS_DEBOUNCE_MAX", DEBOUNCE_MAX),
         unacked_timeout=reader.seconds("MESH_XDS_UNACKED_TIMEOUT", UNACKED_TIMEOUT),
@@ -83,7 +93,7 @@ def load_config(environ: Mapping[str, str] | None = None) -> XdsConfig:
 async def serve(config: XdsConfig) -> None:
     store = ResourceStore()
     health_servicer = health.aio.HealthServicer()
-    status = Health(health_servicer, ("", ADS_SERVICE), TRANSLATION_HEALTH)
+    status = Health(health_servicer, ("", ADS_SERVICE), TRANSLATION_HEALTH, POLICY_HEALTH)
     await status.update()
     supervisor = Supervisor(status.update, status.failing)
 
@@ -108,11 +118,24 @@ async def serve(config: XdsConfig) -> None:
     log.info("ADS, CSDS and health listening on %s:%d (namespace %s)", config.host, port, config.namespace,
              extra={"port": port})
 
-    # the Istio resources in istio/ will feed reconciler.set_policy (roadmap item 1)
+    def on_policy(policy: Policy, rejections: dict[str, str]) -> None:
+        reconciler.set_policy(policy)
+        if status.policy_rejections != len(rejections):
+            status.policy_rejections = len(rejections)
+            supervisor.health_changed()
+
+    istio = IstioDir(Path(config.istio_dir), config.namespace, on_policy) if config.istio_dir else None
+
+    async def watch_istio() -> None:
+
+        log.info("reading Istio resources from %s", config.istio_dir)
+        await istio.run()
 
     async def watch_consul() -> None:
         async def on_catalog(catalog: Catalog) -> None:
             reconciler.set_catalog(catalog)
+            if istio is not None:  # hosts must be mesh services; the policy rebuild coalesces with this one
+                istio.set_services(ServiceKey(name, config.namespace) for name in catalog.services)
 
         watcher = ConsulWatcher(config.consul_http_addr, on_catalog)
 
@@ -139,6 +162,8 @@ async def serve(config: XdsConfig) -> None:
     tasks = [asyncio.create_task(supervisor.run("consul watcher", watch_consul)),
              asyncio.create_task(supervisor.run("reconciler", reconciler.run)),
              asyncio.create_task(supervisor.run("resource sweeper", forget_unused))]
+    if config.istio_dir:
+        tasks.append(asyncio.create_task(supervisor.run("istio watcher", watch_istio)))
     try:
         await stop.wait()
     finally:

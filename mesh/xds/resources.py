@@ -146,7 +146,7 @@ class ResourceStore:
             return translate.route_configuration(target, self.policy), target.service
         if type_url == CLUSTER:
             return translate.cluster(name, self.policy), target.service
-        return translate.load_assignment(name, self._models.get(target.service)), target.service
+        return translate.load_assignment(name, self._models.get(target.service), self.policy), target.service
 
     def _build(self, key: Key, previous: Resource | None) -> Resource:
         """The resource for `key` now: `previous` itself if its content is unchanged. Its

@@ -27,12 +27,16 @@ BACKOFF_MIN, BACKOFF_MAX = 0.5, 30.0  # seconds before a failed task starts agai
 
 class Health:
     """Sets the statuses of `names` from three facts: published at least once, tasks failing,
-    and (for `translation_name`) services whose translation fails."""
+    and (for `translation_name`) services whose translation fails; `policy_name` from the Istio
+    resources rejected."""
 
-    def __init__(self, servicer: health.aio.HealthServicer, names: Iterable[str], translation_name: str) -> None:
+    def __init__(self, servicer: health.aio.HealthServicer, names: Iterable[str], translation_name: str,
+                 policy_name: str | None = None) -> None:
         self._servicer = servicer
         self._names = tuple(names)
         self._translation_name = translation_name
+        self._policy_name = policy_name
+        self.policy_rejections = 0  # Istio resources rejected (their last good versions serve)
         self.published = False
         self.failing: dict[str, str] = {}  # task name -> reason
         self.translation_failures = 0
@@ -42,6 +46,8 @@ class Health:
         serving = self.published and not self.failing
         wanted = {name: serving for name in self._names}
         wanted[self._translation_name] = self.published and not self.translation_failures
+        if self._policy_name is not None:
+            wanted[self._policy_name] = not self.policy_rejections
         for name, ok in wanted.items():
             status = health_pb2.HealthCheckResponse.SERVING if ok else health_pb2.HealthCheckResponse.NOT_SERVING
             if self._shown.get(name) != status:

@@ -2,18 +2,20 @@
 
 Two steps, so that a change costs only what it touches (issue 6) and a bad input spoils only its
 own service:
-1. `translate_service` turns one service's Consul endpoints (and, later, its policy) into a
-   validated `ServiceModel`, or raises `TranslationError` naming what is wrong;
+1. `translate_service` turns one service's Consul endpoints into a validated `ServiceModel`, or
+   raises `TranslationError` naming what is wrong;
 2. the builders below turn a model (or nothing, for a service the catalog does not know) into
    the resource a client or server asked for by name (names: `mesh.xds.names`).
 
 Only shapes that grpcio, grpc-go and grpc-js all accept (the prototype's FINDINGS.md): a
-load_balancing_weight on every locality, the router filter last, ROUND_ROBIN, and (to come)
+load_balancing_weight on every locality, the router filter last, ROUND_ROBIN or RING_HASH (never
+LEAST_REQUEST: grpcio NACKs it), header matchers in the exact/prefix/safe_regex fields, and (to come)
 outlier detection always with its success_rate fields.
 
-Where the roadmap plugs in, each through `Policy` and one function below:
-VirtualService -> `routes_for`, `client_http_filters` (fault before the router);
-DestinationRule -> `cluster` (subsets `outbound|PORT|SUBSET|FQDN` by endpoint Meta);
+The Istio resources arrive as `Policy` (`mesh.xds.istio`, already checked):
+VirtualService -> `routes_for` (matches, weighted subsets), later `client_http_filters` (fault
+before the router); DestinationRule -> `cluster` (RING_HASH), `load_assignment` (subsets
+`outbound|PORT|SUBSET|FQDN`: the endpoints whose Consul Meta has the subset's labels). Still to come:
 PeerAuthentication -> `server_transport_socket` (DownstreamTlsContext), `cluster` (Upstream);
 AuthorizationPolicy -> `server_http_filters` (RBAC before the router), per workload labels.
 """
@@ -33,9 +35,11 @@ from envoy.extensions.filters.http.router.v3 import router_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 from google.protobuf import any_pb2
 from google.protobuf.message import Message
+from istio.networking.v1alpha3 import destination_rule_pb2
 
 from mesh.xds.catalog import Endpoint
-from mesh.xds.names import ClientTarget, ServiceKey, cluster_name
+from mesh.xds.istio import Policy, host_service
+from mesh.xds.names import ClientTarget, ServiceKey, cluster_name, parse_cluster_name
 
 __all__ = ["CLUSTER", "ENDPOINT", "LISTENER", "ROUTE", "TYPE_URLS", "Policy", "ServiceModel", "TranslationError",
            "WorkloadIdentity", "client_listener", "cluster", "load_assignment", "pack", "route_configuration",
@@ -49,16 +53,7 @@ TYPE_URLS = (LISTENER, ROUTE, CLUSTER, ENDPOINT)
 HCM_FILTER = "envoy.filters.network.http_connection_manager"
 ROUTER_FILTER = "envoy.filters.http.router"
 LOCALITY = base_pb2.Locality(region="local", zone="local")
-
-
-@dataclasses.dataclass(frozen=True)
-class Policy:
-    """What the Istio resources in `istio/` say. The default (no resources) means: one route to
-    all passing endpoints of a service, round robin, plaintext, every RPC allowed.
-
-    Fields arrive with the roadmap (virtual_services, destination_rules, peer_authentications,
-    authorization_policies); keep it frozen and comparable: the reconciler compares policies.
-    """
+RING_SIZE = 1024  # istiod's minimum ring size when a consistentHash sets none
 
 
 @dataclasses.dataclass(frozen=True)
@@ -145,9 +140,92 @@ def client_listener(name: str, target: ClientTarget, policy: Policy) -> listener
     return listener_pb2.Listener(name=name, api_listener=api_listener_pb2.ApiListener(api_listener=pack(hcm)))
 
 
+def _destination_target(target: ClientTarget, destination, policy_namespace: str) -> ClientTarget:
+    service = host_service(destination.host, policy_namespace)
+    return ClientTarget(service, destination.port.number or target.port)
+
+
+def _hash_policies(destination: ClientTarget, subset: str, policy: Policy) -> list:
+    """A header hash policy when the destination's (merged) load balancer is consistentHash, as
+    istiod puts it on the route."""
+    lb = traffic_policy(policy.of(destination.service).destination_rule, subset).load_balancer
+    if lb.HasField("consistent_hash") and lb.consistent_hash.http_header_name:
+        header = route_components_pb2.RouteAction.HashPolicy.Header(header_name=lb.consistent_hash.http_header_name)
+        return [route_components_pb2.RouteAction.HashPolicy(header=header)]
+    return []
+
+
+def _action(target: ClientTarget, http, policy: Policy) -> route_components_pb2.RouteAction:
+    destinations = [(_destination_target(target, r.destination, target.service.namespace), r.destination.subset,
+                     r.weight) for r in http.route]
+    if len(destinations) == 1:
+        dest, subset, _ = destinations[0]
+        return route_components_pb2.RouteAction(cluster=cluster_name(dest, subset),
+                                                hash_policy=_hash_policies(dest, subset, policy))
+    weighted = route_components_pb2.WeightedCluster()
+    hash_policies = []
+    for dest, subset, weight in destinations:
+        if weight == 0:
+            continue  # istiod leaves out a zero-weight destination
+        entry = weighted.clusters.add(name=cluster_name(dest, subset))
+        entry.weight.value = weight
+        hash_policies = hash_policies or _hash_policies(dest, subset, policy)
+    return route_components_pb2.RouteAction(weighted_clusters=weighted, hash_policy=hash_policies)
+
+
+def _string_match(matcher) -> tuple[str, str] | None:
+    kind = matcher.WhichOneof("match_type")
+    return None if kind is None else (kind, getattr(matcher, kind))
+
+
+def _route_match(match) -> route_components_pb2.RouteMatch:
+    """HTTPMatchRequest -> RouteMatch. Header matchers use the fields every gRPC client reads
+    (exact_match, prefix_match, safe_regex_match), uri the path specifiers; gRPC paths are
+    `/package.Service/Method`."""
+    out = route_components_pb2.RouteMatch(prefix="")
+    uri = _string_match(match.uri) if match.HasField("uri") else None
+    if uri is not None:
+        kind, value = uri
+        if kind == "exact":
+            out.path = value
+        elif kind == "prefix":
+            out.prefix = value
+        else:
+            out.safe_regex.regex = value
+    for name, matcher in sorted(match.headers.items()):
+        found = _string_match(matcher)
+        header = out.headers.add(name=name)
+        if found is None:
+            header.present_match = True
+            continue
+        kind, value = found
+        if kind == "exact":
+            header.exact_match = value
+        elif kind == "prefix":
+            header.prefix_match = value
+        else:
+            header.safe_regex_match.regex = value
+    return out
+
+
 def routes_for(target: ClientTarget, policy: Policy) -> list[route_components_pb2.Route]:
-    action = route_components_pb2.RouteAction(cluster=cluster_name(target))
-    return [route_components_pb2.Route(name="default", match=route_components_pb2.RouteMatch(prefix=""), route=action)]
+    """No VirtualService: one route to the service's cluster. Else its http routes in order, one
+    route per match (a route without match matches everything), as istiod translates them; like
+    istiod, no catch-all is added: a call that matches nothing fails (UNAVAILABLE in gRPC)."""
+    service_policy = policy.of(target.service)
+    if service_policy.virtual_service is None:
+        action = route_components_pb2.RouteAction(cluster=cluster_name(target),
+                                                  hash_policy=_hash_policies(target, "", policy))
+        return [route_components_pb2.Route(name="default", match=route_components_pb2.RouteMatch(prefix=""),
+                                           route=action)]
+    routes = []
+    for index, http in enumerate(service_policy.virtual_service.http):
+        action = _action(target, http, policy)
+        name = http.name or f"route-{index}"
+        for match in http.match or [None]:
+            match_pb = route_components_pb2.RouteMatch(prefix="") if match is None else _route_match(match)
+            routes.append(route_components_pb2.Route(name=name, match=match_pb, route=action))
+    return routes
 
 
 def route_configuration(target: ClientTarget, policy: Policy) -> route_pb2.RouteConfiguration:
@@ -160,22 +238,67 @@ def route_configuration(target: ClientTarget, policy: Policy) -> route_pb2.Route
     return route_pb2.RouteConfiguration(name=cluster_name(target), virtual_hosts=[host])
 
 
+def traffic_policy(rule, subset: str):
+    """The DestinationRule's trafficPolicy with the subset's own over it, top-level field by field
+    (loadBalancer, connectionPool, outlierDetection, tls), as istiod's MergeTrafficPolicy does."""
+    merged = destination_rule_pb2.TrafficPolicy()
+    if rule is None:
+        return merged
+    merged.CopyFrom(rule.traffic_policy)
+    for candidate in rule.subsets:
+        if candidate.name == subset and candidate.HasField("traffic_policy"):
+            for field, value in candidate.traffic_policy.ListFields():
+                if field.name != "port_level_settings":
+                    getattr(merged, field.name).CopyFrom(value)
+    return merged
+
+
+def subset_labels(rule, subset: str) -> dict[str, str] | None:
+    """The labels a subset selects; None if no rule defines it."""
+    for candidate in (rule.subsets if rule is not None else ()):
+        if candidate.name == subset:
+            return dict(candidate.labels)
+    return None
+
+
 def cluster(name: str, policy: Policy) -> cluster_pb2.Cluster:
+    """An EDS cluster named as istiod names it (the EDS name is the cluster name), its load
+    balancer from the DestinationRule as istiod's grpcgen sets it: ROUND_ROBIN, or RING_HASH for
+    consistentHash (the route carries the hash policy), ring size as istiod's default when unset."""
     eds = cluster_pb2.Cluster.EdsClusterConfig(eds_config=_ads(), service_name=name)
-    return cluster_pb2.Cluster(name=name, type=cluster_pb2.Cluster.EDS, eds_cluster_config=eds,
-                               lb_policy=cluster_pb2.Cluster.ROUND_ROBIN)
+    out = cluster_pb2.Cluster(name=name, type=cluster_pb2.Cluster.EDS, eds_cluster_config=eds,
+                              lb_policy=cluster_pb2.Cluster.ROUND_ROBIN)
+    parsed = parse_cluster_name(name)
+    if parsed is None:
+        return out
+    target, subset = parsed
+    lb = traffic_policy(policy.of(target.service).destination_rule, subset).load_balancer
+    if lb.HasField("consistent_hash"):
+        hashing = lb.consistent_hash
+        size = hashing.ring_hash.minimum_ring_size or hashing.minimum_ring_size or RING_SIZE
+        out.lb_policy = cluster_pb2.Cluster.RING_HASH
+        out.ring_hash_lb_config.minimum_ring_size.value = size
+    return out  # ROUND_ROBIN, LEAST_REQUEST too (grpcio NACKs it: mesh.xds.istio warns)
 
 
-def load_assignment(name: str, model: ServiceModel | None) -> endpoint_pb2.ClusterLoadAssignment:
-    """Every passing instance of the service, whatever port the client dialled: the port in the
-    name is the service's port, each instance listens on its own (as WorkloadEntry ports do).
-    No model (a service the catalog does not know) is an empty assignment, never "does not
-    exist": calls fail fast with UNAVAILABLE and recover with one EDS update."""
+def load_assignment(name: str, model: ServiceModel | None, policy: Policy = Policy()) -> endpoint_pb2.ClusterLoadAssignment:
+    """Every passing instance of the service (of a subset: those whose Consul Meta has all the
+    subset's labels), whatever port the client dialled: the port in the name is the service's
+    port, each instance listens on its own (as WorkloadEntry ports do). No model (a service the
+    catalog does not know), or a subset no DestinationRule defines, is an empty assignment, never
+    "does not exist": calls fail fast with UNAVAILABLE and recover with one EDS update."""
     assignment = endpoint_pb2.ClusterLoadAssignment(cluster_name=name)
-    if model is not None and model.endpoints:
+    endpoints = model.endpoints if model is not None else ()
+    parsed = parse_cluster_name(name)
+    if parsed is not None and parsed[1]:
+        target, subset = parsed
+        labels = subset_labels(policy.of(target.service).destination_rule, subset)
+        endpoints = () if labels is None else tuple(
+            e for e in endpoints if all(e.meta.get(k) == v for k, v in labels.items()))
+    if endpoints:
         locality = assignment.endpoints.add(locality=LOCALITY)
         locality.load_balancing_weight.value = 1  # without it every RPC fails in grpcio
-        for endpoint in model.endpoints:
+        for endpoint in endpoints:
             address = _address(endpoint.ip, endpoint.port)
             locality.lb_endpoints.add(endpoint=endpoint_components_pb2.Endpoint(address=address),
                                       health_status=health_check_pb2.HEALTHY)

@@ -1,4 +1,4 @@
-"""The generated code in gen/ is what `make proto` makes from protos/ today."""
+"""The generated code in gen/ is what `make proto` makes from protos/ (and third_party/istio-api) today."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 BUF = ROOT / "tools" / "proto" / "node_modules" / ".bin" / "buf"
 HAND_WRITTEN = {"go.mod", "go.sum"}
-TEMPLATES = ("buf.gen.yaml", "buf.gen.ts-rpc.yaml")
+TEMPLATES = ("buf.gen.yaml", "buf.gen.ts-rpc.yaml", "buf.gen.istio.yaml")
 
 
 def _files(base: pathlib.Path) -> set[str]:

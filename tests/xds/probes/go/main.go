@@ -15,12 +15,14 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	xdscreds "google.golang.org/grpc/credentials/xds"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/xds" // also registers the xds:/// resolver and balancers
 
 	catalogv1 "polymesh.local/gen/go/shop/catalog/v1"
@@ -65,6 +67,15 @@ func main() {
 	interval := flag.Duration("interval", 10*time.Millisecond, "pause between calls")
 	servePort := flag.Int("serve-port", 0, "be an xDS-managed server on 127.0.0.1:PORT instead")
 	name := flag.String("name", "go", "the product name the server answers with")
+	var headers []string
+	flag.Func("header", "NAME=VALUE metadata sent with every call (repeatable)", func(v string) error {
+		k, val, ok := strings.Cut(v, "=")
+		if !ok {
+			return fmt.Errorf("%q: not NAME=VALUE", v)
+		}
+		headers = append(headers, k, val)
+		return nil
+	})
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
@@ -91,7 +102,7 @@ func main() {
 
 	out := json.NewEncoder(os.Stdout)
 	for ctx.Err() == nil {
-		callCtx, cancel := context.WithTimeout(ctx, time.Second)
+		callCtx, cancel := context.WithTimeout(metadata.AppendToOutgoingContext(ctx, headers...), time.Second)
 		resp, err := client.GetProduct(callCtx, &catalogv1.GetProductRequest{Id: "probe"})
 		cancel()
 		l := line{T: float64(time.Now().UnixNano()) / 1e9}

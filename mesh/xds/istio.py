@@ -1,0 +1,453 @@
+"""Istio's VirtualService and DestinationRule, read from the `*.yaml` files of one folder, checked,
+and turned into the `Policy` that translation takes.
+
+Each document is parsed into the message generated from Istio's own protos
+(`third_party/istio-api`) with `json_format.ParseDict`, which rejects an unknown field or a
+duration that does not parse and names it. Then what needs more than one resource is checked: a
+host must be a service of the governed namespace, a destination's subset must be defined by the
+DestinationRule of its host, weights across several destinations must sum to 100, one resource
+of a kind per host.
+
+A rejected resource keeps its last good version serving (a file whose YAML does not parse keeps
+every resource it last gave); the rejection is logged once, with the file, the resource
+(`Kind namespace/name`) and the reason, and listed in `rejections` (the control plane's health
+name `mesh.xds.policy` is NOT_SERVING while any is). A field the proxyless data plane cannot
+honour (mirror, corsPolicy, rewrite, ...) or that this control plane does not translate yet is
+logged once as a WARN naming the file and the field; the rest of the resource applies.
+
+`IstioDir` watches the folder by polling the files' mtimes and sizes (`POLL_INTERVAL`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import os
+import re
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+
+import yaml
+from google.protobuf import json_format
+from google.protobuf.message import Message
+from istio.networking.v1alpha3 import destination_rule_pb2, virtual_service_pb2
+
+from mesh.xds.bootstrap import DNS_SUFFIX
+from mesh.xds.names import ServiceKey
+
+__all__ = ["API_VERSIONS", "IstioDir", "IstioResource", "POLL_INTERVAL", "Policy", "ServicePolicy", "compile_policy",
+           "read_file"]
+
+log = logging.getLogger(__name__)
+
+POLL_INTERVAL = 0.2  # seconds between looks at the folder's files
+API_VERSIONS = frozenset({"networking.istio.io/v1", "networking.istio.io/v1beta1", "networking.istio.io/v1alpha3"})
+MODELS: dict[str, type[Message]] = {"VirtualService": virtual_service_pb2.VirtualService,
+                                    "DestinationRule": destination_rule_pb2.DestinationRule}
+
+# What translation honours, as JSON paths with [] for list indices and * for map keys; a set field
+# elsewhere is warned about. CANNOT: what proxyless gRPC cannot do at all (istiod drops it too).
+SUPPORTED = {
+    "VirtualService": ("hosts", "http[].name", "http[].match[].name", "http[].match[].headers.*.exact",
+                       "http[].match[].headers.*.prefix", "http[].match[].headers.*.regex", "http[].match[].uri.exact",
+                       "http[].match[].uri.prefix", "http[].match[].uri.regex", "http[].route[].destination.host",
+                       "http[].route[].destination.subset", "http[].route[].destination.port.number",
+                       "http[].route[].weight"),
+    "DestinationRule": ("host", "subsets[].name", "subsets[].labels", "trafficPolicy.loadBalancer.simple",
+                        "trafficPolicy.loadBalancer.consistentHash.httpHeaderName",
+                        "trafficPolicy.loadBalancer.consistentHash.ringHash.minimumRingSize",
+                        "trafficPolicy.loadBalancer.consistentHash.minimumRingSize",
+                        "subsets[].trafficPolicy.loadBalancer.simple",
+                        "subsets[].trafficPolicy.loadBalancer.consistentHash.httpHeaderName",
+                        "subsets[].trafficPolicy.loadBalancer.consistentHash.ringHash.minimumRingSize",
+                        "subsets[].trafficPolicy.loadBalancer.consistentHash.minimumRingSize"),
+}
+CANNOT = ("mirror", "mirrors", "mirrorPercentage", "mirrorPercent", "corsPolicy", "rewrite", "redirect",
+          "directResponse", "headers", "delegate", "gateways", "tcp", "tls", "exportTo", "match[].sourceLabels",
+          "match[].gateways", "match[].queryParams", "match[].withoutHeaders", "match[].method", "match[].authority",
+          "match[].scheme", "match[].ignoreUriCase", "match[].port", "match[].sourceNamespace", "workloadSelector")
+SUPPORTED_LB = ("ROUND_ROBIN", "LEAST_REQUEST", "UNSPECIFIED")
+# grpcio 1.85 NACKs a cluster with lb_policy LEAST_REQUEST ("LB policy is not supported"), and
+# istiod's grpcgen sends ROUND_ROBIN for it too (with a warning): so do we.
+LEAST_REQUEST_NOTE = "LEAST_REQUEST is served as ROUND_ROBIN (grpcio rejects it; istiod's proxyless generator does the same)"
+
+
+@dataclasses.dataclass(frozen=True)
+class IstioResource:
+    """One parsed document: where it came from and its typed spec."""
+
+    kind: str
+    namespace: str
+    name: str
+    file: str
+    spec: Message
+
+    @property
+    def ref(self) -> str:
+        return f"{self.kind} {self.namespace}/{self.name}"
+
+
+@dataclasses.dataclass(frozen=True)
+class ServicePolicy:
+    """What applies to one service: its DestinationRule and VirtualService specs (None: none)."""
+
+    destination_rule: destination_rule_pb2.DestinationRule | None = None
+    virtual_service: virtual_service_pb2.VirtualService | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Policy:
+    """What the Istio resources in `istio/` say, per service. The default (no resources) means:
+    one route to all passing endpoints of a service, round robin, plaintext, every RPC allowed.
+    Frozen and comparable (protobuf messages compare by content): the reconciler compares policies."""
+
+    services: tuple[tuple[ServiceKey, ServicePolicy], ...] = ()
+
+    def of(self, service: ServiceKey) -> ServicePolicy:
+        for key, policy in self.services:
+            if key == service:
+                return policy
+        return ServicePolicy()
+
+
+class Rejected(ValueError):
+    pass
+
+
+def host_service(host: str, namespace: str) -> ServiceKey:
+    """A resource's host -> the mesh service it names (short names take the resource's namespace)."""
+    name = host.removesuffix("." + DNS_SUFFIX).removesuffix(".svc")
+    parts = name.split(".")
+    if len(parts) == 1:
+        parts.append(namespace)
+    if len(parts) != 2 or not all(re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", p) for p in parts) or (
+            "." in host and not (host.count(".") == 1 or host.endswith(".svc") or host.endswith("." + DNS_SUFFIX))):
+        raise Rejected(f"host {host!r} is no mesh service (NAME, NAME.NAMESPACE, NAME.NAMESPACE.svc or its FQDN)")
+    return ServiceKey(parts[0], parts[1])
+
+
+def _json_name(message: Message, field) -> str:
+    return field.json_name if field.json_name else field.name
+
+
+def set_fields(message: Message, generic: str = "", concrete: str = "") -> Iterator[tuple[str, str]]:
+    """(generic path, concrete path) of every set leaf: `http[].match[].uri.exact`, `http[0].match[1].uri.exact`."""
+    for field, value in message.ListFields():
+        name = _json_name(message, field)
+        g, c = f"{generic}.{name}" if generic else name, f"{concrete}.{name}" if concrete else name
+        is_message = field.message_type is not None
+        if is_message and field.message_type.GetOptions().map_entry:
+            value_field = field.message_type.fields_by_name["value"]
+            if value_field.message_type is None:
+                yield g, c
+                continue
+            for key, item in value.items():
+                yield from set_fields(item, f"{g}.*", f"{c}.{key}")
+        elif is_message and field.is_repeated:
+            for index, item in enumerate(value):
+                yield from set_fields(item, f"{g}[]", f"{c}[{index}]")
+        elif is_message and not field.message_type.full_name.startswith("google.protobuf."):
+            yield from set_fields(value, g, c)
+        else:
+            yield g, c
+
+
+def unsupported_fields(resource: IstioResource) -> list[tuple[str, str]]:
+    """(field path, why) for each set field translation does not honour."""
+    out: dict[str, str] = {}
+    supported = SUPPORTED[resource.kind]
+    for generic, concrete in set_fields(resource.spec):
+        if generic in supported or any(generic.startswith(prefix + ".") for prefix in supported):
+            continue
+        tail = re.sub(r"^http\[\]\.", "", generic)
+        cannot = next((c for c in CANNOT if tail == c or tail.startswith(c + ".") or tail.startswith(c + "[")), None)
+        if cannot is not None:  # name the field itself (`mirror`), not each of its leaves (`mirror.host`)
+            depth = len(generic.split(".")) - len(tail.split(".")) + len(cannot.split("."))
+            concrete = ".".join(concrete.split(".")[:depth])
+        out.setdefault(f"spec.{concrete}", "proxyless gRPC cannot honour it" if cannot else "not translated yet")
+    out = list(out.items())
+    if resource.kind == "DestinationRule":
+        policies = [("spec.trafficPolicy", resource.spec.traffic_policy)] + [
+            (f"spec.subsets[{i}].trafficPolicy", s.traffic_policy) for i, s in enumerate(resource.spec.subsets)]
+        for where, policy in policies:
+            if policy.load_balancer.simple == destination_rule_pb2.LoadBalancerSettings.LEAST_REQUEST:
+                out.append((f"{where}.loadBalancer.simple", LEAST_REQUEST_NOTE))
+    return out
+
+
+def parse_document(document: object, file: str, default_namespace: str) -> IstioResource | None:
+    """One YAML document -> an IstioResource; None for a kind this control plane does not read.
+    Raises Rejected (with as much of the resource's identity as it has) for anything invalid."""
+    if document is None:
+        return None
+    if not isinstance(document, dict):
+        raise Rejected("a document is not a mapping")
+    kind, api_version = document.get("kind"), document.get("apiVersion")
+    metadata = document.get("metadata") or {}
+    if kind not in MODELS:
+        return None
+    if not isinstance(metadata, dict) or not isinstance(metadata.get("name"), str) or not metadata["name"]:
+        raise Rejected(f"{kind} without metadata.name")
+    resource_ref = f"{kind} {metadata.get('namespace') or default_namespace}/{metadata['name']}"
+    if api_version not in API_VERSIONS:
+        raise Rejected(f"{resource_ref}: apiVersion {api_version!r} is not one of {sorted(API_VERSIONS)}")
+    spec = document.get("spec")
+    if not isinstance(spec, dict):
+        raise Rejected(f"{resource_ref}: spec is missing or not a mapping")
+    try:
+        message = json_format.ParseDict(spec, MODELS[kind]())
+    except json_format.ParseError as error:
+        raise Rejected(f"{resource_ref}: {error}") from None
+    return IstioResource(kind, metadata.get("namespace") or default_namespace, metadata["name"], file, message)
+
+
+def read_file(path: Path, default_namespace: str) -> tuple[list[IstioResource], list[tuple[str, str]]]:
+    """(resources, rejections as (what, reason)) of one file. Bad YAML rejects the file as a whole:
+    ([], [("", reason)])."""
+    try:
+        documents = list(yaml.safe_load_all(path.read_text()))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
+        return [], [("", f"not readable YAML: {error}".replace("\n", " "))]
+    resources, rejections = [], []
+    for index, document in enumerate(documents):
+        try:
+            resource = parse_document(document, str(path), default_namespace)
+        except Rejected as error:
+            what, _, reason = str(error).partition(": ")
+            rejections.append((what if reason else f"document {index + 1}", reason or str(error)))
+            continue
+        if resource is not None:
+            resources.append(resource)
+    return resources, rejections
+
+
+def _weights(destinations) -> list[int]:
+    return [d.weight for d in destinations]
+
+
+def _mesh_service(host: str, namespace: str, services: frozenset[ServiceKey] | None) -> ServiceKey:
+    service = host_service(host, namespace)
+    if services is not None and service not in services:
+        raise Rejected(f"host {host!r} is no mesh service: Consul has no service {service.name!r} in namespace "
+                       f"{service.namespace!r}")
+    return service
+
+
+def _check_rule(resource: IstioResource, services: frozenset[ServiceKey] | None) -> ServiceKey:
+    rule: destination_rule_pb2.DestinationRule = resource.spec
+    service = _mesh_service(rule.host, resource.namespace, services)
+    names = [subset.name for subset in rule.subsets]
+    if len(set(names)) != len(names) or not all(names):
+        raise Rejected("subset names must be present and unique")
+    for prefix, policy in [("spec.trafficPolicy", rule.traffic_policy)] + [
+            (f"spec.subsets[{i}].trafficPolicy", s.traffic_policy) for i, s in enumerate(rule.subsets)]:
+        lb = policy.load_balancer
+        simple = destination_rule_pb2.LoadBalancerSettings.SimpleLB.Name(lb.simple)
+        if lb.HasField("simple") and simple not in SUPPORTED_LB:
+            raise Rejected(f"{prefix}.loadBalancer.simple {simple}: gRPC supports ROUND_ROBIN and LEAST_REQUEST "
+                           "(and consistentHash)")
+        if lb.HasField("consistent_hash") and not lb.consistent_hash.http_header_name:
+            raise Rejected(f"{prefix}.loadBalancer.consistentHash: only httpHeaderName is supported")
+    return service
+
+
+def _check_service(resource: IstioResource, subsets: Callable[[ServiceKey], set[str] | None],
+                   services: frozenset[ServiceKey] | None) -> ServiceKey:
+    vs: virtual_service_pb2.VirtualService = resource.spec
+    if len(vs.hosts) != 1:
+        raise Rejected(f"spec.hosts must name exactly one mesh service, not {list(vs.hosts)}")
+    service = _mesh_service(vs.hosts[0], resource.namespace, services)
+    if not vs.http:
+        raise Rejected("spec.http has no route")
+    for i, http in enumerate(vs.http):
+        if not http.route:
+            raise Rejected(f"spec.http[{i}].route is empty")
+        weights = _weights(http.route)
+        if len(http.route) > 1 and sum(weights) != 100:
+            raise Rejected(f"spec.http[{i}].route: weights {weights} sum to {sum(weights)}, not 100")
+        if len(http.route) == 1 and weights[0] not in (0, 100):
+            raise Rejected(f"spec.http[{i}].route[0].weight {weights[0]}: a lone destination takes 100")
+        for j, route in enumerate(http.route):
+            target = _mesh_service(route.destination.host, resource.namespace, services)
+            if target != service and not route.destination.port.number:
+                raise Rejected(f"spec.http[{i}].route[{j}].destination: another service needs port.number")
+            if route.destination.subset:
+                defined = subsets(target)
+                if defined is None or route.destination.subset not in defined:
+                    raise Rejected(f"spec.http[{i}].route[{j}].destination.subset {route.destination.subset!r}: "
+                                   f"no DestinationRule of {target.fqdn} defines it")
+        for j, match in enumerate(http.match):
+            for where, matcher in [("uri", match.uri)] + [(f"headers.{k}", v) for k, v in match.headers.items()]:
+                if matcher.WhichOneof("match_type") == "regex":
+                    try:
+                        re.compile(matcher.regex)
+                    except re.error as error:
+                        raise Rejected(f"spec.http[{i}].match[{j}].{where}.regex: {error}") from None
+    return service
+
+
+@dataclasses.dataclass
+class _State:
+    """What compile_policy keeps between runs: the last good version of every resource."""
+
+    last_good: dict[tuple[str, str, str], IstioResource] = dataclasses.field(default_factory=dict)
+    file_resources: dict[str, list[IstioResource]] = dataclasses.field(default_factory=dict)
+
+
+def compile_policy(files: Iterable[Path], namespace: str, state: _State,
+                   services: frozenset[ServiceKey] | None = None) -> tuple[Policy, dict[str, str], list]:
+    """All files -> (policy, rejections {"file: Kind ns/name": reason}, warnings [(file, ref, field, why)]).
+    `state` carries last good versions from run to run; `services`, when given, are the mesh
+    services a host may name (else any well-formed host of a namespace is taken)."""
+    rejections: dict[str, str] = {}
+    candidates: list[IstioResource] = []
+    seen_files = set()
+    for path in sorted(files):
+        seen_files.add(str(path))
+        resources, problems = read_file(path, namespace)
+        for what, reason in problems:
+            rejections[f"{path}: {what}" if what else str(path)] = reason
+        if problems and any(not what for what, _ in problems):
+            resources = state.file_resources.get(str(path), [])  # the YAML is broken: keep what it last gave
+        else:
+            state.file_resources[str(path)] = resources
+        candidates += resources
+    for gone in set(state.file_resources) - seen_files:
+        del state.file_resources[gone]
+
+    def key(r: IstioResource) -> tuple[str, str, str]:
+        return (r.kind, r.namespace, r.name)
+
+    present = {key(r) for r in candidates}
+    # a resource rejected at parse time keeps its last good version (when its file still names it)
+    for ref_key, good in list(state.last_good.items()):
+        if ref_key not in present and any(k.endswith(f"{ref_key[0]} {ref_key[1]}/{ref_key[2]}") for k in rejections):
+            candidates.append(good)
+            present.add(ref_key)
+    accepted: dict[ServiceKey, ServicePolicy] = {}
+    rules: dict[ServiceKey, IstioResource] = {}
+    owners: dict[tuple[str, ServiceKey], str] = {}
+
+    def reject(resource: IstioResource, reason: str) -> IstioResource | None:
+        rejections[f"{resource.file}: {resource.ref}"] = reason
+        previous = state.last_good.get(key(resource))
+        return previous if previous is not None and previous.spec != resource.spec else None
+
+    def admit(resource: IstioResource, check) -> tuple[ServiceKey, IstioResource] | None:
+        current = resource
+        while current is not None:
+            try:
+                service = check(current)
+            except Rejected as error:
+                if current is resource:
+                    current = reject(resource, str(error))
+                else:
+                    current = None
+                continue
+            owner = owners.setdefault((current.kind, service), current.ref)
+            if owner != current.ref:
+                reject(resource, f"{owner} already applies to {service.fqdn}")
+                return None
+            if current is resource:
+                state.last_good[key(resource)] = resource
+            return service, current
+        return None
+
+    for resource in (r for r in candidates if r.kind == "DestinationRule"):
+        admitted = admit(resource, lambda r: _check_rule(r, services))
+        if admitted:
+            rules[admitted[0]] = admitted[1]
+
+    def subsets(service: ServiceKey) -> set[str] | None:
+        rule = rules.get(service)
+        return None if rule is None else {s.name for s in rule.spec.subsets}
+
+    routed: dict[ServiceKey, IstioResource] = {}
+    for resource in (r for r in candidates if r.kind == "VirtualService"):
+        admitted = admit(resource, lambda r: _check_service(r, subsets, services))
+        if admitted:
+            routed[admitted[0]] = admitted[1]
+    for ref_key in set(state.last_good) - present:
+        del state.last_good[ref_key]  # deleted from its file: gone
+    warnings = [(r.file, r.ref, field, why) for r in list(rules.values()) + list(routed.values())
+                for field, why in unsupported_fields(r)]
+    for service in set(rules) | set(routed):
+        accepted[service] = ServicePolicy(rules[service].spec if service in rules else None,
+                                          routed[service].spec if service in routed else None)
+    return Policy(tuple(sorted(accepted.items()))), rejections, warnings
+
+
+class IstioDir:
+    """Watches `directory` (its `*.yaml`, not sub-folders) and calls `on_policy(policy, rejections)`
+    with every newly compiled policy. Logs each rejection and warning once while it lasts. Hosts are
+    checked against the mesh's services: nothing is compiled before the first `set_services`, and
+    a change of the services compiles again."""
+
+    def __init__(self, directory: Path, namespace: str,
+                 on_policy: Callable[[Policy, dict[str, str]], None], poll_interval: float = POLL_INTERVAL) -> None:
+        self.directory = directory
+        self.namespace = namespace
+        self.rejections: dict[str, str] = {}
+        self._on_policy = on_policy
+        self._poll_interval = poll_interval
+        self._state = _State()
+        self._warned: set[tuple] = set()
+        self._snapshot: dict[str, tuple[int, int]] | None = None
+        self._services: frozenset[ServiceKey] | None = None
+        self._services_known = asyncio.Event()
+
+    def set_services(self, services: Iterable[ServiceKey]) -> None:
+        """The mesh's services changed (the first catalog, a service came or went): compile now,
+        so that the catalog and the policy it makes valid reach the reconciler together."""
+        services = frozenset(services)
+        if services == self._services:
+            return
+        self._services = services
+        self._services_known.set()
+        self._reload()
+
+    def _reload(self) -> None:
+        self._snapshot = self._files()
+        policy = self.load()
+        self._on_policy(policy, dict(self.rejections))
+
+    def _files(self) -> dict[str, tuple[int, int]]:
+        out = {}
+        try:
+            entries = list(os.scandir(self.directory))
+        except FileNotFoundError:
+            return out
+        for entry in entries:
+            if entry.name.endswith(".yaml") and entry.is_file():
+                try:
+                    stat = entry.stat()
+                except FileNotFoundError:
+                    continue
+                out[entry.path] = (stat.st_mtime_ns, stat.st_size)
+        return out
+
+    def load(self) -> Policy:
+        policy, rejections, warnings = compile_policy([Path(p) for p in self._files()], self.namespace, self._state,
+                                                      self._services)
+        for what, reason in rejections.items():
+            if self.rejections.get(what) != reason:
+                file, _, ref = what.partition(": ")
+                log.error("istio resource rejected, its last good version (if any) keeps serving: %s: %s: %s",
+                          file, ref or "the whole file", reason, extra={"file": file, "resource": ref, "reason": reason})
+        for what in self.rejections.keys() - rejections.keys():
+            log.info("istio resource accepted again: %s", what)
+        self.rejections = rejections
+        current = set(warnings)
+        for file, ref, field, why in current - self._warned:
+            log.warning("%s: %s: %s is ignored: %s", file, ref, field, why,
+                        extra={"file": file, "resource": ref, "field": field})
+        self._warned = current
+        return policy
+
+    async def run(self) -> None:
+        await self._services_known.wait()
+        while True:
+            if self._files() != self._snapshot:
+                self._reload()
+            await asyncio.sleep(self._poll_interval)

@@ -1,0 +1,225 @@
+"""Istio resources -> Policy -> xDS, as pure functions: what is accepted, what is rejected and why,
+what is warned about, and the shapes translation sends (istiod's grpcgen names and fields)."""
+
+from __future__ import annotations
+
+import shutil
+import types
+from pathlib import Path
+
+import pytest
+from envoy.config.cluster.v3 import cluster_pb2
+
+from mesh.xds.catalog import Endpoint
+from mesh.xds.istio import Policy, _State, compile_policy
+from mesh.xds.names import ClientTarget, ServiceKey, cluster_name
+from mesh.xds.translate import cluster, load_assignment, route_configuration, translate_service
+
+REPO = Path(__file__).resolve().parents[2]
+ISTIO = REPO / "istio"
+PRICING = ServiceKey("pricing", "default")
+TARGET = ClientTarget(PRICING, 50061)
+
+RULE = """\
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: pricing}
+spec:
+  host: pricing
+  subsets:
+  - {name: v1, labels: {version: v1}}
+  - {name: v2, labels: {version: v2}}
+"""
+
+
+def service(http: str, api_version: str = "networking.istio.io/v1") -> str:
+    return f"apiVersion: {api_version}\nkind: VirtualService\nmetadata: {{name: pricing}}\nspec:\n  hosts: [pricing]\n" \
+           f"  http: {http}\n"
+
+
+def compile_dir(directory: Path, state: _State | None = None):
+    return compile_policy(directory.glob("*.yaml"), "default", state or _State())
+
+
+def folder(tmp_path: Path, **files: str) -> Path:
+    for name, text in files.items():
+        (tmp_path / f"{name}.yaml").write_text(text)
+    return tmp_path
+
+
+def test_the_shipped_default_files_are_valid_and_keep_one_route_to_every_instance():
+    policy, rejections, warnings = compile_dir(ISTIO)
+    assert (rejections, warnings) == ({}, [])
+    assert policy.of(PRICING).destination_rule is not None and policy.of(PRICING).virtual_service is None
+    assert route_configuration(TARGET, policy) == route_configuration(TARGET, Policy())
+
+
+@pytest.mark.parametrize("scenario", sorted(p.name for p in (ISTIO / "scenarios").iterdir()))
+def test_every_shipped_scenario_applies_on_top_of_the_defaults(scenario, tmp_path):
+    for source in [*ISTIO.glob("*.yaml"), *(ISTIO / "scenarios" / scenario).glob("*.yaml")]:
+        shutil.copy(source, tmp_path)
+    policy, rejections, warnings = compile_dir(tmp_path)
+    assert (rejections, warnings) == ({}, [])
+    assert policy.of(PRICING).virtual_service is not None
+    assert (ISTIO / "scenarios" / scenario / "README.md").exists()
+
+
+@pytest.mark.parametrize("api_version", ["networking.istio.io/v1", "networking.istio.io/v1beta1",
+                                         "networking.istio.io/v1alpha3"])
+def test_every_api_version_istio_serves_is_read(api_version, tmp_path):
+    http = "[{route: [{destination: {host: pricing, subset: v2}}]}]"
+    policy, rejections, _ = compile_dir(folder(tmp_path, rule=RULE, vs=service(http, api_version)))
+    assert rejections == {} and policy.of(PRICING).virtual_service.http[0].route[0].destination.subset == "v2"
+
+
+def test_several_documents_in_one_file(tmp_path):
+    http = "[{route: [{destination: {host: pricing, subset: v1}}]}]"
+    policy, rejections, _ = compile_dir(folder(tmp_path, all=RULE + "---\n" + service(http)))
+    assert rejections == {} and policy.of(PRICING).virtual_service is not None
+
+
+INVALID = {
+    "bad YAML": ("http: [{route: [", "not readable YAML"),
+    "unknown field": ("[{route: [{destination: {host: pricing, subset: v1}}], retriez: {attempts: 3}}]",
+                      'no field named "retriez"'),
+    "undefined subset": ("[{route: [{destination: {host: pricing, subset: v3}}]}]",
+                         "subset 'v3': no DestinationRule of pricing.default.svc.cluster.local defines it"),
+    "weights not 100": ("[{route: [{destination: {host: pricing, subset: v1}, weight: 90},"
+                        " {destination: {host: pricing, subset: v2}, weight: 20}]}]", "sum to 110, not 100"),
+    "bad duration": ("[{route: [{destination: {host: pricing, subset: v1}}], timeout: 2 seconds}]", "timeout"),
+    "no mesh service": ("[{route: [{destination: {host: www.example.com}}]}]", "is no mesh service"),
+}
+
+
+@pytest.mark.parametrize("case", INVALID)
+def test_an_invalid_resource_is_rejected_naming_file_resource_and_reason(case, tmp_path):
+    http, reason = INVALID[case]
+    text = service(http) if case != "bad YAML" else service("[]").replace("  http: []\n", http)
+    policy, rejections, _ = compile_dir(folder(tmp_path, rule=RULE, vs=text))
+    [(what, why)] = rejections.items()
+    assert what.startswith(str(tmp_path / "vs.yaml"))
+    if case != "bad YAML":
+        assert what.endswith("VirtualService default/pricing")
+    assert reason in why, why
+    assert policy.of(PRICING).virtual_service is None  # nothing good to fall back on
+    assert policy.of(PRICING).destination_rule is not None  # the other file is unaffected
+
+
+@pytest.mark.parametrize("case", INVALID)
+def test_a_rejected_edit_keeps_the_last_good_version_and_a_fix_clears_it(case, tmp_path):
+    state = _State()
+    good = service("[{route: [{destination: {host: pricing, subset: v2}}]}]")
+    directory = folder(tmp_path, rule=RULE, vs=good)
+    before, rejections, _ = compile_dir(directory, state)
+    assert rejections == {}
+    http, _ = INVALID[case]
+    (directory / "vs.yaml").write_text(service(http) if case != "bad YAML" else http)
+    during, rejections, _ = compile_dir(directory, state)
+    assert rejections and during == before
+    (directory / "vs.yaml").write_text(good.replace("v2", "v1"))
+    after, rejections, _ = compile_dir(directory, state)
+    assert rejections == {} and after.of(PRICING).virtual_service.http[0].route[0].destination.subset == "v1"
+
+
+def test_fields_proxyless_grpc_cannot_honour_are_warned_about_and_the_rest_applies(tmp_path):
+    http = "[{route: [{destination: {host: pricing, subset: v2}}], mirror: {host: pricing}, corsPolicy: {maxAge: 5s}}]"
+    policy, rejections, warnings = compile_dir(folder(tmp_path, rule=RULE, vs=service(http)))
+    assert rejections == {}
+    assert sorted((Path(file).name, ref, field, why) for file, ref, field, why in warnings) == [
+        ("vs.yaml", "VirtualService default/pricing", f"spec.http[0].{field}", "proxyless gRPC cannot honour it")
+        for field in ("corsPolicy", "mirror")]
+    assert policy.of(PRICING).virtual_service.http[0].route[0].destination.subset == "v2"
+
+
+def endpoint(instance_id: str, port: int, **meta: str) -> Endpoint:
+    return Endpoint(instance_id, "127.0.0.1", port, types.MappingProxyType(meta))
+
+
+def test_subset_clusters_get_the_endpoints_whose_meta_matches_their_labels(tmp_path):
+    policy, _, _ = compile_dir(folder(tmp_path, rule=RULE))
+    model = translate_service(PRICING, (endpoint("p1", 1, version="v1"), endpoint("p2", 2, version="v2"),
+                                        endpoint("p3", 3, version="v2")), policy)
+
+    def ports(subset: str) -> list[int]:
+        assignment = load_assignment(cluster_name(TARGET, subset), model, policy)
+        return [e.endpoint.address.socket_address.port_value for loc in assignment.endpoints for e in loc.lb_endpoints]
+
+    assert (ports(""), ports("v1"), ports("v2"), ports("v9")) == ([1, 2, 3], [1], [2, 3], [])
+    assert cluster(cluster_name(TARGET, "v2"), policy).eds_cluster_config.service_name == cluster_name(TARGET, "v2")
+
+
+def test_weighted_destinations_become_weighted_clusters_and_matches_routes_in_order(tmp_path):
+    http = ("[{match: [{headers: {x-user-tier: {exact: beta}}}, {headers: {x-tier: {prefix: be}}},"
+            " {headers: {x-t: {regex: 'b.*'}}}, {uri: {exact: /shop.pricing.v1.PricingService/GetPrice}},"
+            " {uri: {prefix: /shop.pricing.v1.}}], route: [{destination: {host: pricing, subset: v2}}]},"
+            " {route: [{destination: {host: pricing, subset: v1}, weight: 90},"
+            " {destination: {host: pricing, subset: v2}, weight: 10}]}]")
+    policy, rejections, _ = compile_dir(folder(tmp_path, rule=RULE, vs=service(http)))
+    assert rejections == {}
+    routes = route_configuration(TARGET, policy).virtual_hosts[0].routes
+    assert [r.route.cluster for r in routes[:5]] == [cluster_name(TARGET, "v2")] * 5
+    assert routes[0].match.headers[0].name == "x-user-tier" and routes[0].match.headers[0].exact_match == "beta"
+    assert routes[1].match.headers[0].prefix_match == "be"
+    assert routes[2].match.headers[0].safe_regex_match.regex == "b.*"
+    assert routes[3].match.path == "/shop.pricing.v1.PricingService/GetPrice"
+    assert routes[4].match.prefix == "/shop.pricing.v1."
+    last = routes[5]
+    assert last.match.prefix == "" and not last.match.headers
+    assert [(c.name, c.weight.value) for c in last.route.weighted_clusters.clusters] == [
+        (cluster_name(TARGET, "v1"), 90), (cluster_name(TARGET, "v2"), 10)]
+
+
+def test_least_request_is_served_as_round_robin_with_a_warning_and_consistent_hash_as_ring_hash(tmp_path):
+    rule = RULE.replace("  subsets:\n", "  trafficPolicy: {loadBalancer: {simple: LEAST_REQUEST}}\n  subsets:\n").replace(
+        "{name: v2, labels: {version: v2}}",
+        "{name: v2, labels: {version: v2}, trafficPolicy: {loadBalancer: {consistentHash: {httpHeaderName: x-user}}}}")
+    policy, rejections, warnings = compile_dir(folder(tmp_path, rule=rule))
+    assert rejections == {}
+    assert [field for _, _, field, _ in warnings] == ["spec.trafficPolicy.loadBalancer.simple"]
+    assert cluster(cluster_name(TARGET), policy).lb_policy == cluster_pb2.Cluster.ROUND_ROBIN
+    assert cluster(cluster_name(TARGET, "v1"), policy).lb_policy == cluster_pb2.Cluster.ROUND_ROBIN
+    hashed = cluster(cluster_name(TARGET, "v2"), policy)
+    assert hashed.lb_policy == cluster_pb2.Cluster.RING_HASH and hashed.ring_hash_lb_config.minimum_ring_size.value
+    http = "[{route: [{destination: {host: pricing, subset: v2}}]}]"
+    policy, _, _ = compile_dir(folder(tmp_path, rule=rule, vs=service(http)))
+    [route] = route_configuration(TARGET, policy).virtual_hosts[0].routes
+    assert [p.header.header_name for p in route.route.hash_policy] == ["x-user"]
+
+
+def test_an_unsupported_load_balancer_is_rejected(tmp_path):
+    rule = RULE.replace("  subsets:\n", "  trafficPolicy: {loadBalancer: {simple: PASSTHROUGH}}\n  subsets:\n")
+    _, rejections, _ = compile_dir(folder(tmp_path, rule=rule))
+    assert "PASSTHROUGH" in " ".join(rejections.values())
+
+
+def test_a_host_consul_does_not_know_is_rejected_once_the_services_are_known(tmp_path):
+    http = "[{route: [{destination: {host: pricing, subset: v1}}]}]"
+    directory = folder(tmp_path, rule=RULE, vs=service(http))
+    catalog = ServiceKey("catalog", "default")
+    _, rejections, _ = compile_policy(directory.glob("*.yaml"), "default", _State(), frozenset({catalog}))
+    assert sorted(rejections) == [f"{directory / 'rule.yaml'}: DestinationRule default/pricing",
+                                  f"{directory / 'vs.yaml'}: VirtualService default/pricing"]
+    assert "Consul has no service 'pricing' in namespace 'default'" in rejections[sorted(rejections)[0]]
+    _, rejections, _ = compile_policy(directory.glob("*.yaml"), "default", _State(), frozenset({catalog, PRICING}))
+    assert rejections == {}
+
+
+def test_a_virtual_service_of_a_known_service_is_accepted(tmp_path):
+    http = "[{route: [{destination: {host: pricing, subset: v1}}]}]"
+    directory = folder(tmp_path, rule=RULE, vs=service(http))
+    policy, rejections, _ = compile_policy(directory.glob("*.yaml"), "default", _State(), frozenset({PRICING}))
+    assert rejections == {} and policy.of(PRICING).virtual_service is not None
+
+
+def test_fields_not_translated_yet_are_named_too(tmp_path):
+    http = "[{route: [{destination: {host: pricing, subset: v2}}], timeout: 2s, retries: {attempts: 3}}]"
+    _, _, warnings = compile_dir(folder(tmp_path, rule=RULE, vs=service(http)))
+    assert sorted((field, why) for *_, field, why in warnings) == [
+        ("spec.http[0].retries.attempts", "not translated yet"), ("spec.http[0].timeout", "not translated yet")]
+
+
+def test_a_second_resource_of_a_kind_for_one_host_is_rejected(tmp_path):
+    policy, rejections, _ = compile_dir(folder(tmp_path, a=RULE, b=RULE.replace("name: pricing}", "name: pricing-2}")))
+    assert rejections == {f"{tmp_path / 'b.yaml'}: DestinationRule default/pricing-2":
+                          "DestinationRule default/pricing already applies to pricing.default.svc.cluster.local"}
+    assert policy.of(PRICING).destination_rule is not None
