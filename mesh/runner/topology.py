@@ -13,6 +13,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 TOOLS = ROOT / ".tools" / "bin"
 BUILD = ROOT / ".build"
 PYTHON = ROOT / ".venv" / "bin" / "python"
+ISTIO_DIR = ROOT / "istio"  # the Istio resources the control plane enforces (hot-reloaded)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -134,7 +135,7 @@ def build(run_dir: pathlib.Path, offset: int = 0) -> list[Process]:
         Process(
             "control-plane", 2, (str(PYTHON), "-m", "mesh.xds"),
             {"MESH_XDS_HOST": "127.0.0.1", "MESH_XDS_PORT": str(p.xds), "CONSUL_HTTP_ADDR": consul_addr,
-             "MESH_NAMESPACE": NAMESPACE, "OTEL_SERVICE_NAME": "control-plane"},
+             "MESH_NAMESPACE": NAMESPACE, "MESH_ISTIO_DIR": str(ISTIO_DIR), "OTEL_SERVICE_NAME": "control-plane"},
             ("grpc", f"127.0.0.1:{p.xds}"), port=p.xds,
         ),
     ]

@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
+ISTIO = ROOT / "istio"
+SCENARIOS = sorted(p.name for p in (ISTIO / "scenarios").iterdir() if p.is_dir())
 ISTIOCTL = ROOT / ".tools" / "bin" / "istioctl"
 INVALID = Path(__file__).parent / "invalid"
 # A DestinationRule the examples may refer to (pricing's subsets v1 and v2).
@@ -41,6 +43,21 @@ VERDICTS = {
     # Istio treats weights as relative (they need not sum to 100); our control plane is stricter.
     "weights-not-100.yaml": ("valid", "valid"),
 }
+
+
+def test_the_istio_folder_is_valid_for_istioctl() -> None:
+    done = istioctl("validate", "-f", ISTIO)
+    assert done.returncode == 0, done
+    analyzed = istioctl("analyze", "--use-kube=false", "-A", *sorted(ISTIO.glob("*.yaml")))
+    assert analyzed.returncode == 0 and "No validation issues found" in analyzed.stdout + analyzed.stderr, analyzed
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_each_scenario_with_the_defaults_is_valid_for_istioctl(scenario: str) -> None:
+    files = sorted(ISTIO.glob("*.yaml")) + sorted((ISTIO / "scenarios" / scenario).glob("*.yaml"))
+    assert istioctl("validate", "-f", *[arg for f in files for arg in ("-f", f)][1:]).returncode == 0
+    analyzed = istioctl("analyze", "--use-kube=false", "-A", *files)
+    assert analyzed.returncode == 0 and "No validation issues found" in analyzed.stdout + analyzed.stderr, analyzed
 
 
 def test_every_invalid_example_has_a_verdict() -> None:
