@@ -13,7 +13,6 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 TOOLS = ROOT / ".tools" / "bin"
 BUILD = ROOT / ".build"
 PYTHON = ROOT / ".venv" / "bin" / "python"
-ISTIO_DIR = ROOT / "istio"  # the Istio resources the control plane enforces (hot-reloaded)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -135,7 +134,7 @@ def build(run_dir: pathlib.Path, offset: int = 0) -> list[Process]:
         Process(
             "control-plane", 2, (str(PYTHON), "-m", "mesh.xds"),
             {"MESH_XDS_HOST": "127.0.0.1", "MESH_XDS_PORT": str(p.xds), "CONSUL_HTTP_ADDR": consul_addr,
-             "MESH_NAMESPACE": NAMESPACE, "MESH_ISTIO_DIR": str(ISTIO_DIR), "OTEL_SERVICE_NAME": "control-plane"},
+             "MESH_NAMESPACE": NAMESPACE, "MESH_ISTIO_DIR": str(istio_dir_from_env()), "OTEL_SERVICE_NAME": "control-plane"},
             ("grpc", f"127.0.0.1:{p.xds}"), port=p.xds,
         ),
     ]
@@ -177,6 +176,11 @@ def addresses(offset: int = 0) -> dict[str, str]:
 
 def run_dir_from_env() -> pathlib.Path:
     return pathlib.Path(os.environ.get("MESH_RUN_DIR", ROOT / ".run")).resolve()
+
+
+def istio_dir_from_env() -> pathlib.Path:
+    """The Istio resources the control plane enforces (hot-reloaded): istio/, or MESH_ISTIO_DIR."""
+    return pathlib.Path(os.environ.get("MESH_ISTIO_DIR", ROOT / "istio")).resolve()
 
 
 def offset_from_env() -> int:

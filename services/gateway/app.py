@@ -7,6 +7,7 @@ fetch the whole trace from Jaeger.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import json
 import logging
 import os
@@ -35,6 +36,10 @@ MAX_BODY_BYTES = 64 * 1024
 CALL_TIMEOUT = 10.0
 IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,128}$")
 TRACE_HEADER = "X-Trace-Id"
+# Request headers passed on as gRPC metadata to the gateway's calls, so that Istio routes on them
+# (istio/scenarios/beta-header routes `x-user-tier: beta` to pricing v2).
+FORWARDED_HEADERS = ("x-user-tier",)
+_forwarded: contextvars.ContextVar[tuple[tuple[str, str], ...]] = contextvars.ContextVar("forwarded", default=())
 
 tracer = trace.get_tracer(__name__)
 
@@ -45,12 +50,23 @@ def _json(message, status: int = 200, **extra) -> web.Response:
     return web.Response(status=status, text=json.dumps(body), content_type="application/json")
 
 
+class ForwardHeaders(grpc.aio.UnaryUnaryClientInterceptor):
+    """Adds the HTTP request's FORWARDED_HEADERS to every call made while answering it."""
+
+    async def intercept_unary_unary(self, continuation, client_call_details, request):
+        forwarded = _forwarded.get()
+        if forwarded:
+            metadata = grpc.aio.Metadata(*(client_call_details.metadata or ()), *forwarded)
+            client_call_details = client_call_details._replace(metadata=metadata)
+        return await continuation(client_call_details, request)
+
+
 class Shop:
     """The gRPC stubs the gateway calls, each over `xds:///NAME:PORT`."""
 
     def __init__(self, config: InstanceConfig) -> None:
         credentials = grpc.xds_channel_credentials(grpc.experimental.insecure_channel_credentials())
-        interceptors = tracing.aio_traced_interceptors()
+        interceptors = [ForwardHeaders(), *tracing.aio_traced_interceptors()]
         self._channels = {
             name: grpc.aio.secure_channel(xds_target(config, name), credentials, interceptors=interceptors)
             for name in ("catalog", "pricing", "inventory", "orders")
@@ -161,6 +177,7 @@ async def traced(request: web.Request, handler) -> web.StreamResponse:
         context=propagate.extract(request.headers),
         attributes={"http.request.method": request.method, "url.path": request.path, "http.route": route},
     ) as span:
+        _forwarded.set(tuple((name, request.headers[name]) for name in FORWARDED_HEADERS if name in request.headers))
         response = await _answer(request, handler)
         span.set_attribute("http.response.status_code", response.status)
         if response.status >= 500:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import pathlib
+import shutil
 import socket
 import subprocess
 import sys
@@ -27,6 +28,11 @@ class Mesh:
     offset: int
     up_output: str
     env: dict[str, str]
+
+    @property
+    def istio_dir(self) -> pathlib.Path:
+        """This mesh's copy of istio/ (tests may add scenarios to it; the control plane reloads)."""
+        return self.run_dir / "istio"
 
     @property
     def gateway(self) -> str:
@@ -77,7 +83,11 @@ def _free_offset(run_dir: pathlib.Path) -> int:
 def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
     run_dir = tmp_path_factory.mktemp("mesh-run")
     offset = _free_offset(run_dir)
-    env = {**os.environ, "MESH_RUN_DIR": str(run_dir), "MESH_PORT_OFFSET": str(offset)}
+    (run_dir / "istio").mkdir()
+    for default in (ROOT / "istio").glob("*.yaml"):
+        shutil.copy(default, run_dir / "istio")
+    env = {**os.environ, "MESH_RUN_DIR": str(run_dir), "MESH_PORT_OFFSET": str(offset),
+           "MESH_ISTIO_DIR": str(run_dir / "istio")}
     started = subprocess.run(
         [sys.executable, "-m", "mesh.runner", "up"], env=env, cwd=ROOT, capture_output=True, text=True, timeout=240
     )

@@ -1,0 +1,37 @@
+"""Istio policy through the running mesh: a scenario file dropped into the control plane's folder
+changes where the gateway's calls go, with no restart, and taking it away restores the default."""
+
+from __future__ import annotations
+
+import shutil
+
+from mesh.runner.topology import ROOT
+from support.poll import poll_until
+
+SCENARIO = ROOT / "istio" / "scenarios" / "beta-header" / "beta-header.yaml"
+CALLS = 20
+
+
+def pricing_versions(http, headers: dict[str, str] | None = None, calls: int = CALLS) -> list[str]:
+    versions = []
+    for _ in range(calls):
+        reply = http.get("/v1/products/sku-grinder", params={"currency": "EUR"}, headers=headers or {})
+        assert reply.status_code == 200, reply.text
+        versions.append(reply.json()["pricingVersion"])
+    return versions
+
+
+def test_the_beta_header_scenario_routes_the_gateways_calls_and_goes_away_cleanly(http, mesh):
+    beta = {"x-user-tier": "beta"}
+    applied = mesh.istio_dir / SCENARIO.name
+    shutil.copy(SCENARIO, applied)
+    try:
+        poll_until(lambda: set(pricing_versions(http, beta, 5)) == {"v2"}
+                   and set(pricing_versions(http, None, 5)) == {"v1"}, 10, 0.1, "the scenario in force")
+        assert pricing_versions(http, beta) == ["v2"] * CALLS
+        assert pricing_versions(http, {"x-user-tier": "Beta"}) == ["v1"] * CALLS  # the match is exact
+        assert pricing_versions(http) == ["v1"] * CALLS
+    finally:
+        applied.unlink()
+    # Without the VirtualService, pricing is balanced over both versions again, header or not.
+    poll_until(lambda: set(pricing_versions(http, beta)) == {"v1", "v2"}, 10, 0.1, "both versions again")
