@@ -100,16 +100,15 @@ class NodeIdentity:
 
     @classmethod
     def parse(cls, node_id: str, cluster: str, metadata: Mapping[str, object]) -> NodeIdentity:
-        parts = node_id.split("~")
+        parts = node_id.split("~")  # sidecar~IP~INSTANCE.NAMESPACE~NAMESPACE.svc.cluster.local
         namespace = str(metadata.get("NAMESPACE") or "")
+        ips = str(metadata.get("INSTANCE_IPS") or "")
         if len(parts) == 4:
-            ip, pod = parts[1], parts[2]
-            instance, _, pod_namespace = pod.partition(".")
-            namespace = namespace or pod_namespace
-            ips = tuple(str(metadata.get("INSTANCE_IPS") or ip).split(","))
+            instance, _, pod_namespace = parts[2].partition(".")
+            namespace, ips = namespace or pod_namespace, ips or parts[1]
         else:
-            instance, ips = node_id, tuple(str(metadata.get("INSTANCE_IPS") or "").split(",")) if metadata.get("INSTANCE_IPS") else ()
+            instance = node_id
         raw_labels = metadata.get("LABELS")
         labels = {str(k): str(v) for k, v in raw_labels.items()} if isinstance(raw_labels, Mapping) else {}
         service = labels.get("app") or cluster.split(".")[0] or instance
-        return cls(node_id, service, instance, namespace or "default", ips, labels)
+        return cls(node_id, service, instance, namespace or "default", tuple(filter(None, ips.split(","))), labels)
