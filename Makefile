@@ -169,7 +169,7 @@ logs: ## Show recent logs (make logs service=NAME for one)
 
 # --- tests ----------------------------------------------------------------------------------------
 .PHONY: test
-test: build $(PROTO_TOOLS) $(TOOLS)/istioctl ## Run every test: contracts, Go, TypeScript, Python (unit, integration, end to end)
+test: build $(PROTO_TOOLS) $(TOOLS)/istioctl ## Run every test: contracts, istioctl, Go, TypeScript, Python (unit, conformance, control plane, end to end)
 	$(MAKE) proto-check
 	$(MAKE) test-go
 	$(MAKE) test-ts
