@@ -58,6 +58,12 @@ def _port_taken(port: int) -> bool:
     return False
 
 
+def ports_in_use(run_dir: pathlib.Path, offset: int) -> list[int]:
+    """The mesh's ports (at this offset) that something on 127.0.0.1 holds: a listener, or a
+    connection whose ephemeral port happens to be one of them."""
+    return [port for port in _ports(topology.build(run_dir, offset), offset) if _port_taken(port)]
+
+
 def _ports(processes: list[topology.Process], offset: int) -> list[int]:
     ports = {p.port for p in processes} | {p.admin_port for p in processes if p.admin_port}
     ports |= {base + offset for base in topology.BASE_PORTS.values()}
@@ -106,7 +112,7 @@ def up(run_dir: pathlib.Path, offset: int) -> int:
         print("the mesh is already up")
         return status(run_dir, offset)
     processes = topology.build(run_dir, offset)
-    taken = [port for port in _ports(processes, offset) if _port_taken(port)]
+    taken = ports_in_use(run_dir, offset)
     if taken:
         print(f"cannot start: ports already in use on 127.0.0.1: {', '.join(map(str, taken))}", file=sys.stderr)
         print("(another mesh? `make down`, or set MESH_PORT_OFFSET)", file=sys.stderr)
@@ -166,7 +172,7 @@ def down(run_dir: pathlib.Path, offset: int) -> int:
         leftovers.append(supervisor)
     for pid in leftovers:
         os.kill(pid, signal.SIGKILL)
-    busy = [port for port in _ports(topology.build(run_dir, offset), offset) if _port_taken(port)]
+    busy = ports_in_use(run_dir, offset)
     (run_dir / "state.json").unlink(missing_ok=True)
     print(f"stopped {len(state['processes'])} processes" + (f" ({len(leftovers)} killed)" if leftovers else ""))
     if busy:

@@ -7,7 +7,6 @@ import dataclasses
 import os
 import pathlib
 import shutil
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -17,6 +16,7 @@ import pytest
 
 from support.reports import add_failure_report
 from mesh.runner import topology
+from mesh.runner.cli import ports_in_use
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 OFFSETS = (1000, 2000, 3000, 4000)
@@ -63,35 +63,30 @@ class Mesh:
         return f"----- {name} -----\n" + "\n".join(text)
 
 
-def _listening(port: int) -> bool:
-    with socket.socket() as s:
-        s.settimeout(0.2)
-        return s.connect_ex(("127.0.0.1", port)) == 0
-
-
-def _free_offset(run_dir: pathlib.Path) -> int:
-    for offset in OFFSETS:
-        processes = topology.build(run_dir, offset)
-        ports = {p.port for p in processes} | {p.admin_port for p in processes} | {
-            b + offset for b in topology.BASE_PORTS.values()}
-        if not any(_listening(port) for port in ports if port):
-            return offset
-    pytest.fail(f"no free port layout for the test mesh among offsets {OFFSETS}")
+def _offsets(run_dir: pathlib.Path) -> Iterator[int]:
+    """Offsets whose ports are all free now (the runner's own test). The mesh's ports lie in the
+    kernel's ephemeral range, so another test's connection may take one at any moment."""
+    free = [offset for offset in OFFSETS if not ports_in_use(run_dir, offset)]
+    if not free:
+        pytest.fail(f"no free port layout for the test mesh among offsets {OFFSETS}")
+    yield from free
 
 
 @pytest.fixture(scope="session")
 def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
     run_dir = tmp_path_factory.mktemp("mesh-run")
-    offset = _free_offset(run_dir)
     (run_dir / "istio").mkdir()
     for default in (ROOT / "istio").glob("*.yaml"):
         shutil.copy(default, run_dir / "istio")
-    env = {**os.environ, "MESH_RUN_DIR": str(run_dir), "MESH_PORT_OFFSET": str(offset),
-           "MESH_ISTIO_DIR": str(run_dir / "istio")}
-    started = subprocess.run(
-        [sys.executable, "-m", "mesh.runner", "up"], env=env, cwd=ROOT, capture_output=True, text=True, timeout=240
-    )
-    mesh = Mesh(run_dir, offset, started.stdout + started.stderr, env)
+    for offset in _offsets(run_dir):
+        env = {**os.environ, "MESH_RUN_DIR": str(run_dir), "MESH_PORT_OFFSET": str(offset),
+               "MESH_ISTIO_DIR": str(run_dir / "istio")}
+        started = subprocess.run(
+            [sys.executable, "-m", "mesh.runner", "up"], env=env, cwd=ROOT, capture_output=True, text=True, timeout=240
+        )
+        mesh = Mesh(run_dir, offset, started.stdout + started.stderr, env)
+        if "ports already in use" not in started.stderr:  # taken since we looked: try the next layout
+            break
     if started.returncode != 0:
         mesh.runner("down", check=False)
         pytest.fail(f"the mesh did not come up:\n{mesh.up_output}")
