@@ -85,9 +85,7 @@ class OutboundDeadline(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientI
     def _details(self, details: grpc.ClientCallDetails) -> grpc.ClientCallDetails:
         candidates = [t for t in (details.timeout, remaining()) if t is not None]
         timeout = min(candidates) if candidates else self._default
-        return details._replace(timeout=timeout) if hasattr(details, "_replace") else _CallDetails(
-            details.method, timeout, details.metadata, details.credentials, details.wait_for_ready,
-            getattr(details, "compression", None))
+        return details._replace(timeout=timeout)  # grpc.intercept_channel's details are a namedtuple
 
     def intercept_unary_unary(self, continuation, client_call_details, request):
         return continuation(self._details(client_call_details), request)
@@ -101,8 +99,3 @@ class OutboundDeadline(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientI
     def intercept_stream_stream(self, continuation, client_call_details, request_iterator):
         return continuation(self._details(client_call_details), request_iterator)
 
-
-class _CallDetails(grpc.ClientCallDetails):
-    def __init__(self, method, timeout, metadata, credentials, wait_for_ready, compression) -> None:
-        self.method, self.timeout, self.metadata = method, timeout, metadata
-        self.credentials, self.wait_for_ready, self.compression = credentials, wait_for_ready, compression
