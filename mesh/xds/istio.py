@@ -33,6 +33,7 @@ from google.protobuf import json_format
 from google.protobuf.message import Message
 from istio.networking.v1alpha3 import destination_rule_pb2, virtual_service_pb2
 
+from mesh.xds import traffic
 from mesh.xds.bootstrap import DNS_SUFFIX
 from mesh.xds.names import ServiceKey
 
@@ -47,21 +48,35 @@ MODELS: dict[str, type[Message]] = {"VirtualService": virtual_service_pb2.Virtua
                                     "DestinationRule": destination_rule_pb2.DestinationRule}
 
 # What translation honours, as JSON paths with [] for list indices and * for map keys; a set field
-# elsewhere is warned about. CANNOT: what proxyless gRPC cannot do at all (istiod drops it too).
+# elsewhere is warned about. CANNOT: what proxyless gRPC cannot do at all (istiod drops it too);
+# IGNORED: what is sent (as istiod sends it) but gRPC clients do not apply, and why.
+_TRAFFIC_POLICY = ("loadBalancer.simple", "loadBalancer.consistentHash.httpHeaderName",
+                   "loadBalancer.consistentHash.ringHash.minimumRingSize",
+                   "loadBalancer.consistentHash.minimumRingSize", "outlierDetection.consecutive5xxErrors",
+                   "outlierDetection.consecutiveGatewayErrors", "outlierDetection.consecutiveErrors",
+                   "outlierDetection.interval", "outlierDetection.baseEjectionTime",
+                   "outlierDetection.maxEjectionPercent", "connectionPool.http.http2MaxRequests")
 SUPPORTED = {
     "VirtualService": ("hosts", "http[].name", "http[].match[].name", "http[].match[].headers.*.exact",
                        "http[].match[].headers.*.prefix", "http[].match[].headers.*.regex", "http[].match[].uri.exact",
                        "http[].match[].uri.prefix", "http[].match[].uri.regex", "http[].route[].destination.host",
                        "http[].route[].destination.subset", "http[].route[].destination.port.number",
-                       "http[].route[].weight"),
-    "DestinationRule": ("host", "subsets[].name", "subsets[].labels", "trafficPolicy.loadBalancer.simple",
-                        "trafficPolicy.loadBalancer.consistentHash.httpHeaderName",
-                        "trafficPolicy.loadBalancer.consistentHash.ringHash.minimumRingSize",
-                        "trafficPolicy.loadBalancer.consistentHash.minimumRingSize",
-                        "subsets[].trafficPolicy.loadBalancer.simple",
-                        "subsets[].trafficPolicy.loadBalancer.consistentHash.httpHeaderName",
-                        "subsets[].trafficPolicy.loadBalancer.consistentHash.ringHash.minimumRingSize",
-                        "subsets[].trafficPolicy.loadBalancer.consistentHash.minimumRingSize"),
+                       "http[].route[].weight", "http[].retries.attempts", "http[].retries.retryOn",
+                       "http[].retries.backoff", "http[].timeout",
+                       "http[].fault.delay.fixedDelay", "http[].fault.delay.percentage.value", "http[].fault.delay.percent",
+                       "http[].fault.abort.grpcStatus", "http[].fault.abort.httpStatus",
+                       "http[].fault.abort.percentage.value"),
+    "DestinationRule": ("host", "subsets[].name", "subsets[].labels",
+                        *(f"trafficPolicy.{path}" for path in _TRAFFIC_POLICY),
+                        *(f"subsets[].trafficPolicy.{path}" for path in _TRAFFIC_POLICY)),
+}
+IGNORED = {
+    "retries.perTryTimeout": "gRPC clients have no per-try timeout (gRFC A44); the call's deadline bounds every attempt",
+    "outlierDetection.minHealthPercent": "gRPC's outlier detection has no panic threshold (maxEjectionPercent bounds it)",
+    "outlierDetection.splitExternalLocalOriginErrors": "gRPC's outlier detection counts every failed call alike",
+    "outlierDetection.consecutiveLocalOriginFailures": "gRPC's outlier detection counts every failed call alike",
+    "connectionPool.tcp": "gRPC clients keep one HTTP/2 connection per endpoint and ignore connection limits",
+    "connectionPool.http": "gRPC clients apply only http2MaxRequests (circuit breaker max requests)",
 }
 CANNOT = ("mirror", "mirrors", "mirrorPercentage", "mirrorPercent", "corsPolicy", "rewrite", "redirect",
           "directResponse", "headers", "delegate", "gateways", "tcp", "tls", "exportTo", "match[].sourceLabels",
@@ -165,8 +180,22 @@ def unsupported_fields(resource: IstioResource) -> list[tuple[str, str]]:
         if cannot is not None:  # name the field itself (`mirror`), not each of its leaves (`mirror.host`)
             depth = len(generic.split(".")) - len(tail.split(".")) + len(cannot.split("."))
             concrete = ".".join(concrete.split(".")[:depth])
-        out.setdefault(f"spec.{concrete}", "proxyless gRPC cannot honour it" if cannot else "not translated yet")
+        ignored = next((why for path, why in IGNORED.items() if re.search(rf"(^|\.|\]){re.escape(path)}(\.|$)", generic)),
+                       None)
+        why = "proxyless gRPC cannot honour it" if cannot else ignored or "not translated yet"
+        out.setdefault(f"spec.{concrete}", why)
     out = list(out.items())
+    if resource.kind == "VirtualService":
+        for i, http in enumerate(resource.spec.http):
+            if http.retries.attempts + 1 > traffic.MAX_ATTEMPTS:
+                out.append((f"spec.http[{i}].retries.attempts",
+                            f"gRPC makes at most {traffic.MAX_ATTEMPTS} attempts: {http.retries.attempts} retries "
+                            f"become {traffic.MAX_ATTEMPTS - 1}"))
+            ignored = [c for c in _retry_conditions(http.retries.retry_on)
+                       if not c.isdigit() and c not in traffic.GRPC_RETRY_ON]
+            if ignored:
+                out.append((f"spec.http[{i}].retries.retryOn", f"gRPC retries only on gRPC codes "
+                            f"({', '.join(traffic.GRPC_RETRY_ON)}): {', '.join(ignored)} ignored"))
     if resource.kind == "DestinationRule":
         policies = [("spec.trafficPolicy", resource.spec.traffic_policy)] + [
             (f"spec.subsets[{i}].trafficPolicy", s.traffic_policy) for i, s in enumerate(resource.spec.subsets)]
@@ -222,6 +251,74 @@ def read_file(path: Path, default_namespace: str) -> tuple[list[IstioResource], 
     return resources, rejections
 
 
+def _retry_conditions(retry_on: str) -> list[str]:
+    return [c.strip() for c in retry_on.split(",") if c.strip()]
+
+
+def _check_duration(where: str, duration) -> None:
+    """Istio's rule for every duration it takes: at least 1ms, in whole milliseconds."""
+    nanos = duration.seconds * 1_000_000_000 + duration.nanos
+    if nanos < 1_000_000 or nanos % 1_000_000:
+        raise Rejected(f"{where} {json_format.MessageToJson(duration).strip(chr(34))}: a duration must be at least 1ms, "
+                       "in whole milliseconds")
+
+
+def _check_percentage(where: str, value: float) -> None:
+    if not 0 <= value <= 100:
+        raise Rejected(f"{where} {value}: a percentage is between 0 and 100")
+
+
+def _check_route_policy(i: int, http) -> None:
+    """Retries, timeout and fault of spec.http[i], as Istio's validation and gRPC need them."""
+    where = f"spec.http[{i}]"
+    if http.HasField("timeout"):
+        _check_duration(f"{where}.timeout", http.timeout)
+    if http.HasField("retries"):
+        retries = http.retries
+        if retries.attempts < 0:
+            raise Rejected(f"{where}.retries.attempts {retries.attempts}: must not be negative")
+        for condition in _retry_conditions(retries.retry_on):
+            if not condition.isdigit() and condition not in traffic.RETRY_CONDITIONS:
+                raise Rejected(f"{where}.retries.retryOn {condition!r}: not a retry condition (gRPC codes: "
+                               f"{', '.join(traffic.GRPC_RETRY_ON)})")
+        for field in ("per_try_timeout", "backoff"):
+            if retries.HasField(field):
+                _check_duration(f"{where}.retries.{_json_name(retries, retries.DESCRIPTOR.fields_by_name[field])}",
+                                getattr(retries, field))
+    if http.HasField("fault"):
+        fault = http.fault
+        if fault.HasField("delay"):
+            if not fault.delay.HasField("fixed_delay"):
+                raise Rejected(f"{where}.fault.delay: only fixedDelay is supported (as in istiod)")
+            _check_duration(f"{where}.fault.delay.fixedDelay", fault.delay.fixed_delay)
+            _check_percentage(f"{where}.fault.delay.percentage", fault.delay.percentage.value)
+        if fault.HasField("abort"):
+            kind = fault.abort.WhichOneof("error_type")
+            if kind is None or kind == "http2_error":
+                raise Rejected(f"{where}.fault.abort: needs grpcStatus (or httpStatus); gRPC cannot abort with an "
+                               "HTTP/2 error")
+            if kind == "grpc_status" and fault.abort.grpc_status not in traffic.GRPC_CODES:
+                raise Rejected(f"{where}.fault.abort.grpcStatus {fault.abort.grpc_status!r}: not a gRPC status "
+                               "code name (UNAVAILABLE, INTERNAL, ...)")
+            if kind == "http_status" and not 200 <= fault.abort.http_status <= 599:
+                raise Rejected(f"{where}.fault.abort.httpStatus {fault.abort.http_status}: not an HTTP status")
+            _check_percentage(f"{where}.fault.abort.percentage", fault.abort.percentage.value)
+
+
+def _check_traffic_policy(prefix: str, policy) -> None:
+    """Outlier detection and connection pool, as Istio's validation needs them."""
+    if policy.HasField("outlier_detection"):
+        outlier = policy.outlier_detection
+        for field, json in (("interval", "interval"), ("base_ejection_time", "baseEjectionTime")):
+            if outlier.HasField(field):
+                _check_duration(f"{prefix}.outlierDetection.{json}", getattr(outlier, field))
+        _check_percentage(f"{prefix}.outlierDetection.maxEjectionPercent", outlier.max_ejection_percent)
+        if outlier.consecutive_errors < 0:
+            raise Rejected(f"{prefix}.outlierDetection.consecutiveErrors: must not be negative")
+    if policy.connection_pool.http.http2_max_requests < 0:
+        raise Rejected(f"{prefix}.connectionPool.http.http2MaxRequests: must not be negative")
+
+
 def _weights(destinations) -> list[int]:
     return [d.weight for d in destinations]
 
@@ -249,6 +346,7 @@ def _check_rule(resource: IstioResource, services: frozenset[ServiceKey] | None)
                            "(and consistentHash)")
         if lb.HasField("consistent_hash") and not lb.consistent_hash.http_header_name:
             raise Rejected(f"{prefix}.loadBalancer.consistentHash: only httpHeaderName is supported")
+        _check_traffic_policy(prefix, policy)
     return service
 
 
@@ -263,6 +361,7 @@ def _check_service(resource: IstioResource, subsets: Callable[[ServiceKey], set[
     for i, http in enumerate(vs.http):
         if not http.route:
             raise Rejected(f"spec.http[{i}].route is empty")
+        _check_route_policy(i, http)
         weights = _weights(http.route)
         if len(http.route) > 1 and sum(weights) != 100:
             raise Rejected(f"spec.http[{i}].route: weights {weights} sum to {sum(weights)}, not 100")

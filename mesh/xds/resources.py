@@ -28,13 +28,15 @@ from mesh.xds import translate
 from mesh.xds.names import ServiceKey, parse_client_listener, parse_cluster_name, parse_server_listener
 from mesh.xds.translate import CLUSTER, ENDPOINT, LISTENER, ROUTE, Policy, ServiceModel, WorkloadIdentity
 
-__all__ = ["InconsistentResource", "Resource", "ResourceStore"]
+__all__ = ["C_CORE", "InconsistentResource", "Resource", "ResourceStore"]
 
 log = logging.getLogger(__name__)
 
 # (type URL, name, variant): variant is what else the content depends on besides the name (the
-# node's namespace for a client listener, its WorkloadIdentity for a server listener), else None
+# node's namespace for a client listener, its WorkloadIdentity for a server listener, C_CORE for
+# the route configurations of C-core clients), else None
 Key = tuple[str, str, object]
+C_CORE = "c-core"  # grpcio & co: route timeouts not in max_stream_duration (mesh.xds.traffic)
 
 
 class InconsistentResource(ValueError):
@@ -81,10 +83,11 @@ class ResourceStore:
     def __len__(self) -> int:
         return len(self._entries)
 
-    def get(self, type_url: str, name: str, namespace: str, identity: WorkloadIdentity) -> Resource | None:
-        """The resource a node of `namespace` / `identity` gets for `name`; None if the name
-        means nothing (the client then hears "does not exist" for it)."""
-        key = self._key(type_url, name, namespace, identity)
+    def get(self, type_url: str, name: str, namespace: str, identity: WorkloadIdentity,
+            c_core: bool = False) -> Resource | None:
+        """The resource a node of `namespace` / `identity` (a C-core client: `c_core`) gets for
+        `name`; None if the name means nothing (the client then hears "does not exist" for it)."""
+        key = self._key(type_url, name, namespace, identity, c_core)
         if key is None:
             return None
         entry = self._entries.get(key)
@@ -124,12 +127,15 @@ class ResourceStore:
                     self.problems[key] = str(error)
         return changed
 
-    def _key(self, type_url: str, name: str, namespace: str, identity: WorkloadIdentity) -> Key | None:
+    def _key(self, type_url: str, name: str, namespace: str, identity: WorkloadIdentity | None,
+             c_core: bool = False) -> Key | None:
         if type_url == LISTENER:
             if parse_server_listener(name):
                 return (type_url, name, identity)
             return (type_url, name, namespace) if parse_client_listener(name, namespace) else None
-        if type_url in (ROUTE, CLUSTER, ENDPOINT):
+        if type_url == ROUTE:
+            return (type_url, name, C_CORE if c_core else None) if parse_cluster_name(name) else None
+        if type_url in (CLUSTER, ENDPOINT):
             return (type_url, name, None) if parse_cluster_name(name) else None
         return None
 
@@ -143,7 +149,7 @@ class ResourceStore:
             return translate.client_listener(name, target, self.policy), target.service
         target, _subset = parse_cluster_name(name)
         if type_url == ROUTE:
-            return translate.route_configuration(target, self.policy), target.service
+            return translate.route_configuration(target, self.policy, exact_timeouts=variant != C_CORE), target.service
         if type_url == CLUSTER:
             return translate.cluster(name, self.policy), target.service
         return translate.load_assignment(name, self._models.get(target.service), self.policy), target.service

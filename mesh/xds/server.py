@@ -115,6 +115,7 @@ class _Stream:
         self.node = base_pb2.Node()
         self.identity = NodeIdentity.parse("", "", {})
         self.workload_identity = WorkloadIdentity.of(self.identity.namespace, {})
+        self.c_core = False
         self.subscriptions: dict[str, _Subscription] = {}
         self.wake = asyncio.Event()
         self.closed = False
@@ -165,6 +166,8 @@ class _Stream:
         self.identity = NodeIdentity.parse(node.id, node.cluster, metadata)
         namespace = self.identity.namespace or self._server.namespace
         self.workload_identity = WorkloadIdentity.of(namespace, self.identity.labels)
+        # grpcio (gRPC C-core) fires max_stream_duration early: its routes carry timeouts otherwise
+        self.c_core = "C-core" in node.user_agent_name
         log.info("ads stream %d from node %r (%s)", self.id, node.id, node.user_agent_name)
 
     def _resolve(self, type_url: str, sub: _Subscription) -> dict[str, Resource]:
@@ -178,7 +181,7 @@ class _Stream:
             if type_url == LISTENER and namespace != self._server.namespace and parse_server_listener(name):
                 self._foreign_workload(name)
                 continue
-            resource = store.get(type_url, name, namespace, self.workload_identity)
+            resource = store.get(type_url, name, namespace, self.workload_identity, self.c_core)
             if resource is not None:
                 found[name] = resource
         return found
@@ -242,7 +245,8 @@ class _Stream:
                 sent, acked = sub.sent.get(name), sub.acked.get(name)
                 nacked = sub.last_nack is not None and name in sub.nacked_names
                 state = "NACKED" if nacked else "ACKED" if acked is not None and acked == sent else "REQUESTED"
-                resource = store.get(type_url, name, self.workload_identity.namespace, self.workload_identity) \
+                resource = store.get(type_url, name, self.workload_identity.namespace, self.workload_identity,
+                                     self.c_core) \
                     if sent is not None else None
                 stale = self._server.stale_reason(resource.service) if resource and resource.service else ""
                 resources.append(ResourceStatus(

@@ -9,12 +9,13 @@ own service:
 
 Only shapes that grpcio, grpc-go and grpc-js all accept (the prototype's FINDINGS.md): a
 load_balancing_weight on every locality, the router filter last, ROUND_ROBIN or RING_HASH (never
-LEAST_REQUEST: grpcio NACKs it), header matchers in the exact/prefix/safe_regex fields, and (to come)
-outlier detection always with its success_rate fields.
+LEAST_REQUEST: grpcio NACKs it), header matchers in the exact/prefix/safe_regex fields, and
+outlier detection always with `enforcing_success_rate` (grpc-js-xds crashes without it).
 
 The Istio resources arrive as `Policy` (`mesh.xds.istio`, already checked):
-VirtualService -> `routes_for` (matches, weighted subsets), later `client_http_filters` (fault
-before the router); DestinationRule -> `cluster` (RING_HASH), `load_assignment` (subsets
+VirtualService -> `routes_for` (matches, weighted subsets, retries, timeouts, faults: the fault
+filter before the router); DestinationRule -> `cluster` (RING_HASH, outlier detection, circuit
+breakers), `load_assignment` (subsets
 `outbound|PORT|SUBSET|FQDN`: the endpoints whose Consul Meta has the subset's labels). Still to come:
 PeerAuthentication -> `server_transport_socket` (DownstreamTlsContext), `cluster` (Upstream);
 AuthorizationPolicy -> `server_http_filters` (RBAC before the router), per workload labels.
@@ -31,12 +32,14 @@ from envoy.config.core.v3 import address_pb2, base_pb2, config_source_pb2, healt
 from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
 from envoy.config.listener.v3 import api_listener_pb2, listener_components_pb2, listener_pb2
 from envoy.config.route.v3 import route_components_pb2, route_pb2
+from envoy.extensions.filters.http.fault.v3 import fault_pb2
 from envoy.extensions.filters.http.router.v3 import router_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 from google.protobuf import any_pb2
 from google.protobuf.message import Message
 from istio.networking.v1alpha3 import destination_rule_pb2
 
+from mesh.xds import traffic
 from mesh.xds.catalog import Endpoint
 from mesh.xds.istio import Policy, host_service
 from mesh.xds.names import ClientTarget, ServiceKey, cluster_name, parse_cluster_name
@@ -129,7 +132,8 @@ def _router() -> hcm_pb2.HttpFilter:
 
 
 def client_http_filters(target: ClientTarget, policy: Policy) -> list[hcm_pb2.HttpFilter]:
-    return [_router()]  # the router must be last; HCM without filters is NACKed
+    """The fault filter (empty: routes carry their faults) and the router, which must be last."""
+    return [hcm_pb2.HttpFilter(name=traffic.FAULT_FILTER, typed_config=pack(fault_pb2.HTTPFault())), _router()]
 
 
 def client_listener(name: str, target: ClientTarget, policy: Policy) -> listener_pb2.Listener:
@@ -208,33 +212,39 @@ def _route_match(match) -> route_components_pb2.RouteMatch:
     return out
 
 
-def routes_for(target: ClientTarget, policy: Policy) -> list[route_components_pb2.Route]:
-    """No VirtualService: one route to the service's cluster. Else its http routes in order, one
-    route per match (a route without match matches everything), as istiod translates them; like
+def routes_for(target: ClientTarget, policy: Policy, exact_timeouts: bool = True) -> list[route_components_pb2.Route]:
+    """No VirtualService: one route to the service's cluster, with istiod's default retries. Else
+    its http routes in order, one route per match (a route without match matches everything),
+    with their retries, timeout and fault (`mesh.xds.traffic`), as istiod translates them; like
     istiod, no catch-all is added: a call that matches nothing fails (UNAVAILABLE in gRPC)."""
     service_policy = policy.of(target.service)
     if service_policy.virtual_service is None:
         action = route_components_pb2.RouteAction(cluster=cluster_name(target),
                                                   hash_policy=_hash_policies(target, "", policy))
-        return [route_components_pb2.Route(name="default", match=route_components_pb2.RouteMatch(prefix=""),
-                                           route=action)]
+        route = route_components_pb2.Route(name="default", match=route_components_pb2.RouteMatch(prefix=""),
+                                           route=action)
+        traffic.apply_route_policy(route, None, exact_timeouts)
+        return [route]
     routes = []
     for index, http in enumerate(service_policy.virtual_service.http):
         action = _action(target, http, policy)
         name = http.name or f"route-{index}"
         for match in http.match or [None]:
             match_pb = route_components_pb2.RouteMatch(prefix="") if match is None else _route_match(match)
-            routes.append(route_components_pb2.Route(name=name, match=match_pb, route=action))
+            route = route_components_pb2.Route(name=name, match=match_pb, route=action)
+            traffic.apply_route_policy(route, http, exact_timeouts)
+            routes.append(route)
     return routes
 
 
-def route_configuration(target: ClientTarget, policy: Policy) -> route_pb2.RouteConfiguration:
+def route_configuration(target: ClientTarget, policy: Policy, exact_timeouts: bool = True) -> route_pb2.RouteConfiguration:
     """One virtual host whose domains are every form the service can be dialled by, with and
-    without the port (gRPC matches the dialled authority against them)."""
+    without the port (gRPC matches the dialled authority against them). `exact_timeouts=False`
+    (C-core clients) leaves route timeouts out of `max_stream_duration` (`mesh.xds.traffic`)."""
     hosts = target.service.hosts()
     domains = [form for host in hosts for form in (host, f"{host}:{target.port}")]
     host = route_components_pb2.VirtualHost(name=f"{target.service.fqdn}:{target.port}", domains=domains,
-                                            routes=routes_for(target, policy))
+                                            routes=routes_for(target, policy, exact_timeouts))
     return route_pb2.RouteConfiguration(name=cluster_name(target), virtual_hosts=[host])
 
 
@@ -264,7 +274,8 @@ def subset_labels(rule, subset: str) -> dict[str, str] | None:
 def cluster(name: str, policy: Policy) -> cluster_pb2.Cluster:
     """An EDS cluster named as istiod names it (the EDS name is the cluster name), its load
     balancer from the DestinationRule as istiod's grpcgen sets it: ROUND_ROBIN, or RING_HASH for
-    consistentHash (the route carries the hash policy), ring size as istiod's default when unset."""
+    consistentHash (the route carries the hash policy), ring size as istiod's default when unset;
+    outlier detection and circuit breakers from the merged trafficPolicy (`mesh.xds.traffic`)."""
     eds = cluster_pb2.Cluster.EdsClusterConfig(eds_config=_ads(), service_name=name)
     out = cluster_pb2.Cluster(name=name, type=cluster_pb2.Cluster.EDS, eds_cluster_config=eds,
                               lb_policy=cluster_pb2.Cluster.ROUND_ROBIN)
@@ -272,12 +283,20 @@ def cluster(name: str, policy: Policy) -> cluster_pb2.Cluster:
     if parsed is None:
         return out
     target, subset = parsed
-    lb = traffic_policy(policy.of(target.service).destination_rule, subset).load_balancer
+    merged = traffic_policy(policy.of(target.service).destination_rule, subset)
+    lb = merged.load_balancer
     if lb.HasField("consistent_hash"):
         hashing = lb.consistent_hash
         size = hashing.ring_hash.minimum_ring_size or hashing.minimum_ring_size or RING_SIZE
         out.lb_policy = cluster_pb2.Cluster.RING_HASH
         out.ring_hash_lb_config.minimum_ring_size.value = size
+    if merged.HasField("outlier_detection"):
+        detection = traffic.outlier_detection(merged.outlier_detection)
+        if detection is not None:
+            out.outlier_detection.CopyFrom(detection)
+    breakers = traffic.circuit_breakers(merged.connection_pool)
+    if breakers is not None:
+        out.circuit_breakers.CopyFrom(breakers)
     return out  # ROUND_ROBIN, LEAST_REQUEST too (grpcio NACKs it: mesh.xds.istio warns)
 
 

@@ -9,11 +9,15 @@ from pathlib import Path
 
 import pytest
 from envoy.config.cluster.v3 import cluster_pb2
+from envoy.extensions.filters.http.fault.v3 import fault_pb2
+from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
+from envoy.type.v3.percent_pb2 import FractionalPercent
 
 from mesh.xds.catalog import Endpoint
-from mesh.xds.istio import Policy, _State, compile_policy
+from mesh.xds.istio import IGNORED, Policy, _State, compile_policy
 from mesh.xds.names import ClientTarget, ServiceKey, cluster_name
-from mesh.xds.translate import cluster, load_assignment, route_configuration, translate_service
+from mesh.xds.traffic import FAULT_FILTER
+from mesh.xds.translate import client_listener, cluster, load_assignment, route_configuration, translate_service
 
 REPO = Path(__file__).resolve().parents[2]
 ISTIO = REPO / "istio"
@@ -211,11 +215,118 @@ def test_a_virtual_service_of_a_known_service_is_accepted(tmp_path):
     assert rejections == {} and policy.of(PRICING).virtual_service is not None
 
 
-def test_fields_not_translated_yet_are_named_too(tmp_path):
-    http = "[{route: [{destination: {host: pricing, subset: v2}}], timeout: 2s, retries: {attempts: 3}}]"
-    _, _, warnings = compile_dir(folder(tmp_path, rule=RULE, vs=service(http)))
+def test_fields_not_translated_yet_and_fields_grpc_ignores_are_named(tmp_path):
+    http = ("[{route: [{destination: {host: pricing, subset: v2}}],"
+            " retries: {attempts: 6, perTryTimeout: 1s, retryOn: 'unavailable,5xx,connect-failure',"
+            " retryRemoteLocalities: true}}]")
+    rule = RULE.replace("  subsets:\n", "  trafficPolicy: {tls: {mode: ISTIO_MUTUAL}, outlierDetection: {"
+                        "minHealthPercent: 50}, connectionPool: {tcp: {maxConnections: 3}, http: {"
+                        "http2MaxRequests: 10, maxRetries: 2}}}\n  subsets:\n")
+    _, rejections, warnings = compile_dir(folder(tmp_path, rule=rule, vs=service(http)))
+    assert rejections == {}
     assert sorted((field, why) for *_, field, why in warnings) == [
-        ("spec.http[0].retries.attempts", "not translated yet"), ("spec.http[0].timeout", "not translated yet")]
+        ("spec.http[0].retries.attempts", "gRPC makes at most 5 attempts: 6 retries become 4"),
+        ("spec.http[0].retries.perTryTimeout", IGNORED["retries.perTryTimeout"]),
+        ("spec.http[0].retries.retryOn", "gRPC retries only on gRPC codes (cancelled, deadline-exceeded, internal, "
+                                         "resource-exhausted, unavailable): 5xx, connect-failure ignored"),
+        ("spec.http[0].retries.retryRemoteLocalities", "not translated yet"),
+        ("spec.trafficPolicy.connectionPool.http.maxRetries", IGNORED["connectionPool.http"]),
+        ("spec.trafficPolicy.connectionPool.tcp.maxConnections", IGNORED["connectionPool.tcp"]),
+        ("spec.trafficPolicy.outlierDetection.minHealthPercent", IGNORED["outlierDetection.minHealthPercent"]),
+        ("spec.trafficPolicy.tls.mode", "not translated yet")]
+
+
+POLICY_INVALID = {
+    "negative attempts": ("retries: {attempts: -1}", "spec.http[0].retries.attempts -1: must not be negative"),
+    "unknown retry condition": ("retries: {attempts: 2, retryOn: 'unavailable,flaky'}",
+                                "spec.http[0].retries.retryOn 'flaky': not a retry condition"),
+    "sub-millisecond timeout": ("timeout: 0.0005s", "spec.http[0].timeout 0.000500s: a duration must be at least 1ms"),
+    "abort without a status": ("fault: {abort: {percentage: {value: 10}}}", "spec.http[0].fault.abort: needs grpcStatus"),
+    "unknown grpc status": ("fault: {abort: {grpcStatus: UNAVAILABEL, percentage: {value: 10}}}",
+                            "grpcStatus 'UNAVAILABEL': not a gRPC status code name"),
+    "percentage over 100": ("fault: {delay: {fixedDelay: 1s, percentage: {value: 120}}}",
+                            "spec.http[0].fault.delay.percentage 120.0: a percentage is between 0 and 100"),
+    "exponential delay": ("fault: {delay: {exponentialDelay: 1s}}", "only fixedDelay is supported"),
+}
+
+
+@pytest.mark.parametrize("case", POLICY_INVALID)
+def test_invalid_retries_timeouts_and_faults_are_rejected_with_the_field(case, tmp_path):
+    extra, reason = POLICY_INVALID[case]
+    http = f"[{{route: [{{destination: {{host: pricing, subset: v2}}}}], {extra}}}]"
+    policy, rejections, _ = compile_dir(folder(tmp_path, rule=RULE, vs=service(http)))
+    [(what, why)] = rejections.items()
+    assert what.endswith("vs.yaml: VirtualService default/pricing") and reason in why, why
+    assert policy.of(PRICING).virtual_service is None
+
+
+def test_retries_timeout_and_fault_reach_the_route_as_istiod_sends_them(tmp_path):
+    http = ("[{route: [{destination: {host: pricing, subset: v2}}], timeout: 1.5s,"
+            " retries: {attempts: 3, retryOn: 'unavailable,resource-exhausted,503', backoff: 0.05s},"
+            " fault: {abort: {grpcStatus: UNAVAILABLE, percentage: {value: 12.5}},"
+            " delay: {fixedDelay: 0.2s, percentage: {value: 50}}}}]")
+    policy, rejections, warnings = compile_dir(folder(tmp_path, rule=RULE, vs=service(http)))
+    assert (rejections, warnings) == ({}, [])
+    [route] = route_configuration(TARGET, policy).virtual_hosts[0].routes
+    retry = route.route.retry_policy
+    assert (retry.num_retries.value, retry.retry_on, list(retry.retriable_status_codes)) == (
+        3, "unavailable,resource-exhausted,retriable-status-codes", [503])
+    assert retry.retry_back_off.base_interval.ToMilliseconds() == 50
+    assert route.route.timeout.ToMilliseconds() == 1500
+    assert route.route.max_stream_duration.max_stream_duration.ToMilliseconds() == 1500
+    fault = fault_pb2.HTTPFault()
+    route.typed_per_filter_config[FAULT_FILTER].Unpack(fault)
+    assert (fault.abort.grpc_status, fault.abort.percentage.numerator) == (14, 125_000)
+    assert (fault.delay.fixed_delay.ToMilliseconds(), fault.delay.percentage.numerator) == (200, 500_000)
+    assert fault.abort.percentage.denominator == fault.delay.percentage.denominator == FractionalPercent.MILLION
+    # grpcio fires max_stream_duration early (grpc/grpc#34547): C-core clients get the timeout only
+    # in RouteAction.timeout, which the Python runtime applies as the call's deadline
+    [core_route] = route_configuration(TARGET, policy, exact_timeouts=False).virtual_hosts[0].routes
+    assert core_route.route.timeout.ToMilliseconds() == 1500 and not core_route.route.HasField("max_stream_duration")
+
+
+def test_routes_without_retries_get_istiods_default_and_zero_attempts_turn_retries_off(tmp_path):
+    [default] = route_configuration(TARGET, Policy()).virtual_hosts[0].routes
+    assert (default.route.retry_policy.num_retries.value, default.route.retry_policy.retry_on) == (
+        2, "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes")
+    http = "[{route: [{destination: {host: pricing, subset: v2}}], retries: {attempts: 0}}]"
+    policy, _, _ = compile_dir(folder(tmp_path, rule=RULE, vs=service(http)))
+    [route] = route_configuration(TARGET, policy).virtual_hosts[0].routes
+    assert not route.route.HasField("retry_policy")
+
+
+def test_outlier_detection_becomes_failure_percentage_ejection_with_success_rate_off(tmp_path):
+    rule = RULE.replace("  subsets:\n", "  trafficPolicy: {outlierDetection: {consecutive5xxErrors: 7,"
+                        " consecutiveGatewayErrors: 4, interval: 1s, baseEjectionTime: 20s, maxEjectionPercent: 50},"
+                        " connectionPool: {http: {http2MaxRequests: 8}}}\n  subsets:\n").replace(
+        "{name: v2, labels: {version: v2}}", "{name: v2, labels: {version: v2}, trafficPolicy: {outlierDetection: {"
+        "consecutive5xxErrors: 0, consecutiveGatewayErrors: 0}}}")
+    policy, rejections, warnings = compile_dir(folder(tmp_path, rule=rule))
+    assert (rejections, warnings) == ({}, [])
+    out = cluster(cluster_name(TARGET, "v1"), policy)  # the subset inherits the top-level policy
+    detection = out.outlier_detection
+    assert (detection.failure_percentage_request_volume.value, detection.failure_percentage_threshold.value,
+            detection.enforcing_failure_percentage.value, detection.failure_percentage_minimum_hosts.value) == (
+        4, 85, 100, 1)
+    assert detection.HasField("enforcing_success_rate") and detection.enforcing_success_rate.value == 0
+    assert (detection.interval.ToSeconds(), detection.base_ejection_time.ToSeconds(),
+            detection.max_ejection_percent.value) == (1, 20, 50)
+    assert [t.max_requests.value for t in out.circuit_breakers.thresholds] == [8]
+    assert not cluster(cluster_name(TARGET, "v2"), policy).HasField("outlier_detection")  # both counts 0: off
+
+
+def test_istio_defaults_fill_an_outlier_detection_that_sets_little(tmp_path):
+    rule = RULE.replace("  subsets:\n", "  trafficPolicy: {outlierDetection: {interval: 2s}}\n  subsets:\n")
+    policy, _, _ = compile_dir(folder(tmp_path, rule=rule))
+    detection = cluster(cluster_name(TARGET), policy).outlier_detection
+    assert (detection.failure_percentage_request_volume.value, detection.base_ejection_time.ToSeconds(),
+            detection.max_ejection_percent.value) == (5, 30, 10)
+
+
+def test_every_client_listener_has_the_fault_filter_before_the_router():
+    hcm = hcm_pb2.HttpConnectionManager()
+    client_listener("pricing:50061", TARGET, Policy()).api_listener.api_listener.Unpack(hcm)
+    assert [f.name for f in hcm.http_filters] == [FAULT_FILTER, "envoy.filters.http.router"]
 
 
 def test_a_second_resource_of_a_kind_for_one_host_is_rejected(tmp_path):
