@@ -67,7 +67,10 @@ class Service:
 
 # The one list of what the mesh runs. Ports are bases: MESH_PORT_OFFSET is added to each.
 SERVICES = (
-    Service("catalog", "python", 50051, (Instance("catalog", "v1", 50051, 19051),)),
+    Service("catalog", "python", 50051, (
+        Instance("catalog-v1", "v1", 50051, 19051),
+        Instance("catalog-v2", "v2", 50052, 19052),  # the same code: a canary target for pricing and inventory
+    )),
     Service("payments", "python", 50081, (Instance("payments", "v1", 50081, 19081),)),
     Service("pricing", "typescript", 50061, (
         Instance("pricing-v1", "v1", 50061, 19061, {"PRICING_PROMOTION_PERCENT": "0"}),

@@ -34,7 +34,7 @@ def ledger(mesh, sql: str, *args):
 
 
 def test_up_printed_every_instance_healthy_and_the_addresses(mesh):
-    for instance in ("catalog", "payments", "pricing-v1", "pricing-v2", "inventory-1", "inventory-2", "orders", "gateway"):
+    for instance in ("catalog-v1", "catalog-v2", "payments", "pricing-v1", "pricing-v2", "inventory-1", "inventory-2", "orders", "gateway"):
         line = next(l for l in mesh.up_output.splitlines() if l.startswith(instance + " "))
         assert line.rstrip().endswith("passing"), line
     for label in ("gateway", "consul UI", "jaeger query API"):
