@@ -28,8 +28,9 @@ from grpc_reflection.v1alpha import reflection
 from mesh.runtime import logs, tracing
 from mesh.runtime.tracing import UNTRACED_SERVICES
 from mesh.runtime.config import ConfigError, EnvReader, InstanceConfig, load_instance_config
-from mesh.runtime.deadlines import IncomingDeadline, OutboundDeadline
+from mesh.runtime.deadlines import OutboundDeadline
 from mesh.runtime.errors import ErrorInterceptor
+from mesh.runtime.incoming import IncomingCalls
 
 __all__ = ["Servicer", "Instance", "run", "load_config_or_exit", "dial", "xds_target", "CONFIG_ERROR_EXIT"]
 
@@ -169,7 +170,7 @@ class Instance:
     def _start_business_server(self) -> None:
         self._business = grpc.server(
             futures.ThreadPoolExecutor(max_workers=BUSINESS_WORKERS),
-            interceptors=[*tracing.traced_server_interceptors(), IncomingDeadline(), ErrorInterceptor()],
+            interceptors=[*tracing.traced_server_interceptors(), IncomingCalls(), ErrorInterceptor()],
             xds=True,
         )
         for servicer in self.servicers:
