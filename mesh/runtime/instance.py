@@ -31,6 +31,7 @@ from mesh.runtime.config import ConfigError, EnvReader, InstanceConfig, load_ins
 from mesh.runtime.deadlines import OutboundDeadline
 from mesh.runtime.errors import ErrorInterceptor
 from mesh.runtime.incoming import IncomingCalls
+from mesh.runtime.propagation import OutboundHeaders
 
 __all__ = ["Servicer", "Instance", "run", "load_config_or_exit", "dial", "xds_target", "CONFIG_ERROR_EXIT"]
 
@@ -74,10 +75,12 @@ def xds_target(config: InstanceConfig, service: str) -> str:
 
 def dial(config: InstanceConfig, service: str) -> grpc.Channel:
     """A channel to a mesh service: xDS (TLS when the control plane says so), traced, every call
-    bounded by the incoming RPC's deadline or MESH_CALL_TIMEOUT (mesh/runtime/deadlines.py)."""
+    bounded by the incoming RPC's deadline or MESH_CALL_TIMEOUT (mesh/runtime/deadlines.py) and
+    carrying its routing headers (mesh/runtime/propagation.py)."""
     credentials = grpc.xds_channel_credentials(grpc.experimental.insecure_channel_credentials())
     channel = grpc.secure_channel(xds_target(config, service), credentials)
-    return tracing.traced_channel(grpc.intercept_channel(channel, OutboundDeadline(config.call_timeout)))
+    outbound = (OutboundDeadline(config.call_timeout), OutboundHeaders(config.propagate_headers))
+    return tracing.traced_channel(grpc.intercept_channel(channel, *outbound))
 
 
 def _free_port(host: str) -> int:
