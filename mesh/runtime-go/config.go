@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -23,6 +24,7 @@ const (
 	EnvAdminPort      = "MESH_ADMIN_PORT"             // default: 0 (any free port)
 	EnvServicePorts   = "MESH_SERVICE_PORTS"          // name=port,...; default: none
 	EnvCallTimeout    = "MESH_CALL_TIMEOUT"           // seconds; default: DefaultCallTimeout
+	EnvPropagate      = "MESH_PROPAGATE_HEADERS"      // header names, comma-separated; default: DefaultPropagate
 	EnvDataDir        = "MESH_DATA_DIR"               // default: DefaultDataDir
 	EnvDrainTimeout   = "MESH_DRAIN_TIMEOUT"          // seconds; default: DefaultDrainTimeout
 	EnvLogLevel       = "MESH_LOG_LEVEL"              // debug, info, warn, error; default: info
@@ -39,6 +41,7 @@ const (
 	DefaultNamespace      = "default"
 	DefaultHost           = "127.0.0.1"
 	DefaultCallTimeout    = 5 * time.Second
+	DefaultPropagate      = "x-user-tier"
 	DefaultDataDir        = "data"
 	DefaultDrainTimeout   = 5 * time.Second
 	DefaultConsulAddr     = "127.0.0.1:8500"
@@ -58,15 +61,17 @@ type Config struct {
 	// ServicePorts is the service port of every mesh service this instance calls, by name.
 	ServicePorts map[string]int
 	// CallTimeout bounds an outbound call made without an incoming deadline.
-	CallTimeout    time.Duration
-	DataDir        string
-	DrainTimeout   time.Duration
-	LogLevel       slog.Level
-	Register       bool
-	ConsulAddr     string
-	XDSBootstrap   string
-	OTLPEndpoint   string
-	TracesExporter string // "otlp" or "none"
+	CallTimeout time.Duration
+	// PropagateHeaders are the request headers copied from an incoming call to its outbound calls.
+	PropagateHeaders []string
+	DataDir          string
+	DrainTimeout     time.Duration
+	LogLevel         slog.Level
+	Register         bool
+	ConsulAddr       string
+	XDSBootstrap     string
+	OTLPEndpoint     string
+	TracesExporter   string // "otlp" or "none"
 }
 
 // ConfigError lists every bad variable; its message is the contract's one line.
@@ -92,6 +97,7 @@ func LoadConfig(defaultServiceName string, getenv func(string) string) (Config, 
 	c.AdminPort = p.port(EnvAdminPort)
 	c.ServicePorts = p.servicePorts(EnvServicePorts)
 	c.CallTimeout = p.seconds(EnvCallTimeout, DefaultCallTimeout)
+	c.PropagateHeaders = p.headerNames(EnvPropagate, DefaultPropagate)
 	c.DataDir = p.str(EnvDataDir, DefaultDataDir)
 	c.DrainTimeout = p.seconds(EnvDrainTimeout, DefaultDrainTimeout)
 	c.LogLevel = p.level(EnvLogLevel)
@@ -225,4 +231,28 @@ func (p *parser) servicePorts(name string) map[string]int {
 		}
 	}
 	return ports
+}
+
+// headerName is a lower-case gRPC metadata key.
+var headerName = regexp.MustCompile(`^[a-z0-9][a-z0-9_.-]*$`)
+
+// headerNames reads comma-separated lower-case header names (MESH_PROPAGATE_HEADERS); gRPC's own
+// (grpc-*) and binary (*-bin) headers are refused. Every bad name is reported, quoted as written.
+func (p *parser) headerNames(name, def string) []string {
+	var names []string
+	for _, entry := range strings.Split(p.str(name, def), ",") {
+		entry = strings.TrimSpace(entry)
+		switch {
+		case entry == "":
+		case !headerName.MatchString(entry):
+			p.bad(name, fmt.Sprintf("%q: not a lower-case header name", entry))
+		case strings.HasPrefix(entry, "grpc-") || strings.HasSuffix(entry, "-bin"):
+			p.bad(name, fmt.Sprintf("%q: grpc-* and *-bin headers are not propagated", entry))
+		case slices.Contains(names, entry):
+			p.bad(name, fmt.Sprintf("%q: given twice", entry))
+		default:
+			names = append(names, entry)
+		}
+	}
+	return names
 }
