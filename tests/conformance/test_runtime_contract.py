@@ -53,13 +53,14 @@ def unreachable_warnings(probe) -> list[dict]:
 def test_bad_configuration_exits_2_naming_every_bad_variable(world: Mesh, language: str) -> None:
     env = {k: v for k, v in os.environ.items() if k != "GRPC_XDS_BOOTSTRAP"}
     env.update({"MESH_PORT": "abc", "MESH_DRAIN_TIMEOUT": "0", "MESH_SERVICE_PORTS": "catalog=x",
-                "MESH_LOG_LEVEL": "loud"})
+                "MESH_LOG_LEVEL": "loud", "MESH_PROPAGATE_HEADERS": "X-User-Tier"})
     done = subprocess.run(command(language), env=env, cwd=REPO, capture_output=True, text=True, timeout=60)
     assert done.returncode == 2, done
     lines = [line for line in done.stderr.splitlines() if line.strip()]
     assert len(lines) == 1, done.stderr
     assert "invalid configuration" in lines[0]
-    for name in ("MESH_PORT", "MESH_DRAIN_TIMEOUT", "MESH_SERVICE_PORTS", "MESH_LOG_LEVEL", "GRPC_XDS_BOOTSTRAP"):
+    for name in ("MESH_PORT", "MESH_DRAIN_TIMEOUT", "MESH_SERVICE_PORTS", "MESH_LOG_LEVEL", "MESH_PROPAGATE_HEADERS",
+                 "GRPC_XDS_BOOTSTRAP"):
         assert name in lines[0], lines[0]
 
 
@@ -260,6 +261,31 @@ def test_the_callers_deadline_bounds_every_outbound_call(world: Mesh, language: 
     unbounded = probe.echo("relay", relay_to=peer.service, timeout=None)
     assert unbounded.deadline_remaining_ms == 0
     assert 3000 < unbounded.relayed.deadline_remaining_ms <= 4000 + ROUNDING_MS  # MESH_CALL_TIMEOUT
+
+
+def test_routing_headers_travel_to_the_outbound_calls(world: Mesh, language: str) -> None:
+    """Istio routes on request headers (x-user-tier: beta -> pricing v2): the listed ones must reach
+    every hop, the others none."""
+    # The peer lists x-canary too, so that it would report x-canary had the probe passed it on.
+    peer = world.start_probe(language, extra_env={"MESH_PROPAGATE_HEADERS": "x-user-tier,x-canary"})
+    probe = world.start_probe(language, peers={peer.service: SERVICE_PORT})  # the default: x-user-tier
+    reply = probe.echo("relay", relay_to=peer.service, metadata=(("x-user-tier", "beta"), ("x-canary", "yes")),
+                       timeout=5)
+    assert dict(reply.headers) == {"x-user-tier": "beta"}
+    assert reply.relayed.instance_id == peer.instance_id
+    assert dict(reply.relayed.headers) == {"x-user-tier": "beta"}
+
+    plain = probe.echo("relay", relay_to=peer.service, timeout=5)
+    assert (dict(plain.headers), dict(plain.relayed.headers)) == ({}, {})
+
+
+def test_an_outbound_calls_own_routing_header_wins(world: Mesh, language: str) -> None:
+    peer = world.start_probe(language)
+    probe = world.start_probe(language, peers={peer.service: SERVICE_PORT})
+    reply = probe.echo("relay", relay_to=peer.service, relay_metadata={"x-user-tier": "gold"},
+                       metadata=(("x-user-tier", "beta"),), timeout=5)
+    assert dict(reply.headers) == {"x-user-tier": "beta"}
+    assert dict(reply.relayed.headers) == {"x-user-tier": "gold"}
 
 
 def test_an_undeclared_peer_is_an_error_that_names_the_variable(world: Mesh, language: str) -> None:
