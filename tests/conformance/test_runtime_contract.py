@@ -245,6 +245,19 @@ def test_errors_on_streaming_calls_after_the_messages(world: Mesh, language: str
     assert [r.index for r in ok] == [0, 1, 2]
 
 
+def test_a_stream_may_end_before_its_first_message(world: Mesh, language: str) -> None:
+    probe = world.start_probe(language)
+    with probe.channel() as channel:
+        stub = conformance_pb2_grpc.ConformanceServiceStub(channel)
+        assert list(stub.EchoStream(conformance_pb2.EchoStreamRequest(message="none", count=0), timeout=5)) == []
+        for failure in EXPECTED_ERRORS:
+            with pytest.raises(grpc.RpcError) as caught:
+                list(stub.EchoStream(conformance_pb2.EchoStreamRequest(message="ghost", count=0, failure=failure),
+                                     timeout=5))
+            check_error(caught.value, failure, probe)
+    assert probe.echo("still here", timeout=5).message == "still here"
+
+
 # -- calls between services ------------------------------------------------------------------------
 
 
