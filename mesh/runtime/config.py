@@ -18,6 +18,7 @@ __all__ = ["ConfigError", "EnvReader", "InstanceConfig", "load_instance_config"]
 TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
 FALSE_WORDS = frozenset({"0", "false", "no", "off"})
 LOG_LEVELS = ("debug", "info", "warn", "error")
+MAX_INJECT_DELAY_MS = 3_600_000  # an hour: MESH_INJECT_DELAY_MS is for demos and tests
 HEADER_NAME = re.compile(r"[a-z0-9][a-z0-9_.-]*")  # lower-case gRPC metadata keys
 
 
@@ -157,6 +158,8 @@ class InstanceConfig:
     drain_timeout: float
     log_level: str
     register: bool
+    inject_failure_percent: int
+    inject_delay_ms: int
     consul_http_addr: str
     xds_bootstrap: str
     otlp_endpoint: str
@@ -186,6 +189,8 @@ def load_instance_config(
         drain_timeout=r.seconds("MESH_DRAIN_TIMEOUT", 5.0),
         log_level=r.string("MESH_LOG_LEVEL", "info", choices=LOG_LEVELS),
         register=r.boolean("MESH_REGISTER", True),
+        inject_failure_percent=r.integer("MESH_INJECT_FAILURE_PERCENT", 0, minimum=0, maximum=100),
+        inject_delay_ms=r.integer("MESH_INJECT_DELAY_MS", 0, minimum=0, maximum=MAX_INJECT_DELAY_MS),
         consul_http_addr=r.string("CONSUL_HTTP_ADDR", "127.0.0.1:8500"),
         xds_bootstrap=r.required("GRPC_XDS_BOOTSTRAP"),
         otlp_endpoint=r.string("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4317"),

@@ -31,6 +31,7 @@ from mesh.runtime.config import ConfigError, EnvReader, InstanceConfig, load_ins
 from mesh.runtime.deadlines import OutboundDeadline
 from mesh.runtime.errors import ErrorInterceptor
 from mesh.runtime.incoming import IncomingCalls
+from mesh.runtime.injection import injected_failures
 from mesh.runtime.propagation import OutboundHeaders
 
 __all__ = ["Servicer", "Instance", "run", "load_config_or_exit", "dial", "xds_target", "CONFIG_ERROR_EXIT"]
@@ -173,7 +174,8 @@ class Instance:
     def _start_business_server(self) -> None:
         self._business = grpc.server(
             futures.ThreadPoolExecutor(max_workers=BUSINESS_WORKERS),
-            interceptors=[*tracing.traced_server_interceptors(), IncomingCalls(), ErrorInterceptor()],
+            interceptors=[*tracing.traced_server_interceptors(), IncomingCalls(), ErrorInterceptor(),
+                          *injected_failures(self.config)],
             xds=True,
         )
         for servicer in self.servicers:

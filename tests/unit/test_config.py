@@ -71,3 +71,16 @@ def test_bad_propagated_headers_are_named_with_the_rest():
         'MESH_PROPAGATE_HEADERS: "trace-bin": grpc-* and *-bin headers are not propagated',
         'MESH_PROPAGATE_HEADERS: "x-a": given twice',
     ]
+
+
+def test_injected_failures_are_off_by_default_and_checked():
+    config = load_instance_config("orders", {**BASE})
+    assert (config.inject_failure_percent, config.inject_delay_ms) == (0, 0)
+    config = load_instance_config("orders", {**BASE, "MESH_INJECT_FAILURE_PERCENT": "50", "MESH_INJECT_DELAY_MS": "300"})
+    assert (config.inject_failure_percent, config.inject_delay_ms) == (50, 300)
+    with pytest.raises(ConfigError) as caught:
+        load_instance_config("orders", {**BASE, "MESH_INJECT_FAILURE_PERCENT": "101", "MESH_INJECT_DELAY_MS": "-1"})
+    assert caught.value.problems == [
+        "MESH_INJECT_FAILURE_PERCENT: must be between 0 and 100: 101",
+        "MESH_INJECT_DELAY_MS: must be between 0 and 3600000: -1",
+    ]
