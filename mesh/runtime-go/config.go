@@ -29,6 +29,8 @@ const (
 	EnvDrainTimeout   = "MESH_DRAIN_TIMEOUT"          // seconds; default: DefaultDrainTimeout
 	EnvLogLevel       = "MESH_LOG_LEVEL"              // debug, info, warn, error; default: info
 	EnvRegister       = "MESH_REGISTER"               // default: true
+	EnvInjectFailure  = "MESH_INJECT_FAILURE_PERCENT" // 0 to 100; default: 0
+	EnvInjectDelay    = "MESH_INJECT_DELAY_MS"        // 0 to MaxInjectDelayMs; default: 0
 	EnvConsulAddr     = "CONSUL_HTTP_ADDR"            // default: DefaultConsulAddr
 	EnvXDSBootstrap   = "GRPC_XDS_BOOTSTRAP"          // required
 	EnvOTLPEndpoint   = "OTEL_EXPORTER_OTLP_ENDPOINT" // default: DefaultOTLPEndpoint
@@ -49,6 +51,9 @@ const (
 	DefaultTracesExporter = "otlp"
 )
 
+// MaxInjectDelayMs bounds MESH_INJECT_DELAY_MS (an hour: it is for demos and tests).
+const MaxInjectDelayMs = 3_600_000
+
 // Config is the instance's configuration, parsed once at start. Treat it as read-only.
 type Config struct {
 	ServiceName    string
@@ -68,10 +73,13 @@ type Config struct {
 	DrainTimeout     time.Duration
 	LogLevel         slog.Level
 	Register         bool
-	ConsulAddr       string
-	XDSBootstrap     string
-	OTLPEndpoint     string
-	TracesExporter   string // "otlp" or "none"
+	// InjectFailurePercent and InjectDelay are the injected failures (injection.go); 0: none.
+	InjectFailurePercent int
+	InjectDelay          time.Duration
+	ConsulAddr           string
+	XDSBootstrap         string
+	OTLPEndpoint         string
+	TracesExporter       string // "otlp" or "none"
 }
 
 // ConfigError lists every bad variable; its message is the contract's one line.
@@ -102,6 +110,8 @@ func LoadConfig(defaultServiceName string, getenv func(string) string) (Config, 
 	c.DrainTimeout = p.seconds(EnvDrainTimeout, DefaultDrainTimeout)
 	c.LogLevel = p.level(EnvLogLevel)
 	c.Register = p.boolean(EnvRegister, true)
+	c.InjectFailurePercent = p.integer(EnvInjectFailure, 0, 0, 100)
+	c.InjectDelay = time.Duration(p.integer(EnvInjectDelay, 0, 0, MaxInjectDelayMs)) * time.Millisecond
 	c.ConsulAddr = p.str(EnvConsulAddr, DefaultConsulAddr)
 	c.XDSBootstrap = p.str(EnvXDSBootstrap, "")
 	if c.XDSBootstrap == "" {
@@ -139,18 +149,21 @@ func (p *parser) str(name, def string) string {
 	return def
 }
 
-func (p *parser) port(name string) int {
-	raw := p.str(name, "0")
+func (p *parser) port(name string) int { return p.integer(name, 0, 0, 65535) }
+
+// integer returns the value, which must be an integer from low to high, or def when unset.
+func (p *parser) integer(name string, def, low, high int) int {
+	raw := p.str(name, strconv.Itoa(def))
 	n, err := strconv.Atoi(raw)
 	switch {
 	case err != nil:
 		p.bad(name, fmt.Sprintf("not an integer: %q", raw))
-	case n < 0 || n > 65535:
-		p.bad(name, fmt.Sprintf("must be between 0 and 65535: %d", n))
+	case n < low || n > high:
+		p.bad(name, fmt.Sprintf("must be between %d and %d: %d", low, high, n))
 	default:
 		return n
 	}
-	return 0
+	return def
 }
 
 func (p *parser) seconds(name string, def time.Duration) time.Duration {

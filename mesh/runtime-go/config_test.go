@@ -36,6 +36,8 @@ func TestLoadConfigDefaultsOfTheContract(t *testing.T) {
 		{"drain timeout", cfg.DrainTimeout, 5 * time.Second},
 		{"log level", cfg.LogLevel, slog.LevelInfo},
 		{"register", cfg.Register, true},
+		{"injected failures", cfg.InjectFailurePercent, 0},
+		{"injected delay", cfg.InjectDelay, time.Duration(0)},
 		{"consul", cfg.ConsulAddr, "127.0.0.1:8500"},
 		{"otlp", cfg.OTLPEndpoint, "http://127.0.0.1:4317"},
 		{"exporter", cfg.TracesExporter, "otlp"},
@@ -126,6 +128,23 @@ func TestPropagatedHeadersAreReadNameByName(t *testing.T) {
 		`MESH_PROPAGATE_HEADERS: "grpc-timeout": grpc-* and *-bin headers are not propagated; ` +
 		`MESH_PROPAGATE_HEADERS: "trace-bin": grpc-* and *-bin headers are not propagated; ` +
 		`MESH_PROPAGATE_HEADERS: "x-a": given twice`
+	if err == nil || err.Error() != want {
+		t.Fatalf("err = %v\nwant  %s", err, want)
+	}
+}
+
+func TestInjectedFailuresAreChecked(t *testing.T) {
+	cfg, err := LoadConfig("orders", env(map[string]string{
+		"GRPC_XDS_BOOTSTRAP": "b", "MESH_INJECT_FAILURE_PERCENT": "50", "MESH_INJECT_DELAY_MS": "300",
+	}))
+	if err != nil || cfg.InjectFailurePercent != 50 || cfg.InjectDelay != 300*time.Millisecond {
+		t.Fatalf("cfg = %+v, %v", cfg, err)
+	}
+	_, err = LoadConfig("orders", env(map[string]string{
+		"GRPC_XDS_BOOTSTRAP": "b", "MESH_INJECT_FAILURE_PERCENT": "101", "MESH_INJECT_DELAY_MS": "-1",
+	}))
+	want := `invalid configuration: MESH_INJECT_FAILURE_PERCENT: must be between 0 and 100: 101; ` +
+		`MESH_INJECT_DELAY_MS: must be between 0 and 3600000: -1`
 	if err == nil || err.Error() != want {
 		t.Fatalf("err = %v\nwant  %s", err, want)
 	}
