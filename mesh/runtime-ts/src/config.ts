@@ -17,10 +17,15 @@ export const DEFAULTS = Object.freeze({
   MESH_DRAIN_TIMEOUT: 5,
   MESH_LOG_LEVEL: 'info',
   MESH_REGISTER: true,
+  MESH_INJECT_FAILURE_PERCENT: 0,
+  MESH_INJECT_DELAY_MS: 0,
   CONSUL_HTTP_ADDR: '127.0.0.1:8500',
   OTEL_EXPORTER_OTLP_ENDPOINT: 'http://127.0.0.1:4317',
   OTEL_TRACES_EXPORTER: 'otlp',
 });
+
+/** MESH_INJECT_DELAY_MS is at most an hour: it is for demos and tests. */
+export const MAX_INJECT_DELAY_MS = 3_600_000;
 
 export const LOG_LEVELS = ['debug', 'info', 'warn', 'error'] as const;
 export type LogLevel = (typeof LOG_LEVELS)[number];
@@ -45,6 +50,9 @@ export interface MeshConfig {
   readonly drainTimeoutSeconds: number;
   readonly logLevel: LogLevel;
   readonly register: boolean;
+  /** MESH_INJECT_FAILURE_PERCENT and MESH_INJECT_DELAY_MS: injected failures (injection.ts); 0: none. */
+  readonly injectFailurePercent: number;
+  readonly injectDelayMs: number;
   /** Consul's HTTP API as a base URL, e.g. http://127.0.0.1:8500 */
   readonly consulHttpAddr: string;
   readonly xdsBootstrap: string;
@@ -264,6 +272,8 @@ export function readMeshConfig(r: EnvReader, defaultServiceName: string, pid = p
     drainTimeoutSeconds: r.positiveNumber('MESH_DRAIN_TIMEOUT', DEFAULTS.MESH_DRAIN_TIMEOUT),
     logLevel: r.oneOf('MESH_LOG_LEVEL', DEFAULTS.MESH_LOG_LEVEL as LogLevel, LOG_LEVELS),
     register: r.boolean('MESH_REGISTER', DEFAULTS.MESH_REGISTER),
+    injectFailurePercent: r.integer('MESH_INJECT_FAILURE_PERCENT', DEFAULTS.MESH_INJECT_FAILURE_PERCENT, 0, 100),
+    injectDelayMs: r.integer('MESH_INJECT_DELAY_MS', DEFAULTS.MESH_INJECT_DELAY_MS, 0, MAX_INJECT_DELAY_MS),
     consulHttpAddr: readConsulAddr(r),
     xdsBootstrap: readBootstrap(r),
     otlpEndpoint: readOtlpEndpoint(r),
