@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import threading
+import time
 import urllib.request
 
 import grpc
@@ -53,14 +54,15 @@ def unreachable_warnings(probe) -> list[dict]:
 def test_bad_configuration_exits_2_naming_every_bad_variable(world: Mesh, language: str) -> None:
     env = {k: v for k, v in os.environ.items() if k != "GRPC_XDS_BOOTSTRAP"}
     env.update({"MESH_PORT": "abc", "MESH_DRAIN_TIMEOUT": "0", "MESH_SERVICE_PORTS": "catalog=x",
-                "MESH_LOG_LEVEL": "loud", "MESH_PROPAGATE_HEADERS": "X-User-Tier"})
+                "MESH_LOG_LEVEL": "loud", "MESH_PROPAGATE_HEADERS": "X-User-Tier", "MESH_INJECT_FAILURE_PERCENT": "101",
+                "MESH_INJECT_DELAY_MS": "-1"})
     done = subprocess.run(command(language), env=env, cwd=REPO, capture_output=True, text=True, timeout=60)
     assert done.returncode == 2, done
     lines = [line for line in done.stderr.splitlines() if line.strip()]
     assert len(lines) == 1, done.stderr
     assert "invalid configuration" in lines[0]
     for name in ("MESH_PORT", "MESH_DRAIN_TIMEOUT", "MESH_SERVICE_PORTS", "MESH_LOG_LEVEL", "MESH_PROPAGATE_HEADERS",
-                 "GRPC_XDS_BOOTSTRAP"):
+                 "MESH_INJECT_FAILURE_PERCENT", "MESH_INJECT_DELAY_MS", "GRPC_XDS_BOOTSTRAP"):
         assert name in lines[0], lines[0]
 
 
@@ -308,6 +310,68 @@ def test_an_undeclared_peer_is_an_error_that_names_the_variable(world: Mesh, lan
     assert caught.value.code() == grpc.StatusCode.INTERNAL
     poll_until(lambda: [r for r in probe.logs() if "MESH_SERVICE_PORTS" in json.dumps(r)], 5, 0.1,
                "a log line naming MESH_SERVICE_PORTS")
+
+
+# -- injected failures -----------------------------------------------------------------------------
+
+
+def injecting_warnings(probe) -> list[str]:
+    return [r["message"] for r in probe.logs() if r["severity"] == "WARN" and r["message"].startswith("injecting failures")]
+
+
+def test_injected_failures_answer_unavailable_while_health_stays_serving(world: Mesh, language: str) -> None:
+    probe = world.start_probe(language, extra_env={"MESH_INJECT_FAILURE_PERCENT": "100"})  # SERVING, passing in Consul
+    injected = (grpc.StatusCode.UNAVAILABLE, "injected failure (MESH_INJECT_FAILURE_PERCENT=100)")
+    with probe.channel() as channel:
+        stub = conformance_pb2_grpc.ConformanceServiceStub(channel)
+        for _ in range(20):
+            with pytest.raises(grpc.RpcError) as caught:
+                stub.Echo(conformance_pb2.EchoRequest(message="x"), timeout=5)
+            assert (caught.value.code(), caught.value.details()) == injected
+        with pytest.raises(grpc.RpcError) as caught:
+            list(stub.EchoStream(conformance_pb2.EchoStreamRequest(message="s", count=2), timeout=5))
+        assert (caught.value.code(), caught.value.details()) == injected
+    assert probe.health() == probe.health("polymesh.conformance.v1.ConformanceService") == "SERVING"
+    assert probe.instance_id in world.consul.passing(probe.service)
+    assert poll_until(lambda: injecting_warnings(probe), 5, 0.1, "the WARN that failures are injected") == [
+        "injecting failures: MESH_INJECT_FAILURE_PERCENT=100, MESH_INJECT_DELAY_MS=0"]
+
+
+def test_injected_failures_hit_their_share_of_calls(world: Mesh, language: str) -> None:
+    probe = world.start_probe(language, extra_env={"MESH_INJECT_FAILURE_PERCENT": "50"})
+    failed = 0
+    with probe.channel() as channel:
+        echo = conformance_pb2_grpc.ConformanceServiceStub(channel).Echo
+        for _ in range(400):
+            try:
+                echo(conformance_pb2.EchoRequest(message="x"), timeout=5)
+            except grpc.RpcError as error:
+                assert (error.code(), error.details()) == (
+                    grpc.StatusCode.UNAVAILABLE, "injected failure (MESH_INJECT_FAILURE_PERCENT=50)")
+                failed += 1
+    assert 42 <= failed / 4 <= 58, f"{failed} of 400 calls failed"  # 50 +- 8 points: over 3 sigma
+
+
+def test_an_injected_delay_comes_before_the_handler_within_the_callers_deadline(world: Mesh, language: str) -> None:
+    probe = world.start_probe(language, extra_env={"MESH_INJECT_DELAY_MS": "300"})
+    with probe.channel() as channel:
+        echo = conformance_pb2_grpc.ConformanceServiceStub(channel).Echo
+        echo(conformance_pb2.EchoRequest(message="connect"), timeout=5)
+        started = time.monotonic()
+        reply = echo(conformance_pb2.EchoRequest(message="slow"), timeout=5)
+        assert 0.3 <= time.monotonic() - started < 0.6
+        assert reply.deadline_remaining_ms <= 5000 - 300 + ROUNDING_MS  # the handler ran after the delay
+
+        started = time.monotonic()
+        with pytest.raises(grpc.RpcError) as caught:
+            echo(conformance_pb2.EchoRequest(message="late"), timeout=0.1)
+        assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        assert time.monotonic() - started < 0.3
+    started = time.monotonic()
+    assert probe.health() == "SERVING"
+    assert time.monotonic() - started < 0.3, "health on the admin port waits for nothing"
+    assert poll_until(lambda: injecting_warnings(probe), 5, 0.1, "the WARN that failures are injected") == [
+        "injecting failures: MESH_INJECT_FAILURE_PERCENT=0, MESH_INJECT_DELAY_MS=300"]
 
 
 # -- admin port: health, reflection, CSDS; none of it traced ---------------------------------------
