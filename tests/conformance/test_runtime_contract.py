@@ -365,7 +365,10 @@ def test_an_injected_delay_comes_before_the_handler_within_the_callers_deadline(
         started = time.monotonic()
         with pytest.raises(grpc.RpcError) as caught:
             echo(conformance_pb2.EchoRequest(message="late"), timeout=0.1)
-        assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        # As any call past its deadline: a grpc-go server resets the stream at the deadline, which a
+        # client whose own timer has not fired yet reports as CANCELLED.
+        past_deadline = {grpc.StatusCode.DEADLINE_EXCEEDED} | ({grpc.StatusCode.CANCELLED} if language == "go" else set())
+        assert caught.value.code() in past_deadline, caught.value
         assert time.monotonic() - started < 0.3
     started = time.monotonic()
     assert probe.health() == "SERVING"
