@@ -1,5 +1,5 @@
 """Propagation to real xDS clients: how long an Istio edit and an instance's death take to change
-what grpcio, grpc-go and grpc-js clients do. `make bench-propagation` (about 1.5 minutes).
+what grpcio, grpc-go and grpc-js clients do. `make bench-propagation` (about 40 s).
 
     .venv/bin/python -m benchmarks.propagation                    # 20 edits, 5 kills
     .venv/bin/python -m benchmarks.propagation --edits 10 --kills 3 --interval-ms 2
