@@ -24,6 +24,8 @@ Parts:
   registered, and serves calls of every client (the VirtualService routes 100% to v1: the clients
   alternate between it and `v1`); after a random pause of 0-1 s (every phase of Consul's 1 s
   check interval) it gets SIGKILL. Clocks, all from `time.time()` just before the kill:
+  - the killed process is reaped (its sockets, and so its clients' connections, are closed by
+    then; the clients see them break some time before);
   - Consul: its check of the instance reads critical (Consul's health API, polled every ~10 ms);
   - the control plane logs "resources rebuilt";
   - per client: it has ACKed load assignments that no longer hold the instance (the control
@@ -308,7 +310,8 @@ def kill_part(args, procs: Processes, probes: Probes, agent: ConsulAgent, cp: Co
         killed = time.time()
         os.kill(proc.pid, signal.SIGKILL)
         tombstone.open()
-        proc.popen.wait()
+        proc.popen.wait()  # reaped: its sockets are closed by now
+        exited = time.time() - killed
         critical = None
         acked: dict[str, float] = {}
         deadline = time.monotonic() + KILL_TIMEOUT
@@ -329,6 +332,7 @@ def kill_part(args, procs: Processes, probes: Probes, agent: ConsulAgent, cp: Co
 
         sample = {"rep": rep, "instance": name, "port": port, "killed": killed,
                   "registered_to_served_s": serving_after, "listener_after_s": tombstone.listening - killed,
+                  "exited_after_s": exited,
                   "consul_critical_s": critical, "rebuilt_s": first_after(rebuilt_times(cp), killed),
                   "per_language": {}}
         for language in LANGUAGES:
@@ -348,7 +352,8 @@ def kill_part(args, procs: Processes, probes: Probes, agent: ConsulAgent, cp: Co
                 "calls_after_kill": sum(t >= killed for t, _ in window)}
         sample["connections"] = [(round(t - killed, 4), who) for t, who in tombstone.attempts]
         samples.append(sample)
-        print(f"kill {rep + 1}: consul critical {fmt_ms(critical)} ms, rebuilt {fmt_ms(sample['rebuilt_s'])} ms; "
+        print(f"kill {rep + 1}: process gone {fmt_ms(exited)} ms, consul critical {fmt_ms(critical)} ms, "
+              f"rebuilt {fmt_ms(sample['rebuilt_s'])} ms; "
               + "; ".join(f"{language} acked {fmt_ms(r['acked_without_it_s'])} ms, last call {fmt_ms(r['last_call_s'])} ms"
                           f" ({r['failed_calls']} failed), {r['connection_attempts']} reconnects"
                           for language, r in sample["per_language"].items()), flush=True)
@@ -371,6 +376,7 @@ def kill_part(args, procs: Processes, probes: Probes, agent: ConsulAgent, cp: Co
             "kills_with_connection_attempts": sum(r["connection_attempts"] > 0 for r in rows),
             "answered_after_kill": sum(r["answered_after_kill"] for r in rows)}
     return {"clocks": {
+                "exited_after_s": "SIGKILL -> the killed process reaped (waitpid returned; its sockets are closed)",
                 "consul_critical_s": "SIGKILL -> Consul's health API shows the instance's check critical (polled ~10 ms)",
                 "rebuilt_s": "SIGKILL -> the control plane logs 'resources rebuilt'",
                 "acked_without_it_s": "SIGKILL -> the client has ACKed load assignments without the instance "
@@ -381,6 +387,7 @@ def kill_part(args, procs: Processes, probes: Probes, agent: ConsulAgent, cp: Co
                                              "port (seen by a listener there from listener_after_s after the kill)"},
             "consul_critical_s": over("consul_critical_s"), "rebuilt_s": over("rebuilt_s"),
             "listener_after_s_max": max(s["listener_after_s"] for s in samples),
+            "exited_after_s": over("exited_after_s"),
             "per_language": per_language, "samples": samples}
 
 
@@ -422,6 +429,7 @@ def print_table(output: dict) -> None:
         row("file write -> control plane rebuilt", "(control plane)", edit["rebuilt_s"])
     kill = output.get("kill")
     if kill:
+        row("SIGKILL -> the killed process reaped (its sockets closed)", "(kernel)", kill["exited_after_s"])
         row("SIGKILL -> Consul check critical", "(Consul)", kill["consul_critical_s"])
         row("SIGKILL -> control plane rebuilt", "(control plane)", kill["rebuilt_s"])
         for language, r in kill["per_language"].items():
@@ -453,7 +461,8 @@ def main() -> None:
     agent = ConsulAgent(work / "consul")
     output = {"command": "python -m benchmarks.propagation " + " ".join(sys.argv[1:]),
               "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-              "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+              "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform(),
+                          "load_average_before": os.getloadavg()},
               "versions": versions() if (ROOT / "tests/xds/probes/node/node_modules").exists() else {},
               "settings": vars(args)}
     try:
@@ -497,6 +506,7 @@ def main() -> None:
         procs.stop_all()
         agent.stop()
     output["took_s"] = time.monotonic() - started
+    output["machine"]["load_average_after"] = os.getloadavg()  # 1, 5, 15 min: others' work on the cores shows here
     Path(args.out).write_text(json.dumps(output, indent=2) + "\n")
     if args.keep:
         print(f"logs kept in {work / 'logs'}")
@@ -506,7 +516,8 @@ def main() -> None:
     print(f"\n{sum(output['probe_calls'].values()):,} calls in all; failed: " + "; ".join(
         f"{phase} " + ", ".join(f"{language} {n}" for language, n in per_language.items())
         for phase, per_language in output["probe_failed_calls"].items())
-          + f"; NACKs: {output['nacks']}; {output['took_s']:.0f} s")
+          + f"; NACKs: {output['nacks']}; {output['took_s']:.0f} s; load average {output['machine']['load_average_before'][0]:.1f} "
+          f"before, {output['machine']['load_average_after'][0]:.1f} after ({os.cpu_count()} CPUs)")
     print(f"written to {args.out}")
 
 
