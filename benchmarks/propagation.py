@@ -18,8 +18,9 @@ Parts:
   of the VirtualService, flipping 100% v1 <-> 100% v2, each after a random pause of 0-250 ms (so
   the writes fall at every phase of the control plane's 200 ms poll). Clock, per language:
   `time.time()` just before the rename -> the end of that client's first call answered by the
-  new subset. Also reported: calls answered by the old subset after that first call, failed calls,
-  and the control plane's own "resources rebuilt" log time (write -> rebuilt).
+  new subset. Also reported, from the write to the next write: failed calls, and calls answered
+  by the old subset after that first call; and the control plane's own "resources rebuilt" log
+  time (write -> rebuilt).
 - `kill`: `--kills` times: a third v1 instance (its own process, same gRPC check) starts, is
   registered, and serves calls of every client (the VirtualService routes 100% to v1: the clients
   alternate between it and `v1`); after a random pause of 0-1 s (every phase of Consul's 1 s
@@ -245,11 +246,25 @@ class Tombstone:
 def edit_part(args, probes: Probes, cp: ControlPlane, vs_file: Path, rng: random.Random) -> dict:
     samples = []
     current = "v1"
+
+    def count_until(sample: dict, until: float) -> None:
+        """Failed calls from the write, and calls on the old subset after the first on the new,
+        up to `until` (the next write)."""
+        probes.read()
+        for language, r in sample["per_language"].items():
+            window = [(t, b) for t, b in probes.outputs[language].since(sample["written"]) if t < until]
+            first_new = r["latency_s"] is not None and sample["written"] + r["latency_s"]
+            r["failed_calls"] = sum(b.startswith("error") for _, b in window)
+            r["errors"] = sorted({b for _, b in window if b.startswith("error")})[:3]
+            r["old_after_new"] = sum(b == sample["from"] for t, b in window if first_new and t > first_new)
+
     for k in range(args.edits):
         new = "v2" if current == "v1" else "v1"
         time.sleep(rng.uniform(0, 0.25))
+        if samples:
+            count_until(samples[-1], time.time())
         written = write_atomically(vs_file, virtual_service(default_route(new)))
-        sample = {"edit": k, "to": new, "written": written, "per_language": {}}
+        sample = {"edit": k, "from": current, "to": new, "written": written, "per_language": {}}
         deadline = time.monotonic() + EDIT_TIMEOUT
         pending = set(LANGUAGES)
         while pending and time.monotonic() < deadline:
@@ -259,12 +274,7 @@ def edit_part(args, probes: Probes, cp: ControlPlane, vs_file: Path, rng: random
                 after = probes.outputs[language].since(written)
                 first = next((i for i, (_, backend) in enumerate(after) if backend == new), None)
                 if first is not None and len(after) - first > SETTLED:
-                    window = after[:first + SETTLED + 1]
-                    sample["per_language"][language] = {
-                        "latency_s": after[first][0] - written,
-                        "old_after_new": sum(backend == current for _, backend in window[first:]),
-                        "failed_calls": sum(backend.startswith("error") for _, backend in window),
-                        "errors": sorted({b for _, b in window if b.startswith("error")})[:3]}
+                    sample["per_language"][language] = {"latency_s": after[first][0] - written}
                     pending.discard(language)
         for language in pending:
             sample["per_language"][language] = {"latency_s": None, "missed": True}
@@ -274,6 +284,7 @@ def edit_part(args, probes: Probes, cp: ControlPlane, vs_file: Path, rng: random
             f"{language} {fmt_ms(sample['per_language'][language]['latency_s'])}" for language in LANGUAGES)
             + f" ms (rebuilt {fmt_ms(sample['rebuilt_s'])} ms)", flush=True)
         current = new
+    count_until(samples[-1], time.time())
     if current != "v1":  # the kill part routes to v1
         written = write_atomically(vs_file, virtual_service(default_route("v1")))
         probes.wait(lambda o: [b for _, b in o.since(written)[-SETTLED:]] == ["v1"] * SETTLED, "back on v1", 30)
@@ -422,7 +433,8 @@ def print_table(output: dict) -> None:
     edit = output.get("edit")
     if edit:
         for language, r in edit["per_language"].items():
-            notes = f"{r['failed_calls']} failed calls, {r['old_after_new']} calls on the old subset after the first on the new"
+            notes = (f"{r['failed_calls']} failed calls, {r['old_after_new']} calls on the old subset after the first "
+                     "on the new (until the next edit)")
             if r["missed"]:
                 notes += f", {r['missed']} edits not followed within {EDIT_TIMEOUT:.0f} s"
             row("file write -> first call on the new subset", language, r["latency_s"], notes)
