@@ -27,7 +27,8 @@ Parts:
   check interval) it gets SIGKILL. Clocks, all from `time.time()` just before the kill:
   - the killed process is reaped (its sockets, and so its clients' connections, are closed by
     then; the clients see them break some time before);
-  - Consul: its check of the instance reads critical (Consul's health API, polled every ~10 ms);
+  - Consul: its check of the instance reads critical (Consul's health API, polled every ~10 ms;
+    timed when the answer that shows it arrives, as are the ACKs below);
   - the control plane logs "resources rebuilt";
   - per client: it has ACKed load assignments that no longer hold the instance (the control
     plane's CSDS, polled every ~10 ms): from then on it cannot pick the instance;
@@ -326,13 +327,14 @@ def kill_part(args, procs: Processes, probes: Probes, agent: ConsulAgent, cp: Co
         critical = None
         acked: dict[str, float] = {}
         deadline = time.monotonic() + KILL_TIMEOUT
-        while time.monotonic() < deadline:
-            now = time.time()
+        while time.monotonic() < deadline:  # each state is timed when the answer showing it arrives
             if critical is None and check_status(agent, name) == "critical":
-                critical = now - killed
-            for language, holds in holds_port(cp, port).items():
+                critical = time.time() - killed
+            held = holds_port(cp, port)
+            seen = time.time()
+            for language, holds in held.items():
                 if language not in acked and holds is False:
-                    acked[language] = now - killed
+                    acked[language] = seen - killed
             if len(acked) == len(LANGUAGES) and time.time() - killed > max(max(acked.values()) + QUIET, WATCH):
                 break
             time.sleep(POLL)
@@ -442,7 +444,8 @@ def print_table(output: dict) -> None:
     kill = output.get("kill")
     if kill:
         row("SIGKILL -> the killed process reaped (its sockets closed)", "(kernel)", kill["exited_after_s"])
-        row("SIGKILL -> Consul check critical", "(Consul)", kill["consul_critical_s"])
+        row("SIGKILL -> Consul check critical (seen)", "(Consul)", kill["consul_critical_s"],
+            "an upper bound: timed when Consul's answer arrived")
         row("SIGKILL -> control plane rebuilt", "(control plane)", kill["rebuilt_s"])
         for language, r in kill["per_language"].items():
             row("SIGKILL -> endpoints without it ACKed", language, r["acked_without_it_s"])
