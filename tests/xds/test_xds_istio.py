@@ -63,7 +63,11 @@ def start_probe(language: str, procs, tmp_path, xds_address: str, request, name:
 
 
 def at_least(proc, count: int, since: float = 0.0) -> list[str] | None:
+    """`count` calls from `since`, leaving out the deadline errors of a client still waiting for its
+    first xDS answers (a loaded machine can take a probe's 1 s): those are no routing decision."""
     seen = [b for _, b in calls(proc, since)]
+    while seen and seen[0].startswith("error") and "deadline" in seen[0].lower():
+        seen.pop(0)
     return seen if len(seen) >= count else None
 
 
