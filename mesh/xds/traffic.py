@@ -26,6 +26,8 @@ generator (which sends neither; the comparison with istiod says so):
 
 from __future__ import annotations
 
+import hashlib
+
 from envoy.config.cluster.v3 import circuit_breaker_pb2, outlier_detection_pb2
 from envoy.config.core.v3 import base_pb2
 from envoy.config.route.v3 import route_components_pb2
@@ -35,8 +37,8 @@ from google.protobuf import duration_pb2
 from istio.networking.v1alpha3 import destination_rule_pb2, virtual_service_pb2
 
 __all__ = ["DEFAULT_RETRY_ON", "FAILURE_THRESHOLD", "FAULT_FILTER", "GRPC_CODES", "GRPC_RETRY_ON", "MAX_ATTEMPTS",
-           "RETRY_CONDITIONS", "apply_route_policy", "circuit_breakers", "http_fault", "outlier_detection",
-           "retry_policy"]
+           "RETRY_CONDITIONS", "apply_route_policy", "circuit_breakers", "fault_filter_name", "http_fault",
+           "outlier_detection", "retry_policy"]
 
 FAULT_FILTER = "envoy.filters.http.fault"
 DEFAULT_RETRIES = 2  # istiod's default policy
@@ -110,8 +112,21 @@ def http_fault(fault: virtual_service_pb2.HTTPFaultInjection) -> fault_pb2.HTTPF
     return out
 
 
+def fault_filter_name(virtual_service: virtual_service_pb2.VirtualService | None) -> str:
+    """The fault filter's instance name on a service's client listeners and in its routes' per-filter
+    config: `envoy.filters.http.fault`, suffixed with a digest of the service's faults when it has
+    any. grpcio keeps applying the first per-route fault config it saw on a filter instance when only
+    its values change (measured: a 100% abort edited to 0% stayed 100%); a new instance name for new
+    faults makes every client take them."""
+    faults = [http.fault.SerializeToString(deterministic=True) for http in
+              (virtual_service.http if virtual_service is not None else ()) if http.HasField("fault")]
+    if not faults:
+        return FAULT_FILTER
+    return f"{FAULT_FILTER}.{hashlib.sha256(b'/'.join(faults)).hexdigest()[:12]}"
+
+
 def apply_route_policy(route: route_components_pb2.Route, http: virtual_service_pb2.HTTPRoute | None,
-                       exact_timeouts: bool) -> None:
+                       exact_timeouts: bool, fault_filter: str = FAULT_FILTER) -> None:
     """Retries, timeout and fault of one VirtualService http route (None: the default route)."""
     action = route.route
     policy = retry_policy(http.retries if http is not None and http.HasField("retries") else None)
@@ -124,7 +139,7 @@ def apply_route_policy(route: route_components_pb2.Route, http: virtual_service_
         if exact_timeouts:
             action.max_stream_duration.max_stream_duration.CopyFrom(http.timeout)
     if http.HasField("fault"):
-        route.typed_per_filter_config[FAULT_FILTER].Pack(http_fault(http.fault))
+        route.typed_per_filter_config[fault_filter].Pack(http_fault(http.fault))
 
 
 def outlier_detection(policy: destination_rule_pb2.OutlierDetection) -> outlier_detection_pb2.OutlierDetection | None:

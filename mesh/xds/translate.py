@@ -133,7 +133,8 @@ def _router() -> hcm_pb2.HttpFilter:
 
 def client_http_filters(target: ClientTarget, policy: Policy) -> list[hcm_pb2.HttpFilter]:
     """The fault filter (empty: routes carry their faults) and the router, which must be last."""
-    return [hcm_pb2.HttpFilter(name=traffic.FAULT_FILTER, typed_config=pack(fault_pb2.HTTPFault())), _router()]
+    name = traffic.fault_filter_name(policy.of(target.service).virtual_service)
+    return [hcm_pb2.HttpFilter(name=name, typed_config=pack(fault_pb2.HTTPFault())), _router()]
 
 
 def client_listener(name: str, target: ClientTarget, policy: Policy) -> listener_pb2.Listener:
@@ -226,13 +227,14 @@ def routes_for(target: ClientTarget, policy: Policy, exact_timeouts: bool = True
         traffic.apply_route_policy(route, None, exact_timeouts)
         return [route]
     routes = []
+    fault_filter = traffic.fault_filter_name(service_policy.virtual_service)
     for index, http in enumerate(service_policy.virtual_service.http):
         action = _action(target, http, policy)
         name = http.name or f"route-{index}"
         for match in http.match or [None]:
             match_pb = route_components_pb2.RouteMatch(prefix="") if match is None else _route_match(match)
             route = route_components_pb2.Route(name=name, match=match_pb, route=action)
-            traffic.apply_route_policy(route, http, exact_timeouts)
+            traffic.apply_route_policy(route, http, exact_timeouts, fault_filter)
             routes.append(route)
     return routes
 

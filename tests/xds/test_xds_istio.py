@@ -224,3 +224,27 @@ def test_header_and_grpc_path_matchers_in_every_client(match, expected, backends
         seen = poll_until(lambda: at_least(proc, enough), 30, 0.1, f"{language} calls")
         assert seen.count(expected) == len(seen), f"{language}: {sorted(set(seen))}"
     assert not [e for e in cp.logs() if "NACK" in e["message"]], "a client rejected a resource"
+
+
+def test_an_edited_fault_percentage_is_followed_by_every_client(backends, istio_dir, consul_agent,
+                                                                 start_control_plane, procs, tmp_path, request):
+    """grpcio kept a route's first fault config when only its percentage changed (100% stayed 100%);
+    the control plane names the fault filter after the faults, so every client takes the edit."""
+    def aborting(percent: int) -> str:
+        return virtual_service(default_route("v1").rstrip("\n")
+                               + f"\n  fault: {{abort: {{grpcStatus: UNAVAILABLE, percentage: {{value: {percent}}}}}}}\n")
+
+    vs_file = istio_dir / "catalog-vs.yaml"
+    vs_file.write_text(aborting(100))
+    cp = start_control_plane(consul_agent.http_addr, env={"MESH_ISTIO_DIR": str(istio_dir)})
+    probes = {language: start_probe(language, procs, tmp_path, cp.address, request, f"fault-{language}")
+              for language in LANGUAGES}
+    for language, proc in probes.items():
+        seen = poll_until(lambda: at_least(proc, 50), 60, 0.1, f"50 calls from {language}")
+        assert all("UNAVAILABLE" in b or "Unavailable" in b for b in seen), f"{language}: {sorted(set(seen))[:3]}"
+    written = write(vs_file, aborting(0))
+    for language, proc in probes.items():
+        first = poll_until(lambda: next((t for t, b in calls(proc, written) if b == "v1"), None), 10, 0.02,
+                           f"{language} following the edit")
+        after = poll_until(lambda: at_least(proc, 200, first), 60, 0.1, f"200 calls from {language}")
+        assert after == ["v1"] * len(after), f"{language} after the edit: {sorted(set(after))[:3]}"

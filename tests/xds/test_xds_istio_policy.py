@@ -16,7 +16,7 @@ from envoy.type.v3.percent_pb2 import FractionalPercent
 from mesh.xds.catalog import Endpoint
 from mesh.xds.istio import IGNORED, Policy, _State, compile_policy
 from mesh.xds.names import ClientTarget, ServiceKey, cluster_name
-from mesh.xds.traffic import FAULT_FILTER
+from mesh.xds.traffic import FAULT_FILTER, fault_filter_name
 from mesh.xds.translate import client_listener, cluster, load_assignment, route_configuration, translate_service
 
 REPO = Path(__file__).resolve().parents[2]
@@ -275,7 +275,9 @@ def test_retries_timeout_and_fault_reach_the_route_as_istiod_sends_them(tmp_path
     assert route.route.timeout.ToMilliseconds() == 1500
     assert route.route.max_stream_duration.max_stream_duration.ToMilliseconds() == 1500
     fault = fault_pb2.HTTPFault()
-    route.typed_per_filter_config[FAULT_FILTER].Unpack(fault)
+    [(name, config)] = route.typed_per_filter_config.items()
+    assert name == fault_filter_name(policy.of(PRICING).virtual_service) and name.startswith(FAULT_FILTER + ".")
+    config.Unpack(fault)
     assert (fault.abort.grpc_status, fault.abort.percentage.numerator) == (14, 125_000)
     assert (fault.delay.fixed_delay.ToMilliseconds(), fault.delay.percentage.numerator) == (200, 500_000)
     assert fault.abort.percentage.denominator == fault.delay.percentage.denominator == FractionalPercent.MILLION
@@ -297,7 +299,7 @@ def test_durations_are_read_as_istio_reads_them_go_style_included(tmp_path):
     assert rejections == {}
     [route] = route_configuration(TARGET, policy).virtual_hosts[0].routes
     fault = fault_pb2.HTTPFault()
-    route.typed_per_filter_config[FAULT_FILTER].Unpack(fault)
+    route.typed_per_filter_config[fault_filter_name(policy.of(PRICING).virtual_service)].Unpack(fault)
     assert (route.route.timeout.ToMilliseconds(), route.route.retry_policy.per_try_timeout.ToMilliseconds(),
             fault.delay.fixed_delay.ToMilliseconds()) == (90_000, 250, 500)
     detection = cluster(cluster_name(TARGET), policy).outlier_detection
@@ -342,10 +344,23 @@ def test_istio_defaults_fill_an_outlier_detection_that_sets_little(tmp_path):
             detection.max_ejection_percent.value) == (5, 30, 10)
 
 
-def test_every_client_listener_has_the_fault_filter_before_the_router():
+def test_every_client_listener_has_the_fault_filter_before_the_router_named_after_the_faults(tmp_path):
     hcm = hcm_pb2.HttpConnectionManager()
     client_listener("pricing:50061", TARGET, Policy()).api_listener.api_listener.Unpack(hcm)
     assert [f.name for f in hcm.http_filters] == [FAULT_FILTER, "envoy.filters.http.router"]
+
+    def names(percent: int) -> tuple[str, set[str]]:
+        http = (f"[{{route: [{{destination: {{host: pricing, subset: v2}}}}], fault: {{abort: {{grpcStatus: UNAVAILABLE,"
+                f" percentage: {{value: {percent}}}}}}}}}]")
+        policy, _, _ = compile_dir(folder(tmp_path, rule=RULE, vs=service(http)))
+        client_listener("pricing:50061", TARGET, policy).api_listener.api_listener.Unpack(hcm)
+        routes = route_configuration(TARGET, policy).virtual_hosts[0].routes
+        return hcm.http_filters[0].name, {key for route in routes for key in route.typed_per_filter_config}
+
+    # grpcio keeps the first config it saw on a filter instance when only the values change: an
+    # edited fault gets a new instance name, the same one in the listener and in the routes
+    (hundred, used_100), (zero, used_0) = names(100), names(0)
+    assert used_100 == {hundred} and used_0 == {zero} and hundred != zero and names(100)[0] == hundred
 
 
 def test_a_second_resource_of_a_kind_for_one_host_is_rejected(tmp_path):
