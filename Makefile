@@ -21,8 +21,8 @@ say = @printf '\033[1m==> %s\033[0m\n' "$(1)"
 
 .PHONY: help
 help: ## List the targets
-	@grep -hE '^[a-z][a-z-]*:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
-	@echo "  make logs service=NAME  logs of one service or instance"
+	@grep -hE '^[a-z][a-z-]*:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
+	@echo "  make logs service=NAME    logs of one service or instance"
 
 # --- installs (each is a file target: a second run reuses it) ----------------------------------
 $(VENV)/.installed: pyproject.toml requirements.lock
@@ -160,12 +160,21 @@ down: ## Stop every process the mesh started
 	@if [ -x $(PY) ]; then $(PY) -m mesh.runner down; else echo "nothing to stop"; fi
 
 .PHONY: status
-status: ## Show every instance, its health and restarts
+status: ## Show every instance, its health, restarts and chaos overrides
 	@$(PY) -m mesh.runner status
 
 .PHONY: logs
 logs: ## Show recent logs (make logs service=NAME for one)
 	@$(PY) -m mesh.runner logs $(if $(service),--service $(service)) $(if $(follow),--follow)
+
+# --- chaos: an instance that fails or is slow (mesh/runner/chaos.py) ------------------------------
+.PHONY: chaos
+chaos: ## Restart instance=NAME (or every instance of a service) with fail=PERCENT and/or delay=MS injected
+	@$(PY) -m mesh.runner chaos $(instance) $(if $(fail),--fail-percent $(fail)) $(if $(delay),--delay-ms $(delay))
+
+.PHONY: chaos-off
+chaos-off: ## Take the chaos overrides off instance=NAME (no instance: every one)
+	@$(PY) -m mesh.runner chaos $(instance) --off
 
 # --- tests ----------------------------------------------------------------------------------------
 .PHONY: test
