@@ -23,6 +23,7 @@ say = @printf '\033[1m==> %s\033[0m\n' "$(1)"
 help: ## List the targets
 	@grep -hE '^[a-z][a-z-]*:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
 	@echo "  make logs service=NAME    logs of one service or instance"
+	@echo "  make scenario name=NAME   e.g. make scenario name=outlier-detection (istio/README.md lists them)"
 
 # --- installs (each is a file target: a second run reuses it) ----------------------------------
 $(VENV)/.installed: pyproject.toml requirements.lock
@@ -167,7 +168,19 @@ status: ## Show every instance, its health, restarts and chaos overrides
 logs: ## Show recent logs (make logs service=NAME for one)
 	@$(PY) -m mesh.runner logs $(if $(service),--service $(service)) $(if $(follow),--follow)
 
-# --- chaos: an instance that fails or is slow (mesh/runner/chaos.py) ------------------------------
+# --- traffic scenarios and chaos (istio/README.md) ------------------------------------------------
+.PHONY: scenario
+scenario: ## Apply scenario name=NAME to the running mesh, drive traffic, show what users see (no name: list)
+	@$(PY) -m mesh.runner scenario $(name)
+
+.PHONY: scenario-traffic
+scenario-traffic: ## Drive the traffic of the applied scenario name=NAME again and count
+	@$(PY) -m mesh.runner scenario $(name) --traffic-only
+
+.PHONY: scenario-off
+scenario-off: ## Take every scenario off: the defaults of istio/ and no chaos overrides
+	@$(PY) -m mesh.runner scenario --off
+
 .PHONY: chaos
 chaos: ## Restart instance=NAME (or every instance of a service) with fail=PERCENT and/or delay=MS injected
 	@$(PY) -m mesh.runner chaos $(instance) $(if $(fail),--fail-percent $(fail)) $(if $(delay),--delay-ms $(delay))

@@ -1,4 +1,4 @@
-"""`python -m mesh.runner up|down|status|logs|chaos` (what the Makefile's targets call)."""
+"""`python -m mesh.runner up|down|status|logs|chaos|scenario` (what the Makefile's targets call)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import subprocess
 import sys
 import time
 
-from mesh.runner import chaos, probes, topology
+from mesh.runner import chaos, probes, scenarios, topology
 from mesh.runner.supervisor import Supervisor
 
 UP_TIMEOUT = 120.0
@@ -249,6 +249,13 @@ def _parser() -> argparse.ArgumentParser:
     for name, (flag, low, high, _) in chaos.VARIABLES.items():
         chaos_.add_argument(flag, type=int, metavar="N", dest=name, help=f"{name}, {low} to {high}")
     chaos_.add_argument("--off", action="store_true", help="no overrides: the instance runs as configured")
+    scenario = commands.add_parser("scenario", help="apply a traffic scenario of istio/scenarios/ and show its effect",
+                                   description=scenarios.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    scenario.add_argument("name", nargs="?", help="a folder of istio/scenarios/ (none: list them)")
+    what = scenario.add_mutually_exclusive_group()
+    what.add_argument("--apply-only", action="store_true", help="apply it, drive no traffic")
+    what.add_argument("--traffic-only", action="store_true", help="it is applied: drive traffic and count again")
+    what.add_argument("--off", action="store_true", help="take every scenario off: the defaults in istio/ again")
     return parser
 
 
@@ -270,6 +277,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.off == bool(env):
             parser.error("chaos: give --fail-percent N and/or --delay-ms MS, or --off")
         return chaos_command(run_dir, offset, args.target, env, args.off)
+    if args.command == "scenario":
+        mode = "off" if args.off else "apply" if args.apply_only else "traffic" if args.traffic_only else "demo"
+        if args.name is None and mode not in ("off", "demo"):
+            parser.error("scenario: name one (python -m mesh.runner scenario lists them)")
+        return scenarios.main(run_dir, offset, args.name, mode, _running(run_dir))
     try:
         return {"up": up, "down": down, "status": status}[args.command](run_dir, offset)
     except KeyboardInterrupt:
