@@ -80,9 +80,9 @@ def read(run_dir: pathlib.Path) -> dict[str, dict[str, str]]:
 
 
 def describe(env: dict[str, str] | None) -> str:
-    """'fail=100% delay=500ms', or '-' for none."""
-    parts = [VARIABLES[name][3].format(value) for name, value in sorted((env or {}).items()) if name in VARIABLES]
-    return " ".join(parts) or "-"
+    """'fail=100%,delay=500ms' (one word, for the status table), or '-' for none."""
+    parts = [unit.format(env[name]) for name, (_, _, _, unit) in VARIABLES.items() if name in (env or {})]
+    return ",".join(parts) or "-"
 
 
 @contextlib.contextmanager

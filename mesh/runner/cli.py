@@ -84,7 +84,8 @@ def _table(run_dir: pathlib.Path, offset: int) -> tuple[str, bool]:
     state = _state(run_dir) or {"processes": []}
     specs = {p.name: p for p in topology.build(run_dir, offset)}
     checks = probes.consul_checks(f"127.0.0.1:{topology.Ports(offset).consul_http}")
-    rows = [("INSTANCE", "SERVICE", "LANGUAGE", "VERSION", "ADDRESS", "ADMIN", "PID", "RESTARTS", "HEALTH", "OVERRIDES")]
+    # HEALTH stays last (scripts and tests read it there); OVERRIDES is one word
+    rows = [("INSTANCE", "SERVICE", "LANGUAGE", "VERSION", "ADDRESS", "ADMIN", "PID", "OVERRIDES", "RESTARTS", "HEALTH")]
     healthy = True
     for process in state["processes"]:
         spec = specs.get(process["name"])
@@ -95,7 +96,7 @@ def _table(run_dir: pathlib.Path, offset: int) -> tuple[str, bool]:
         rows.append((
             process["name"], process["service"] or "-", process["language"] or "-", process["version"] or "-",
             f"127.0.0.1:{process['port']}", str(process["admin_port"] or "-"), str(process["pid"] or "-"),
-            str(process["restarts"]), health, _overrides(process),
+            _overrides(process), str(process["restarts"]), health,
         ))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     text = "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows)
@@ -103,10 +104,12 @@ def _table(run_dir: pathlib.Path, offset: int) -> tuple[str, bool]:
 
 
 def _overrides(process: dict) -> str:
-    """The chaos overrides an instance runs with (`mesh/runner/chaos.py`), and any it is restarting for."""
-    text = chaos.describe(process.get("overrides"))
+    """The chaos overrides an instance runs with (`mesh/runner/chaos.py`), or `restarting:` the ones
+    it is being restarted for: `fail=100%,delay=500ms`, `-` for none."""
     pending = process.get("pending_overrides")
-    return text if pending is None else f"{text} (restarting for {chaos.describe(pending)})"
+    if pending is not None:
+        return f"restarting:{chaos.describe(pending)}"
+    return chaos.describe(process.get("overrides"))
 
 
 def _addresses(offset: int) -> str:

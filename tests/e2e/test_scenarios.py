@@ -134,6 +134,9 @@ def test_outlier_detection_ejects_the_failing_inventory_replica(mesh, http, scen
     _chaos(mesh, "inventory-2", "--fail-percent", "100")
     assert _directly(mesh, "inventory-2") == grpc.StatusCode.UNAVAILABLE
     assert _directly(mesh, "inventory-1") == grpc.StatusCode.OK
+    rows = {line.split()[0]: line.split() for line in mesh.runner("status", check=False).stdout.splitlines() if line}
+    assert rows["inventory-2"][-3:] == ["fail=100%", "0", "passing"]  # OVERRIDES, RESTARTS (no crash), HEALTH
+    assert rows["inventory-1"][-3:] == ["-", "0", "passing"]
 
     def half_fail():
         failed = sum(http.get(PAGE).status_code != 200 for _ in range(40))

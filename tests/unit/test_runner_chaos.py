@@ -126,7 +126,7 @@ def test_a_service_name_restarts_every_instance_of_it_and_flags_replace_what_it_
                                                               "MESH_INJECT_FAILURE_PERCENT": "20"}
     assert _apply(mesh, "fake-2", {"MESH_INJECT_DELAY_MS": "100"}) == 0
     assert _env_of(mesh, _state(mesh)["fake-2"]["pid"]) == {"MESH_INJECT_DELAY_MS": "100"}
-    assert _overrides(_state(mesh)["fake-1"]) == "delay=500ms fail=20%"
+    assert _overrides(_state(mesh)["fake-1"]) == "fail=20%,delay=500ms"
 
 
 def test_overrides_survive_a_crash_and_the_crash_counts(mesh: Path):
