@@ -114,10 +114,10 @@ class Mesh:
     def product_page(self, headers: dict[str, str] | None = None, product: str = PRODUCT) -> Reply:
         return self.http("GET", f"/v1/products/{product}?currency=EUR", headers=headers)
 
-    def order(self, product: str) -> Reply:
+    def order(self, product: str, headers: dict[str, str] | None = None) -> Reply:
         return self.http("POST", "/v1/orders", {
             "customerId": "scenario", "currency": "EUR", "items": [{"productId": product, "quantity": 1}],
-            "payment": {"cardToken": "tok_visa"}}, {"Idempotency-Key": f"scenario-{uuid.uuid4().hex}"})
+            "payment": {"cardToken": "tok_visa"}}, {"Idempotency-Key": f"scenario-{uuid.uuid4().hex}", **(headers or {})})
 
     def in_stock(self, wanted: int) -> list[str]:
         """Up to `wanted` product ids, one per unit in stock, the best stocked first: an order each
@@ -204,7 +204,14 @@ def beta_routing(mesh: Mesh) -> bool:
         versions = collections.Counter(mesh.product_page(headers).body.get("pricingVersion", "error") for _ in range(50))
         print(f"  50 product pages with {label:<18} " + ", ".join(f"{v} {n}" for v, n in sorted(versions.items())))
         ok &= versions == {expected: 50}
-    return verdict(ok, "v2 for every call with exactly `x-user-tier: beta`, v1 for every other")
+    # orders asks pricing for an order's quote: the runtimes pass x-user-tier on (MESH_PROPAGATE_HEADERS)
+    for label, headers, expected in (("x-user-tier: beta", {"x-user-tier": "beta"}, "v2"), ("no header", None, "v1")):
+        products = mesh.in_stock(1)
+        reply = mesh.order(products[0], headers) if products else None
+        priced = reply.body.get("order", {}).get("pricingVersion") if reply else "no stock left"
+        print(f"  an order with {label:<18}      priced by {priced or reply.error}")
+        ok &= priced == expected
+    return verdict(ok, "v2 for every call with exactly `x-user-tier: beta`, v1 for every other, orders included")
 
 
 def payments_hidden(mesh: Mesh, orders: int = 100) -> bool:
