@@ -166,7 +166,7 @@ INJECTING = "injecting failures"  # the WARN every runtime logs at start when ME
 
 
 def apply(run_dir: pathlib.Path, offset: int, state: dict, target: str | None, env: dict[str, str], off: bool,
-          timeout: float = APPLY_TIMEOUT) -> int:
+          timeout: float = APPLY_TIMEOUT, hint: bool = True) -> int:
     """`python -m mesh.runner chaos`: set the overrides of TARGET (an instance, or every instance of
     a service; with `off` and no TARGET, every instance), wait until the supervisor has restarted
     them and they are healthy, and say what happened. Returns the exit code."""
@@ -206,6 +206,8 @@ def apply(run_dir: pathlib.Path, offset: int, state: dict, target: str | None, e
                   file=sys.stderr)
     if off and all(d.startswith("already") for d in done.values()):
         print("  no instance had overrides")
+    if hint and any(wanted.values()):
+        print("take them off: make chaos-off  (python -m mesh.runner chaos --off)")
     return 0
 
 

@@ -385,7 +385,7 @@ def _apply_step(mesh: Mesh, step: Step, source: pathlib.Path) -> bool:
             return False
     for target, env in step.chaos:
         print(f"  chaos: {target} {chaos.describe(dict(env))}")
-        if chaos.apply(mesh.run_dir, mesh.offset, mesh.state(), target, dict(env), off=False) != 0:
+        if chaos.apply(mesh.run_dir, mesh.offset, mesh.state(), target, dict(env), off=False, hint=False) != 0:
             return False
     return True
 
