@@ -21,8 +21,9 @@ say = @printf '\033[1m==> %s\033[0m\n' "$(1)"
 
 .PHONY: help
 help: ## List the targets
-	@grep -hE '^[a-z][a-z-]*:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
-	@echo "  make logs service=NAME  logs of one service or instance"
+	@grep -hE '^[a-z][a-z-]*:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
+	@echo "  make logs service=NAME    logs of one service or instance"
+	@echo "  make scenario name=NAME   e.g. make scenario name=outlier-detection (istio/README.md lists them)"
 
 # --- installs (each is a file target: a second run reuses it) ----------------------------------
 $(VENV)/.installed: pyproject.toml requirements.lock
@@ -160,12 +161,33 @@ down: ## Stop every process the mesh started
 	@if [ -x $(PY) ]; then $(PY) -m mesh.runner down; else echo "nothing to stop"; fi
 
 .PHONY: status
-status: ## Show every instance, its health and restarts
+status: ## Show every instance, its health, restarts and chaos overrides
 	@$(PY) -m mesh.runner status
 
 .PHONY: logs
 logs: ## Show recent logs (make logs service=NAME for one)
 	@$(PY) -m mesh.runner logs $(if $(service),--service $(service)) $(if $(follow),--follow)
+
+# --- traffic scenarios and chaos (istio/README.md) ------------------------------------------------
+.PHONY: scenario
+scenario: ## Apply scenario name=NAME to the running mesh, drive traffic, show what users see (no name: list)
+	@$(PY) -m mesh.runner scenario $(name)
+
+.PHONY: scenario-traffic
+scenario-traffic: ## Drive the traffic of the applied scenario name=NAME again and count
+	@$(PY) -m mesh.runner scenario $(name) --traffic-only
+
+.PHONY: scenario-off
+scenario-off: ## Take every scenario off: the defaults of istio/ and no chaos overrides
+	@$(PY) -m mesh.runner scenario --off
+
+.PHONY: chaos
+chaos: ## Restart instance=NAME (or every instance of a service) with fail=PERCENT and/or delay=MS injected
+	@$(PY) -m mesh.runner chaos $(instance) $(if $(fail),--fail-percent $(fail)) $(if $(delay),--delay-ms $(delay))
+
+.PHONY: chaos-off
+chaos-off: ## Take the chaos overrides off instance=NAME (no instance: every one)
+	@$(PY) -m mesh.runner chaos $(instance) --off
 
 # --- tests ----------------------------------------------------------------------------------------
 .PHONY: test

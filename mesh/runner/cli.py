@@ -1,4 +1,4 @@
-"""`python -m mesh.runner up|down|status|logs` (what the Makefile's targets call)."""
+"""`python -m mesh.runner up|down|status|logs|chaos|scenario` (what the Makefile's targets call)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import subprocess
 import sys
 import time
 
-from mesh.runner import probes, topology
+from mesh.runner import chaos, probes, scenarios, topology
 from mesh.runner.supervisor import Supervisor
 
 UP_TIMEOUT = 120.0
@@ -84,7 +84,8 @@ def _table(run_dir: pathlib.Path, offset: int) -> tuple[str, bool]:
     state = _state(run_dir) or {"processes": []}
     specs = {p.name: p for p in topology.build(run_dir, offset)}
     checks = probes.consul_checks(f"127.0.0.1:{topology.Ports(offset).consul_http}")
-    rows = [("INSTANCE", "SERVICE", "LANGUAGE", "VERSION", "ADDRESS", "ADMIN", "PID", "RESTARTS", "HEALTH")]
+    # HEALTH stays last (scripts and tests read it there); OVERRIDES is one word
+    rows = [("INSTANCE", "SERVICE", "LANGUAGE", "VERSION", "ADDRESS", "ADMIN", "PID", "OVERRIDES", "RESTARTS", "HEALTH")]
     healthy = True
     for process in state["processes"]:
         spec = specs.get(process["name"])
@@ -95,11 +96,20 @@ def _table(run_dir: pathlib.Path, offset: int) -> tuple[str, bool]:
         rows.append((
             process["name"], process["service"] or "-", process["language"] or "-", process["version"] or "-",
             f"127.0.0.1:{process['port']}", str(process["admin_port"] or "-"), str(process["pid"] or "-"),
-            str(process["restarts"]), health,
+            _overrides(process), str(process["restarts"]), health,
         ))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     text = "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows)
     return text, healthy and len(rows) > 1
+
+
+def _overrides(process: dict) -> str:
+    """The chaos overrides an instance runs with (`mesh/runner/chaos.py`), or `restarting:` the ones
+    it is being restarted for: `fail=100%,delay=500ms`, `-` for none."""
+    pending = process.get("pending_overrides")
+    if pending is not None:
+        return f"restarting:{chaos.describe(pending)}"
+    return chaos.describe(process.get("overrides"))
 
 
 def _addresses(offset: int) -> str:
@@ -214,12 +224,46 @@ def logs(run_dir: pathlib.Path, offset: int, service: str | None, lines: int, fo
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
+def chaos_command(run_dir: pathlib.Path, offset: int, target: str | None, env: dict[str, str], off: bool) -> int:
+    state = _running(run_dir)
+    if not state:
+        print("the mesh is down (make up starts it)", file=sys.stderr)
+        return 1
+    return chaos.apply(run_dir, offset, state, target, env, off)
+
+
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m mesh.runner", description=__doc__)
-    parser.add_argument("command", choices=["up", "down", "status", "logs", "supervise"])
-    parser.add_argument("--service", help="logs: one service or instance")
-    parser.add_argument("--lines", type=int, default=40)
-    parser.add_argument("--follow", action="store_true")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands.add_parser("up", help="start the whole mesh and wait until every instance is healthy")
+    commands.add_parser("down", help="stop every process the mesh started")
+    commands.add_parser("status", help="every instance, its health, restarts and chaos overrides")
+    logs_ = commands.add_parser("logs", help="recent logs")
+    logs_.add_argument("--service", help="one service or instance")
+    logs_.add_argument("--lines", type=int, default=40)
+    logs_.add_argument("--follow", action="store_true")
+    commands.add_parser("supervise", help="(started by up) run the processes")
+    chaos_ = commands.add_parser(
+        "chaos", help="restart an instance (or every instance of a service) with injected failures or delay",
+        description="Restart TARGET (an instance, or every instance of a service) with injected failures or "
+                    "delay (docs/runtime-contract.md, 'Injected failures'); the flags replace what it had. "
+                    "--off takes them off (without TARGET: from every instance). make status shows them.")
+    chaos_.add_argument("target", nargs="?", metavar="TARGET", help="instance (inventory-2) or service (inventory)")
+    for name, (flag, low, high, _) in chaos.VARIABLES.items():
+        chaos_.add_argument(flag, type=int, metavar="N", dest=name, help=f"{name}, {low} to {high}")
+    chaos_.add_argument("--off", action="store_true", help="no overrides: the instance runs as configured")
+    scenario = commands.add_parser("scenario", help="apply a traffic scenario of istio/scenarios/ and show its effect",
+                                   description=scenarios.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    scenario.add_argument("name", nargs="?", help="a folder of istio/scenarios/ (none: list them)")
+    what = scenario.add_mutually_exclusive_group()
+    what.add_argument("--apply-only", action="store_true", help="apply it, drive no traffic")
+    what.add_argument("--traffic-only", action="store_true", help="it is applied: drive traffic and count again")
+    what.add_argument("--off", action="store_true", help="take every scenario off: the defaults in istio/ again")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
     args = parser.parse_args(argv)
     # Only up (and the supervisor it starts) writes into the run folder; status, logs and down read.
     run_dir, offset = topology.run_dir_from_env(), topology.offset_from_env()
@@ -231,6 +275,16 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "logs":
         return logs(run_dir, offset, args.service, args.lines, args.follow)
+    if args.command == "chaos":
+        env = {name: str(value) for name in chaos.VARIABLES if (value := getattr(args, name)) is not None}
+        if args.off == bool(env):
+            parser.error("chaos: give --fail-percent N and/or --delay-ms MS, or --off")
+        return chaos_command(run_dir, offset, args.target, env, args.off)
+    if args.command == "scenario":
+        mode = "off" if args.off else "apply" if args.apply_only else "traffic" if args.traffic_only else "demo"
+        if args.name is None and mode not in ("off", "demo"):
+            parser.error("scenario: name one (python -m mesh.runner scenario lists them)")
+        return scenarios.main(run_dir, offset, args.name, mode, _running(run_dir))
     try:
         return {"up": up, "down": down, "status": status}[args.command](run_dir, offset)
     except KeyboardInterrupt:

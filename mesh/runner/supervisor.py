@@ -1,8 +1,13 @@
 """The supervisor: starts the topology wave by wave, restarts crashed processes with
 exponential backoff, and on SIGTERM stops everything in reverse order, by PID.
 
-Its state (PIDs, restarts, last exits) is written to `<run dir>/state.json` after every change,
-for `make status`.
+Its state (PIDs, restarts, last exits, chaos overrides) is written to `<run dir>/state.json`
+after every change, for `make status`.
+
+Chaos overrides (`mesh/runner/chaos.py`): every tick it looks at `<run dir>/overrides.json`; an
+instance whose overrides changed is stopped (SIGTERM, SIGKILL after STOP_TIMEOUT) and started
+again at once with them in its environment. That restart is not counted in `restarts` (crashes
+only) and has no backoff.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ import subprocess
 import threading
 import time
 
-from mesh.runner import probes
+from mesh.runner import chaos, probes
 from mesh.runner.topology import Process
 
 log = logging.getLogger(__name__)
@@ -39,6 +44,9 @@ class Child:
     failures_in_a_row: int = 0
     last_exit: int | None = None
     next_start: float = 0.0
+    overrides: dict[str, str] = dataclasses.field(default_factory=dict)  # chaos env it runs with
+    pending: dict[str, str] | None = None  # overrides it is being restarted for
+    kill_at: float = 0.0  # when a stop for new overrides gives up waiting and kills
 
 
 class Supervisor:
@@ -49,18 +57,23 @@ class Supervisor:
         self.consul_http = consul_http
         self.children = [Child(p) for p in processes]
         self.stopping = threading.Event()
+        self.overrides_file = run_dir / chaos.FILE
+        self.overrides_file.unlink(missing_ok=True)  # a new mesh starts without overrides
+        self._overrides_seen: tuple[int, int] | None = None
+        self._overrides_error = ""
 
     # -- processes ---------------------------------------------------------------------------------
     def _spawn(self, child: Child) -> None:
         log_file = open(self.logs / f"{child.spec.name}.log", "ab")
-        env = {**os.environ, **child.spec.env}
+        env = {**os.environ, **child.spec.env, **child.overrides}
         child.popen = subprocess.Popen(
             child.spec.command, env=env, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             cwd=pathlib.Path(__file__).resolve().parents[2],
         )
         log_file.close()
         child.started_at = time.monotonic()
-        log.info("started %s pid %d", child.spec.name, child.popen.pid)
+        log.info("started %s pid %d%s", child.spec.name, child.popen.pid,
+                 f" with {chaos.describe(child.overrides)}" if child.overrides else "")
         self._save()
 
     def _ready(self, spec: Process) -> bool:
@@ -78,6 +91,12 @@ class Supervisor:
             if child.popen is None or child.popen.poll() is None:
                 continue
             child.last_exit = child.popen.returncode
+            if child.pending is not None:  # stopped for new overrides: start again now
+                log.info("%s stopped (exit %s); starting it with %s", child.spec.name, child.last_exit,
+                         chaos.describe(child.pending) if child.pending else "no overrides")
+                child.overrides, child.pending, child.kill_at = child.pending, None, 0.0
+                self._spawn(child)
+                continue
             up = now - child.started_at
             child.failures_in_a_row = 0 if up >= STABLE_AFTER else child.failures_in_a_row + 1
             delay = min(BACKOFF_MAX, BACKOFF_FIRST * 2 ** max(0, child.failures_in_a_row - 1))
@@ -95,6 +114,51 @@ class Supervisor:
                 child.next_start = 0.0
                 self._spawn(child)
 
+    # -- chaos overrides -----------------------------------------------------------------------------
+    def _check_overrides(self) -> None:
+        """Restart every instance whose overrides in the file differ from what it runs with."""
+        try:
+            stat = self.overrides_file.stat()
+            seen = (stat.st_mtime_ns, stat.st_size)
+        except FileNotFoundError:
+            seen = None
+        if seen != self._overrides_seen:
+            self._overrides_seen = seen
+            try:
+                table = chaos.read(self.run_dir)
+            except (chaos.Rejected, OSError) as error:
+                if str(error) != self._overrides_error:
+                    log.error("overrides ignored, instances keep theirs: %s", error)
+                self._overrides_error = str(error)
+                table = None
+            if table is not None:
+                self._overrides_error = ""
+                for child in self.children:
+                    if child.spec.service:  # mesh instances only: consul, jaeger, the control plane never
+                        self._want(child, table.get(child.spec.name, {}))
+        now = time.monotonic()
+        for child in self.children:
+            if child.pending is not None and child.popen is not None and child.kill_at and now >= child.kill_at:
+                log.warning("%s did not stop in %.0f s; killing pid %d", child.spec.name, STOP_TIMEOUT, child.popen.pid)
+                child.popen.kill()
+                child.kill_at = 0.0
+
+    def _want(self, child: Child, overrides: dict[str, str]) -> None:
+        target = child.overrides if child.pending is None else child.pending
+        if overrides == target:
+            return
+        if child.popen is None:  # down (waiting for a restart): it starts with them
+            child.overrides, child.pending = overrides, None
+            self._save()
+            return
+        log.info("restarting %s for overrides: %s -> %s", child.spec.name, chaos.describe(child.overrides),
+                 chaos.describe(overrides))
+        if child.pending is None:
+            child.popen.send_signal(signal.SIGTERM)
+            child.kill_at = time.monotonic() + STOP_TIMEOUT
+        child.pending = overrides
+        self._save()
+
     # -- main loop ---------------------------------------------------------------------------------
     def run(self) -> None:
         signal.signal(signal.SIGTERM, lambda *_: self.stopping.set())
@@ -106,6 +170,7 @@ class Supervisor:
                 self._spawn(child)
             deadline = time.monotonic() + WAVE_TIMEOUT
             while not self.stopping.is_set() and time.monotonic() < deadline:
+                self._check_overrides()
                 self._reap()
                 self._restart_due()
                 if all(c.popen is not None and self._ready(c.spec) for c in members):
@@ -113,6 +178,7 @@ class Supervisor:
                 time.sleep(TICK)
             log.info("wave %d started", wave)
         while not self.stopping.wait(TICK):
+            self._check_overrides()
             self._reap()
             self._restart_due()
         self.stop_all()
@@ -120,6 +186,7 @@ class Supervisor:
     def stop_all(self) -> None:
         for child in reversed(self.children):
             child.next_start = 0.0
+            child.pending = None
         # Mesh instances first (they deregister and flush spans), then the infrastructure.
         for wave in sorted({c.spec.wave for c in self.children}, reverse=True):
             members = [c for c in self.children if c.spec.wave == wave and c.popen is not None]
@@ -141,11 +208,15 @@ class Supervisor:
         state = {
             "supervisor_pid": os.getpid(),
             "stopped": stopped,
+            # the folder the control plane watches (`python -m mesh.runner scenario` copies into it)
+            "istio_dir": next((c.spec.env["MESH_ISTIO_DIR"] for c in self.children if "MESH_ISTIO_DIR" in c.spec.env),
+                              None),
             "processes": [
                 {
                     "name": c.spec.name, "service": c.spec.service, "language": c.spec.language,
                     "version": c.spec.version, "port": c.spec.port, "admin_port": c.spec.admin_port,
                     "pid": c.popen.pid if c.popen else None, "restarts": c.restarts, "last_exit": c.last_exit,
+                    "ready": list(c.spec.ready), "overrides": c.overrides, "pending_overrides": c.pending,
                 }
                 for c in self.children
             ],

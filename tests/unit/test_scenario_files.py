@@ -1,0 +1,64 @@
+"""The scenarios of istio/scenarios/ as `make scenario` applies them: each folder has its walkthrough
+and its entry in mesh/runner/scenarios.py, its files are accepted by our control plane on top of
+the defaults, and a copy applied into istio/ can never be committed by accident."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from mesh.runner import scenarios
+from mesh.xds.istio import _State, compile_policy
+
+ROOT = Path(__file__).resolve().parents[2]
+ISTIO = ROOT / "istio"
+FOLDERS = sorted(p.name for p in (ISTIO / "scenarios").iterdir() if p.is_dir())
+DEFAULTS = ("catalog.yaml", "pricing.yaml")
+
+
+def test_every_scenario_folder_is_a_make_scenario_with_a_readme():
+    assert sorted(scenarios.SCENARIOS) == FOLDERS
+    for name in FOLDERS:
+        assert (ISTIO / "scenarios" / name / "README.md").exists(), name
+        assert sorted(scenarios.SCENARIOS[name].files) == [p.name for p in scenarios.scenario_files(name)], name
+        assert scenarios.SCENARIOS[name].measure is not None, name
+
+
+def test_scenario_file_names_are_unique_and_never_a_default():
+    names = [p.name for name in FOLDERS for p in scenarios.scenario_files(name)]
+    assert len(names) == len(set(names))
+    tracked = subprocess.run(["git", "ls-files", "istio/*.yaml"], cwd=ROOT, capture_output=True, text=True).stdout
+    assert sorted(Path(line).name for line in tracked.split() if line.count("/") == 1) == list(DEFAULTS)
+    assert not set(names) & set(DEFAULTS)
+
+
+def _ignored(path: str) -> bool:
+    return subprocess.run(["git", "check-ignore", "-q", "--no-index", path], cwd=ROOT).returncode == 0
+
+
+@pytest.mark.parametrize("name", FOLDERS)
+def test_an_applied_copy_in_istio_is_ignored_by_git(name: str):
+    for path in scenarios.scenario_files(name):
+        assert _ignored(f"istio/{path.name}"), f"istio/{path.name} is not in .gitignore"
+        assert not _ignored(f"istio/scenarios/{name}/{path.name}")
+    for default in DEFAULTS:
+        assert not _ignored(f"istio/{default}")
+
+
+@pytest.mark.parametrize("name", FOLDERS)
+def test_our_control_plane_takes_each_scenario_on_top_of_the_defaults_without_a_word(name: str):
+    files = [ISTIO / d for d in DEFAULTS] + scenarios.scenario_files(name)
+    _, rejections, warnings = compile_policy(files, "default", _State())
+    assert (rejections, warnings) == ({}, [])
+
+
+def test_applied_files_finds_only_scenario_copies(tmp_path: Path):
+    for default in DEFAULTS:
+        (tmp_path / default).write_text("")
+    (tmp_path / "mine.yaml").write_text("")
+    (tmp_path / "pricing-canary.yaml").write_text("")
+    (tmp_path / "inventory-circuit-breaker.yaml").write_text("")
+    assert [p.name for p in scenarios.applied_files(tmp_path)] == ["inventory-circuit-breaker.yaml",
+                                                                   "pricing-canary.yaml"]
