@@ -100,9 +100,10 @@ class IstioFiles:
                                                               timeout=2)
         return health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
 
-    def log_entries(self) -> list[dict]:
+    def log_entries(self, since: int = 0) -> list[dict]:
+        """The control plane's JSON log lines from line `since` on (see `log_mark`)."""
         entries = []
-        for line in self.log_path.read_text(errors="replace").splitlines():
+        for line in self.log_path.read_text(errors="replace").splitlines()[since:]:
             if line.startswith("{"):
                 try:
                     entries.append(json.loads(line))
@@ -110,9 +111,13 @@ class IstioFiles:
                     pass
         return entries
 
-    def rejections(self, file: str) -> list[str]:
+    def log_mark(self) -> int:
+        """Where the control plane's log ends now: `rejections(file, since=mark)` reads what follows."""
+        return len(self.log_path.read_text(errors="replace").splitlines())
+
+    def rejections(self, file: str, since: int = 0) -> list[str]:
         """The control plane's rejection messages naming `file` (a name in the folder)."""
-        return [e["message"] for e in self.log_entries()
+        return [e["message"] for e in self.log_entries(since)
                 if "rejected" in e.get("message", "") and e.get("file", "").endswith("/" + file)]
 
     def complaints(self) -> str:
