@@ -7,6 +7,7 @@ as JSON, so that a person or a session can quote the figures after the run.
 
 Files: `.run/traffic/<feature>.json` in the repository (and the same under the test mesh's run
 folder), rewritten after every `add`, so a run that stops half-way keeps what it measured.
+`python tests/support/figures.py` prints every feature's table from those files.
 """
 
 from __future__ import annotations
@@ -16,11 +17,9 @@ import re
 import time
 from pathlib import Path
 
-from mesh.runner import topology
-
 __all__ = ["Figures", "RESULTS_DIR"]
 
-RESULTS_DIR = topology.ROOT / ".run" / "traffic"
+RESULTS_DIR = Path(__file__).resolve().parents[2] / ".run" / "traffic"  # the repository's .run/
 
 
 def _slug(text: str) -> str:
@@ -51,3 +50,18 @@ class Figures:
     def table(self) -> str:
         return "\n".join([f"== {self.feature} (feature x language: measured) =="]
                          + [self.line(language) for language in self.rows])
+
+
+def tables(directory: Path = RESULTS_DIR) -> str:
+    """Every feature's table from the JSON files of the last run(s)."""
+    out = []
+    for path in sorted(Path(directory).glob("*.json")):
+        document = json.loads(path.read_text())
+        figures = Figures(document["feature"])
+        figures.rows = document["rows"]
+        out.append(figures.table())
+    return "\n\n".join(out) if out else f"no figures in {directory}"
+
+
+if __name__ == "__main__":  # .venv/bin/python tests/support/figures.py: the last run's tables
+    print(tables())
