@@ -181,6 +181,12 @@ test: build $(PROTO_TOOLS) $(TOOLS)/istioctl ## Run every test: contracts, istio
 bench-controlplane: $(VENV)/.installed $(TOOLS)/consul ## Control plane at scale: push latency, CPU, RSS, stuck clients, before/after (~15 min)
 	$(PY) -m benchmarks.controlplane
 
+# Its Go and Node xDS probes are built as the tests build them (tests/support/xds_probes.py: an
+# incremental go build to .build/xds-probe-go, npm ci when their node_modules is missing or stale).
+.PHONY: bench-propagation
+bench-propagation: $(VENV)/.installed $(TOOLS)/consul ## Istio edit / instance kill -> Python, Go, Node xDS clients: p50, p99 (~1 min)
+	$(PY) -m benchmarks.propagation
+
 .PHONY: clean
 clean: down ## Remove builds and run state (keeps the tool builds in .tools)
 	rm -rf .build .run services/pricing/dist mesh/runtime-ts/dist tests/conformance/probes/ts/dist

@@ -37,7 +37,6 @@ import os
 import platform
 import random
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -55,6 +54,8 @@ from support.fleet import ClientFleet, SyntheticClient, eds_name  # noqa: E402
 from support.procs import Processes  # noqa: E402
 from support.xds import ControlPlane  # noqa: E402
 from support.ports import free_port  # noqa: E402
+
+from benchmarks.stats import summary  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "controlplane.json"
 NODES = 10  # Consul nodes the instances are spread over
@@ -134,15 +135,6 @@ def rss_mb(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     raise RuntimeError("no VmRSS")
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * len(ordered) + 0.5) - 1))]
-
-
-def summary(values: list[float]) -> dict[str, float]:
-    return {"p50": statistics.median(values), "p99": percentile(values, 99), "max": max(values), "n": len(values)}
 
 
 # ---- parts ----

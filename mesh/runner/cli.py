@@ -187,7 +187,11 @@ def status(run_dir: pathlib.Path, offset: int) -> int:
         return 1
     table, healthy = _table(run_dir, offset)
     print(f"{table}\n\n{_addresses(offset)}")
-    return 0 if healthy else 3
+    errors, warnings = probes.control_plane_problems(f"127.0.0.1:{topology.Ports(offset).xds}")
+    if errors or warnings:
+        print(f"\ncontrol plane (Istio resources in {topology.istio_dir_from_env()}):")
+        print("\n".join(f"  {line}" for line in errors + warnings))
+    return 0 if healthy and not errors else 3
 
 
 def _tail(path: pathlib.Path, lines: int) -> str:

@@ -1,4 +1,5 @@
-"""Is a process ready? HTTP 200, gRPC health SERVING, or its Consul checks passing."""
+"""Is a process ready? HTTP 200, gRPC health SERVING, or its Consul checks passing. And what the
+control plane says is wrong (its StatusService), for `make status`."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import urllib.request
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from polymesh.controlplane.v1 import status_pb2, status_pb2_grpc
 
 TIMEOUT = 0.5
 
@@ -45,3 +48,21 @@ def consul_checks(consul_http: str) -> dict[str, str]:
         if sid and order.get(check["Status"], 2) >= order.get(worst.get(sid, "passing"), 0):
             worst[sid] = check["Status"]
     return worst
+
+
+def control_plane_problems(address: str) -> tuple[list[str], list[str]]:
+    """(errors, warnings), one line each, from the control plane's StatusService: rejected Istio
+    resources, failing translations and tasks; fields it ignores. Empty when it does not answer
+    (the status table shows its health then)."""
+    with grpc.insecure_channel(address) as channel:
+        try:
+            reply = status_pb2_grpc.StatusServiceStub(channel).GetStatus(status_pb2.GetStatusRequest(), timeout=TIMEOUT)
+        except grpc.RpcError:
+            return [], []
+    errors = [f"rejected (its last good version serves): {p.file}: {p.resource or 'the whole file'}: {p.reason}"
+              for p in reply.rejected]
+    errors += [f"translation failing (its last good resources serve): {p.service}: {p.reason}"
+               for p in reply.translation_failures]
+    errors += [f"task failing (restarting): {p.task}: {p.reason}" for p in reply.failing_tasks]
+    warnings = [f"ignored: {p.file}: {p.resource}: {p.field}: {p.reason}" for p in reply.warnings]
+    return errors, warnings

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -23,10 +24,13 @@ const (
 	EnvAdminPort      = "MESH_ADMIN_PORT"             // default: 0 (any free port)
 	EnvServicePorts   = "MESH_SERVICE_PORTS"          // name=port,...; default: none
 	EnvCallTimeout    = "MESH_CALL_TIMEOUT"           // seconds; default: DefaultCallTimeout
+	EnvPropagate      = "MESH_PROPAGATE_HEADERS"      // header names, comma-separated; default: DefaultPropagate
 	EnvDataDir        = "MESH_DATA_DIR"               // default: DefaultDataDir
 	EnvDrainTimeout   = "MESH_DRAIN_TIMEOUT"          // seconds; default: DefaultDrainTimeout
 	EnvLogLevel       = "MESH_LOG_LEVEL"              // debug, info, warn, error; default: info
 	EnvRegister       = "MESH_REGISTER"               // default: true
+	EnvInjectFailure  = "MESH_INJECT_FAILURE_PERCENT" // 0 to 100; default: 0
+	EnvInjectDelay    = "MESH_INJECT_DELAY_MS"        // 0 to MaxInjectDelayMs; default: 0
 	EnvConsulAddr     = "CONSUL_HTTP_ADDR"            // default: DefaultConsulAddr
 	EnvXDSBootstrap   = "GRPC_XDS_BOOTSTRAP"          // required
 	EnvOTLPEndpoint   = "OTEL_EXPORTER_OTLP_ENDPOINT" // default: DefaultOTLPEndpoint
@@ -39,12 +43,16 @@ const (
 	DefaultNamespace      = "default"
 	DefaultHost           = "127.0.0.1"
 	DefaultCallTimeout    = 5 * time.Second
+	DefaultPropagate      = "x-user-tier"
 	DefaultDataDir        = "data"
 	DefaultDrainTimeout   = 5 * time.Second
 	DefaultConsulAddr     = "127.0.0.1:8500"
 	DefaultOTLPEndpoint   = "http://127.0.0.1:4317"
 	DefaultTracesExporter = "otlp"
 )
+
+// MaxInjectDelayMs bounds MESH_INJECT_DELAY_MS (an hour: it is for demos and tests).
+const MaxInjectDelayMs = 3_600_000
 
 // Config is the instance's configuration, parsed once at start. Treat it as read-only.
 type Config struct {
@@ -58,15 +66,20 @@ type Config struct {
 	// ServicePorts is the service port of every mesh service this instance calls, by name.
 	ServicePorts map[string]int
 	// CallTimeout bounds an outbound call made without an incoming deadline.
-	CallTimeout    time.Duration
-	DataDir        string
-	DrainTimeout   time.Duration
-	LogLevel       slog.Level
-	Register       bool
-	ConsulAddr     string
-	XDSBootstrap   string
-	OTLPEndpoint   string
-	TracesExporter string // "otlp" or "none"
+	CallTimeout time.Duration
+	// PropagateHeaders are the request headers copied from an incoming call to its outbound calls.
+	PropagateHeaders []string
+	DataDir          string
+	DrainTimeout     time.Duration
+	LogLevel         slog.Level
+	Register         bool
+	// InjectFailurePercent and InjectDelay are the injected failures (injection.go); 0: none.
+	InjectFailurePercent int
+	InjectDelay          time.Duration
+	ConsulAddr           string
+	XDSBootstrap         string
+	OTLPEndpoint         string
+	TracesExporter       string // "otlp" or "none"
 }
 
 // ConfigError lists every bad variable; its message is the contract's one line.
@@ -92,10 +105,13 @@ func LoadConfig(defaultServiceName string, getenv func(string) string) (Config, 
 	c.AdminPort = p.port(EnvAdminPort)
 	c.ServicePorts = p.servicePorts(EnvServicePorts)
 	c.CallTimeout = p.seconds(EnvCallTimeout, DefaultCallTimeout)
+	c.PropagateHeaders = p.headerNames(EnvPropagate, DefaultPropagate)
 	c.DataDir = p.str(EnvDataDir, DefaultDataDir)
 	c.DrainTimeout = p.seconds(EnvDrainTimeout, DefaultDrainTimeout)
 	c.LogLevel = p.level(EnvLogLevel)
 	c.Register = p.boolean(EnvRegister, true)
+	c.InjectFailurePercent = p.integer(EnvInjectFailure, 0, 0, 100)
+	c.InjectDelay = time.Duration(p.integer(EnvInjectDelay, 0, 0, MaxInjectDelayMs)) * time.Millisecond
 	c.ConsulAddr = p.str(EnvConsulAddr, DefaultConsulAddr)
 	c.XDSBootstrap = p.str(EnvXDSBootstrap, "")
 	if c.XDSBootstrap == "" {
@@ -133,18 +149,21 @@ func (p *parser) str(name, def string) string {
 	return def
 }
 
-func (p *parser) port(name string) int {
-	raw := p.str(name, "0")
+func (p *parser) port(name string) int { return p.integer(name, 0, 0, 65535) }
+
+// integer returns the value, which must be an integer from low to high, or def when unset.
+func (p *parser) integer(name string, def, low, high int) int {
+	raw := p.str(name, strconv.Itoa(def))
 	n, err := strconv.Atoi(raw)
 	switch {
 	case err != nil:
 		p.bad(name, fmt.Sprintf("not an integer: %q", raw))
-	case n < 0 || n > 65535:
-		p.bad(name, fmt.Sprintf("must be between 0 and 65535: %d", n))
+	case n < low || n > high:
+		p.bad(name, fmt.Sprintf("must be between %d and %d: %d", low, high, n))
 	default:
 		return n
 	}
-	return 0
+	return def
 }
 
 func (p *parser) seconds(name string, def time.Duration) time.Duration {
@@ -225,4 +244,28 @@ func (p *parser) servicePorts(name string) map[string]int {
 		}
 	}
 	return ports
+}
+
+// headerName is a lower-case gRPC metadata key.
+var headerName = regexp.MustCompile(`^[a-z0-9][a-z0-9_.-]*$`)
+
+// headerNames reads comma-separated lower-case header names (MESH_PROPAGATE_HEADERS); gRPC's own
+// (grpc-*) and binary (*-bin) headers are refused. Every bad name is reported, quoted as written.
+func (p *parser) headerNames(name, def string) []string {
+	var names []string
+	for _, entry := range strings.Split(p.str(name, def), ",") {
+		entry = strings.TrimSpace(entry)
+		switch {
+		case entry == "":
+		case !headerName.MatchString(entry):
+			p.bad(name, fmt.Sprintf("%q: not a lower-case header name", entry))
+		case strings.HasPrefix(entry, "grpc-") || strings.HasSuffix(entry, "-bin"):
+			p.bad(name, fmt.Sprintf("%q: grpc-* and *-bin headers are not propagated", entry))
+		case slices.Contains(names, entry):
+			p.bad(name, fmt.Sprintf("%q: given twice", entry))
+		default:
+			names = append(names, entry)
+		}
+	}
+	return names
 }

@@ -32,9 +32,12 @@ func TestLoadConfigDefaultsOfTheContract(t *testing.T) {
 		{"admin port", cfg.AdminPort, 0},
 		{"service ports", len(cfg.ServicePorts), 0},
 		{"call timeout", cfg.CallTimeout, 5 * time.Second},
+		{"propagated headers", strings.Join(cfg.PropagateHeaders, ","), "x-user-tier"},
 		{"drain timeout", cfg.DrainTimeout, 5 * time.Second},
 		{"log level", cfg.LogLevel, slog.LevelInfo},
 		{"register", cfg.Register, true},
+		{"injected failures", cfg.InjectFailurePercent, 0},
+		{"injected delay", cfg.InjectDelay, time.Duration(0)},
 		{"consul", cfg.ConsulAddr, "127.0.0.1:8500"},
 		{"otlp", cfg.OTLPEndpoint, "http://127.0.0.1:4317"},
 		{"exporter", cfg.TracesExporter, "otlp"},
@@ -107,5 +110,42 @@ func TestLoadConfigNamesEveryBadVariable(t *testing.T) {
 	_, err = LoadConfig("inventory", env(map[string]string{"GRPC_XDS_BOOTSTRAP": "b", "MESH_DRAIN_TIMEOUT": "soon"}))
 	if err == nil || err.Error() != `invalid configuration: MESH_DRAIN_TIMEOUT: not a number of seconds: "soon"` {
 		t.Fatalf("err = %v", err)
+	}
+}
+
+func TestPropagatedHeadersAreReadNameByName(t *testing.T) {
+	cfg, err := LoadConfig("orders", env(map[string]string{
+		"GRPC_XDS_BOOTSTRAP": "b", "MESH_PROPAGATE_HEADERS": " x-user-tier, x-canary ,,x_debug.v2",
+	}))
+	if err != nil || strings.Join(cfg.PropagateHeaders, ",") != "x-user-tier,x-canary,x_debug.v2" {
+		t.Fatalf("PropagateHeaders = %q, %v", cfg.PropagateHeaders, err)
+	}
+	_, err = LoadConfig("orders", env(map[string]string{
+		"GRPC_XDS_BOOTSTRAP": "b", "MESH_PROPAGATE_HEADERS": "X-User-Tier,x tier,grpc-timeout,trace-bin,x-a,x-a",
+	}))
+	want := `invalid configuration: MESH_PROPAGATE_HEADERS: "X-User-Tier": not a lower-case header name; ` +
+		`MESH_PROPAGATE_HEADERS: "x tier": not a lower-case header name; ` +
+		`MESH_PROPAGATE_HEADERS: "grpc-timeout": grpc-* and *-bin headers are not propagated; ` +
+		`MESH_PROPAGATE_HEADERS: "trace-bin": grpc-* and *-bin headers are not propagated; ` +
+		`MESH_PROPAGATE_HEADERS: "x-a": given twice`
+	if err == nil || err.Error() != want {
+		t.Fatalf("err = %v\nwant  %s", err, want)
+	}
+}
+
+func TestInjectedFailuresAreChecked(t *testing.T) {
+	cfg, err := LoadConfig("orders", env(map[string]string{
+		"GRPC_XDS_BOOTSTRAP": "b", "MESH_INJECT_FAILURE_PERCENT": "50", "MESH_INJECT_DELAY_MS": "300",
+	}))
+	if err != nil || cfg.InjectFailurePercent != 50 || cfg.InjectDelay != 300*time.Millisecond {
+		t.Fatalf("cfg = %+v, %v", cfg, err)
+	}
+	_, err = LoadConfig("orders", env(map[string]string{
+		"GRPC_XDS_BOOTSTRAP": "b", "MESH_INJECT_FAILURE_PERCENT": "101", "MESH_INJECT_DELAY_MS": "-1",
+	}))
+	want := `invalid configuration: MESH_INJECT_FAILURE_PERCENT: must be between 0 and 100: 101; ` +
+		`MESH_INJECT_DELAY_MS: must be between 0 and 3600000: -1`
+	if err == nil || err.Error() != want {
+		t.Fatalf("err = %v\nwant  %s", err, want)
 	}
 }

@@ -33,7 +33,8 @@ func (c Config) Target(service string) (string, error) {
 // Dial opens a client to another mesh service by name (see Config.Target), with xDS channel
 // credentials whose fallback is insecure, tracing, wait-for-ready, and MESH_CALL_TIMEOUT on calls
 // whose context has no deadline. A call made with a handler's context carries the incoming
-// deadline and is cancelled with the incoming call. The caller closes the connection.
+// deadline and is cancelled with the incoming call, and carries its routing headers
+// (propagation.go). The caller closes the connection.
 func (e *Env) Dial(service string, opts ...grpc.DialOption) (*grpc.ClientConn, error) {
 	target, err := e.Config.Target(service)
 	if err != nil {
@@ -48,8 +49,8 @@ func (e *Env) Dial(service string, opts ...grpc.DialOption) (*grpc.ClientConn, e
 		grpc.WithStatsHandler(ClientStatsHandler()),
 		// A peer that is restarting is waited for, within the call's deadline.
 		grpc.WithDefaultCallOptions(grpc.WaitForReady(true)),
-		grpc.WithChainUnaryInterceptor(UnaryCallTimeout(e.Config.CallTimeout)),
-		grpc.WithChainStreamInterceptor(StreamCallTimeout(e.Config.CallTimeout)),
+		grpc.WithChainUnaryInterceptor(UnaryCallTimeout(e.Config.CallTimeout), UnaryPropagateHeaders(e.Config.PropagateHeaders)),
+		grpc.WithChainStreamInterceptor(StreamCallTimeout(e.Config.CallTimeout), StreamPropagateHeaders(e.Config.PropagateHeaders)),
 	}
 	return grpc.NewClient(target, append(base, opts...)...)
 }

@@ -123,13 +123,14 @@ func start(ctx context.Context, svc Service, cfg Config, log *slog.Logger) (_ *i
 	if err != nil {
 		return nil, fmt.Errorf("xDS server credentials: %w", err)
 	}
-	inst.biz, err = xds.NewGRPCServer(
+	options := []grpc.ServerOption{
 		grpc.Creds(creds),
 		grpc.StatsHandler(ServerStatsHandler()),
 		grpc.ChainUnaryInterceptor(UnaryErrorInterceptor(log)),
 		grpc.ChainStreamInterceptor(StreamErrorInterceptor(log)),
 		xds.ServingModeCallback(inst.onServingMode),
-	)
+	}
+	inst.biz, err = xds.NewGRPCServer(append(options, injectedFailures(cfg, log)...)...)
 	if err != nil {
 		return nil, fmt.Errorf("xDS server: %w", err)
 	}

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import types
 from collections.abc import Mapping
 
@@ -17,6 +18,8 @@ __all__ = ["ConfigError", "EnvReader", "InstanceConfig", "load_instance_config"]
 TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
 FALSE_WORDS = frozenset({"0", "false", "no", "off"})
 LOG_LEVELS = ("debug", "info", "warn", "error")
+MAX_INJECT_DELAY_MS = 3_600_000  # an hour: MESH_INJECT_DELAY_MS is for demos and tests
+HEADER_NAME = re.compile(r"[a-z0-9][a-z0-9_.-]*")  # lower-case gRPC metadata keys
 
 
 class ConfigError(ValueError):
@@ -111,6 +114,26 @@ class EnvReader:
                 ports[service] = int(port)
         return ports
 
+    def header_names(self, name: str, default: tuple[str, ...]) -> tuple[str, ...]:
+        """Comma-separated lower-case header names (MESH_PROPAGATE_HEADERS); gRPC's own (`grpc-*`)
+        and binary (`*-bin`) headers are refused."""
+        raw = self._raw(name)
+        if raw is None:
+            return default
+        names: list[str] = []
+        for entry in (entry.strip() for entry in raw.split(",")):
+            if not entry:
+                continue
+            if not HEADER_NAME.fullmatch(entry):
+                self._problems.append(f"{name}: {json.dumps(entry)}: not a lower-case header name")
+            elif entry.startswith("grpc-") or entry.endswith("-bin"):
+                self._problems.append(f"{name}: {json.dumps(entry)}: grpc-* and *-bin headers are not propagated")
+            elif entry in names:
+                self._problems.append(f"{name}: {json.dumps(entry)}: given twice")
+            else:
+                names.append(entry)
+        return tuple(names)
+
     def finish(self) -> None:
         """Raise ConfigError naming every bad variable seen so far."""
         if self._problems:
@@ -130,10 +153,13 @@ class InstanceConfig:
     admin_port: int
     service_ports: Mapping[str, int]
     call_timeout: float
+    propagate_headers: tuple[str, ...]
     data_dir: str
     drain_timeout: float
     log_level: str
     register: bool
+    inject_failure_percent: int
+    inject_delay_ms: int
     consul_http_addr: str
     xds_bootstrap: str
     otlp_endpoint: str
@@ -158,10 +184,13 @@ def load_instance_config(
         admin_port=r.integer("MESH_ADMIN_PORT", 0, minimum=0, maximum=65535),
         service_ports=types.MappingProxyType(r.service_ports("MESH_SERVICE_PORTS")),
         call_timeout=r.seconds("MESH_CALL_TIMEOUT", 5.0),
+        propagate_headers=r.header_names("MESH_PROPAGATE_HEADERS", ("x-user-tier",)),
         data_dir=r.string("MESH_DATA_DIR", "data"),
         drain_timeout=r.seconds("MESH_DRAIN_TIMEOUT", 5.0),
         log_level=r.string("MESH_LOG_LEVEL", "info", choices=LOG_LEVELS),
         register=r.boolean("MESH_REGISTER", True),
+        inject_failure_percent=r.integer("MESH_INJECT_FAILURE_PERCENT", 0, minimum=0, maximum=100),
+        inject_delay_ms=r.integer("MESH_INJECT_DELAY_MS", 0, minimum=0, maximum=MAX_INJECT_DELAY_MS),
         consul_http_addr=r.string("CONSUL_HTTP_ADDR", "127.0.0.1:8500"),
         xds_bootstrap=r.required("GRPC_XDS_BOOTSTRAP"),
         otlp_endpoint=r.string("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4317"),

@@ -177,12 +177,19 @@ class ErrorInterceptor(grpc.ServerInterceptor):
 
         def streaming(behaviour):
             def guarded(request, context):
+                answered = False
                 try:
-                    yield from behaviour(request, context)
+                    for response in behaviour(request, context):
+                        answered = True
+                        yield response
                 except Exception as error:  # noqa: BLE001 - every error becomes a status
                     status = _status_of(error, context, method)
                     if status is not None:
                         _fail(context, status)
+                if not answered and context.is_active():
+                    # grpcio 1.85's xDS-enabled server kills the process (the same check as in
+                    # _fail) when a stream ends, OK or not, with nothing sent before its status.
+                    context.send_initial_metadata(())
             return guarded
 
         wrapped = {

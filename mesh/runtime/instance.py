@@ -28,8 +28,11 @@ from grpc_reflection.v1alpha import reflection
 from mesh.runtime import logs, tracing
 from mesh.runtime.tracing import UNTRACED_SERVICES
 from mesh.runtime.config import ConfigError, EnvReader, InstanceConfig, load_instance_config
-from mesh.runtime.deadlines import IncomingDeadline, OutboundDeadline
+from mesh.runtime.deadlines import OutboundDeadline
 from mesh.runtime.errors import ErrorInterceptor
+from mesh.runtime.incoming import IncomingCalls
+from mesh.runtime.injection import injected_failures
+from mesh.runtime.propagation import OutboundHeaders
 
 __all__ = ["Servicer", "Instance", "run", "load_config_or_exit", "dial", "xds_target", "CONFIG_ERROR_EXIT"]
 
@@ -73,10 +76,12 @@ def xds_target(config: InstanceConfig, service: str) -> str:
 
 def dial(config: InstanceConfig, service: str) -> grpc.Channel:
     """A channel to a mesh service: xDS (TLS when the control plane says so), traced, every call
-    bounded by the incoming RPC's deadline or MESH_CALL_TIMEOUT (mesh/runtime/deadlines.py)."""
+    bounded by the incoming RPC's deadline or MESH_CALL_TIMEOUT (mesh/runtime/deadlines.py) and
+    carrying its routing headers (mesh/runtime/propagation.py)."""
     credentials = grpc.xds_channel_credentials(grpc.experimental.insecure_channel_credentials())
     channel = grpc.secure_channel(xds_target(config, service), credentials)
-    return tracing.traced_channel(grpc.intercept_channel(channel, OutboundDeadline(config.call_timeout)))
+    outbound = (OutboundDeadline(config.call_timeout), OutboundHeaders(config.propagate_headers))
+    return tracing.traced_channel(grpc.intercept_channel(channel, *outbound))
 
 
 def _free_port(host: str) -> int:
@@ -169,7 +174,8 @@ class Instance:
     def _start_business_server(self) -> None:
         self._business = grpc.server(
             futures.ThreadPoolExecutor(max_workers=BUSINESS_WORKERS),
-            interceptors=[*tracing.traced_server_interceptors(), IncomingDeadline(), ErrorInterceptor()],
+            interceptors=[*tracing.traced_server_interceptors(), IncomingCalls(), ErrorInterceptor(),
+                          *injected_failures(self.config)],
             xds=True,
         )
         for servicer in self.servicers:

@@ -14,6 +14,7 @@ Environment (defaults in brackets):
 - `MESH_XDS_UNACKED_TIMEOUT` [30]: seconds a response may stay unanswered while newer state waits
   before the stream is closed (its client stopped reading).
 
+`polymesh.controlplane.v1.StatusService` (`mesh.xds.status`) says why, for `make status`.
 Health: "" and the ADS service are NOT_SERVING until the first Consul catalog has been published,
 and again while a background task (the Consul watcher, the reconciler) has failed and not yet
 recovered. `mesh.xds.translation` is NOT_SERVING while some service's translation fails (its last
@@ -48,7 +49,10 @@ from mesh.xds.names import ServiceKey
 from mesh.xds.reconcile import DEBOUNCE_AFTER, DEBOUNCE_MAX, Reconciler
 from mesh.xds.resources import ResourceStore
 from mesh.xds.server import UNACKED_TIMEOUT, AdsServer, create_server
+from mesh.xds.status import StatusServer
+from mesh.xds.status import response as status_response
 from mesh.xds.supervise import Health, Supervisor
+from polymesh.controlplane.v1 import status_pb2_grpc
 
 log = logging.getLogger("mesh.xds")
 
@@ -109,14 +113,6 @@ async def serve(config: XdsConfig) -> None:
                             debounce_max=config.debounce_max)
     ads = AdsServer(store, config.namespace, stale_reasons=reconciler.failures,
                     unacked_timeout=config.unacked_timeout)
-    server, port = create_server(
-        f"{config.host}:{config.port}",
-        (ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server, ads),
-        (csds_pb2_grpc.add_ClientStatusDiscoveryServiceServicer_to_server, CsdsServer(ads.status)),
-        (health_pb2_grpc.add_HealthServicer_to_server, health_servicer))
-    await server.start()
-    log.info("ADS, CSDS and health listening on %s:%d (namespace %s)", config.host, port, config.namespace,
-             extra={"port": port})
 
     def on_policy(policy: Policy, rejections: dict[str, str]) -> None:
         reconciler.set_policy(policy)
@@ -125,6 +121,16 @@ async def serve(config: XdsConfig) -> None:
             supervisor.health_changed()
 
     istio = IstioDir(Path(config.istio_dir), config.namespace, on_policy) if config.istio_dir else None
+    server, port = create_server(
+        f"{config.host}:{config.port}",
+        (ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server, ads),
+        (csds_pb2_grpc.add_ClientStatusDiscoveryServiceServicer_to_server, CsdsServer(ads.status)),
+        (health_pb2_grpc.add_HealthServicer_to_server, health_servicer),
+        (status_pb2_grpc.add_StatusServiceServicer_to_server,
+         StatusServer(lambda: status_response(istio, reconciler.failures, status.failing))))
+    await server.start()
+    log.info("ADS, CSDS, health and status listening on %s:%d (namespace %s)", config.host, port, config.namespace,
+             extra={"port": port})
 
     async def watch_istio() -> None:
 

@@ -227,7 +227,7 @@ def parse_document(document: object, file: str, default_namespace: str) -> Istio
     try:
         message = json_format.ParseDict(spec, MODELS[kind]())
     except json_format.ParseError as error:
-        raise Rejected(f"{resource_ref}: {error}") from None
+        raise Rejected(f"{resource_ref}: " + str(error).replace("\n", " ")) from None
     return IstioResource(kind, metadata.get("namespace") or default_namespace, metadata["name"], file, message)
 
 
@@ -491,7 +491,7 @@ class IstioDir:
         self._on_policy = on_policy
         self._poll_interval = poll_interval
         self._state = _State()
-        self._warned: set[tuple] = set()
+        self.warnings: set[tuple[str, str, str, str]] = set()  # (file, resource, field, why), logged once each
         self._snapshot: dict[str, tuple[int, int]] | None = None
         self._services: frozenset[ServiceKey] | None = None
         self._services_known = asyncio.Event()
@@ -538,10 +538,10 @@ class IstioDir:
             log.info("istio resource accepted again: %s", what)
         self.rejections = rejections
         current = set(warnings)
-        for file, ref, field, why in current - self._warned:
+        for file, ref, field, why in current - self.warnings:
             log.warning("%s: %s: %s is ignored: %s", file, ref, field, why,
                         extra={"file": file, "resource": ref, "field": field})
-        self._warned = current
+        self.warnings = current
         return policy
 
     async def run(self) -> None:

@@ -13,10 +13,12 @@ import logging
 import os
 import re
 import signal
+from collections.abc import Sequence
 
 import grpc
 from aiohttp import web
 from google.protobuf import json_format
+from multidict import CIMultiDictProxy
 from opentelemetry import propagate, trace
 
 from mesh.runtime import logs, tracing
@@ -36,10 +38,11 @@ MAX_BODY_BYTES = 64 * 1024
 CALL_TIMEOUT = 10.0
 IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,128}$")
 TRACE_HEADER = "X-Trace-Id"
-# Request headers passed on as gRPC metadata to the gateway's calls, so that Istio routes on them
-# (istio/scenarios/beta-header routes `x-user-tier: beta` to pricing v2).
-FORWARDED_HEADERS = ("x-user-tier",)
-_forwarded: contextvars.ContextVar[tuple[tuple[str, str], ...]] = contextvars.ContextVar("forwarded", default=())
+# The headers of the HTTP request being answered: those MESH_PROPAGATE_HEADERS lists go on to the
+# gateway's calls as gRPC metadata, so that Istio routes on them (istio/scenarios/beta-header routes
+# `x-user-tier: beta` to pricing v2), and the runtime's dial() passes them on from there.
+_request_headers: contextvars.ContextVar[CIMultiDictProxy[str] | None] = contextvars.ContextVar("request_headers",
+                                                                                             default=None)
 
 tracer = trace.get_tracer(__name__)
 
@@ -51,10 +54,14 @@ def _json(message, status: int = 200, **extra) -> web.Response:
 
 
 class ForwardHeaders(grpc.aio.UnaryUnaryClientInterceptor):
-    """Adds the HTTP request's FORWARDED_HEADERS to every call made while answering it."""
+    """Adds the HTTP request's headers of `names` to every call made while answering it."""
+
+    def __init__(self, names: Sequence[str]) -> None:
+        self._names = tuple(names)
 
     async def intercept_unary_unary(self, continuation, client_call_details, request):
-        forwarded = _forwarded.get()
+        headers = _request_headers.get()
+        forwarded = [(name, value) for name in self._names for value in headers.getall(name, ())] if headers else []
         if forwarded:
             metadata = grpc.aio.Metadata(*(client_call_details.metadata or ()), *forwarded)
             client_call_details = client_call_details._replace(metadata=metadata)
@@ -66,7 +73,7 @@ class Shop:
 
     def __init__(self, config: InstanceConfig) -> None:
         credentials = grpc.xds_channel_credentials(grpc.experimental.insecure_channel_credentials())
-        interceptors = [ForwardHeaders(), *tracing.aio_traced_interceptors()]
+        interceptors = [ForwardHeaders(config.propagate_headers), *tracing.aio_traced_interceptors()]
         self._channels = {
             name: grpc.aio.secure_channel(xds_target(config, name), credentials, interceptors=interceptors)
             for name in ("catalog", "pricing", "inventory", "orders")
@@ -177,7 +184,7 @@ async def traced(request: web.Request, handler) -> web.StreamResponse:
         context=propagate.extract(request.headers),
         attributes={"http.request.method": request.method, "url.path": request.path, "http.route": route},
     ) as span:
-        _forwarded.set(tuple((name, request.headers[name]) for name in FORWARDED_HEADERS if name in request.headers))
+        _request_headers.set(request.headers)
         response = await _answer(request, handler)
         span.set_attribute("http.response.status_code", response.status)
         if response.status >= 500:

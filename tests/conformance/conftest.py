@@ -75,7 +75,8 @@ class Probe:
 
     def echo(self, message: str = "hello", **kwargs) -> conformance_pb2.EchoResponse:
         request = conformance_pb2.EchoRequest(message=message, failure=kwargs.pop("failure", 0),
-                                              relay_to=kwargs.pop("relay_to", ""))
+                                              relay_to=kwargs.pop("relay_to", ""),
+                                              relay_metadata=kwargs.pop("relay_metadata", {}))
         with self.channel() as channel:
             return conformance_pb2_grpc.ConformanceServiceStub(channel).Echo(request, **kwargs)
 

@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import threading
+import time
 import urllib.request
 
 import grpc
@@ -53,13 +54,15 @@ def unreachable_warnings(probe) -> list[dict]:
 def test_bad_configuration_exits_2_naming_every_bad_variable(world: Mesh, language: str) -> None:
     env = {k: v for k, v in os.environ.items() if k != "GRPC_XDS_BOOTSTRAP"}
     env.update({"MESH_PORT": "abc", "MESH_DRAIN_TIMEOUT": "0", "MESH_SERVICE_PORTS": "catalog=x",
-                "MESH_LOG_LEVEL": "loud"})
+                "MESH_LOG_LEVEL": "loud", "MESH_PROPAGATE_HEADERS": "X-User-Tier", "MESH_INJECT_FAILURE_PERCENT": "101",
+                "MESH_INJECT_DELAY_MS": "-1"})
     done = subprocess.run(command(language), env=env, cwd=REPO, capture_output=True, text=True, timeout=60)
     assert done.returncode == 2, done
     lines = [line for line in done.stderr.splitlines() if line.strip()]
     assert len(lines) == 1, done.stderr
     assert "invalid configuration" in lines[0]
-    for name in ("MESH_PORT", "MESH_DRAIN_TIMEOUT", "MESH_SERVICE_PORTS", "MESH_LOG_LEVEL", "GRPC_XDS_BOOTSTRAP"):
+    for name in ("MESH_PORT", "MESH_DRAIN_TIMEOUT", "MESH_SERVICE_PORTS", "MESH_LOG_LEVEL", "MESH_PROPAGATE_HEADERS",
+                 "MESH_INJECT_FAILURE_PERCENT", "MESH_INJECT_DELAY_MS", "GRPC_XDS_BOOTSTRAP"):
         assert name in lines[0], lines[0]
 
 
@@ -244,6 +247,19 @@ def test_errors_on_streaming_calls_after_the_messages(world: Mesh, language: str
     assert [r.index for r in ok] == [0, 1, 2]
 
 
+def test_a_stream_may_end_before_its_first_message(world: Mesh, language: str) -> None:
+    probe = world.start_probe(language)
+    with probe.channel() as channel:
+        stub = conformance_pb2_grpc.ConformanceServiceStub(channel)
+        assert list(stub.EchoStream(conformance_pb2.EchoStreamRequest(message="none", count=0), timeout=5)) == []
+        for failure in EXPECTED_ERRORS:
+            with pytest.raises(grpc.RpcError) as caught:
+                list(stub.EchoStream(conformance_pb2.EchoStreamRequest(message="ghost", count=0, failure=failure),
+                                     timeout=5))
+            check_error(caught.value, failure, probe)
+    assert probe.echo("still here", timeout=5).message == "still here"
+
+
 # -- calls between services ------------------------------------------------------------------------
 
 
@@ -262,6 +278,31 @@ def test_the_callers_deadline_bounds_every_outbound_call(world: Mesh, language: 
     assert 3000 < unbounded.relayed.deadline_remaining_ms <= 4000 + ROUNDING_MS  # MESH_CALL_TIMEOUT
 
 
+def test_routing_headers_travel_to_the_outbound_calls(world: Mesh, language: str) -> None:
+    """Istio routes on request headers (x-user-tier: beta -> pricing v2): the listed ones must reach
+    every hop, the others none."""
+    # The peer lists x-canary too, so that it would report x-canary had the probe passed it on.
+    peer = world.start_probe(language, extra_env={"MESH_PROPAGATE_HEADERS": "x-user-tier,x-canary"})
+    probe = world.start_probe(language, peers={peer.service: SERVICE_PORT})  # the default: x-user-tier
+    reply = probe.echo("relay", relay_to=peer.service, metadata=(("x-user-tier", "beta"), ("x-canary", "yes")),
+                       timeout=5)
+    assert dict(reply.headers) == {"x-user-tier": "beta"}
+    assert reply.relayed.instance_id == peer.instance_id
+    assert dict(reply.relayed.headers) == {"x-user-tier": "beta"}
+
+    plain = probe.echo("relay", relay_to=peer.service, timeout=5)
+    assert (dict(plain.headers), dict(plain.relayed.headers)) == ({}, {})
+
+
+def test_an_outbound_calls_own_routing_header_wins(world: Mesh, language: str) -> None:
+    peer = world.start_probe(language)
+    probe = world.start_probe(language, peers={peer.service: SERVICE_PORT})
+    reply = probe.echo("relay", relay_to=peer.service, relay_metadata={"x-user-tier": "gold"},
+                       metadata=(("x-user-tier", "beta"),), timeout=5)
+    assert dict(reply.headers) == {"x-user-tier": "beta"}
+    assert dict(reply.relayed.headers) == {"x-user-tier": "gold"}
+
+
 def test_an_undeclared_peer_is_an_error_that_names_the_variable(world: Mesh, language: str) -> None:
     probe = world.start_probe(language)
     with pytest.raises(grpc.RpcError) as caught:
@@ -269,6 +310,71 @@ def test_an_undeclared_peer_is_an_error_that_names_the_variable(world: Mesh, lan
     assert caught.value.code() == grpc.StatusCode.INTERNAL
     poll_until(lambda: [r for r in probe.logs() if "MESH_SERVICE_PORTS" in json.dumps(r)], 5, 0.1,
                "a log line naming MESH_SERVICE_PORTS")
+
+
+# -- injected failures -----------------------------------------------------------------------------
+
+
+def injecting_warnings(probe) -> list[str]:
+    return [r["message"] for r in probe.logs() if r["severity"] == "WARN" and r["message"].startswith("injecting failures")]
+
+
+def test_injected_failures_answer_unavailable_while_health_stays_serving(world: Mesh, language: str) -> None:
+    probe = world.start_probe(language, extra_env={"MESH_INJECT_FAILURE_PERCENT": "100"})  # SERVING, passing in Consul
+    injected = (grpc.StatusCode.UNAVAILABLE, "injected failure (MESH_INJECT_FAILURE_PERCENT=100)")
+    with probe.channel() as channel:
+        stub = conformance_pb2_grpc.ConformanceServiceStub(channel)
+        for _ in range(20):
+            with pytest.raises(grpc.RpcError) as caught:
+                stub.Echo(conformance_pb2.EchoRequest(message="x"), timeout=5)
+            assert (caught.value.code(), caught.value.details()) == injected
+        with pytest.raises(grpc.RpcError) as caught:
+            list(stub.EchoStream(conformance_pb2.EchoStreamRequest(message="s", count=2), timeout=5))
+        assert (caught.value.code(), caught.value.details()) == injected
+    assert probe.health() == probe.health("polymesh.conformance.v1.ConformanceService") == "SERVING"
+    assert probe.instance_id in world.consul.passing(probe.service)
+    assert poll_until(lambda: injecting_warnings(probe), 5, 0.1, "the WARN that failures are injected") == [
+        "injecting failures: MESH_INJECT_FAILURE_PERCENT=100, MESH_INJECT_DELAY_MS=0"]
+
+
+def test_injected_failures_hit_their_share_of_calls(world: Mesh, language: str) -> None:
+    probe = world.start_probe(language, extra_env={"MESH_INJECT_FAILURE_PERCENT": "50"})
+    failed = 0
+    with probe.channel() as channel:
+        echo = conformance_pb2_grpc.ConformanceServiceStub(channel).Echo
+        for _ in range(400):
+            try:
+                echo(conformance_pb2.EchoRequest(message="x"), timeout=5)
+            except grpc.RpcError as error:
+                assert (error.code(), error.details()) == (
+                    grpc.StatusCode.UNAVAILABLE, "injected failure (MESH_INJECT_FAILURE_PERCENT=50)")
+                failed += 1
+    assert 42 <= failed / 4 <= 58, f"{failed} of 400 calls failed"  # 50 +- 8 points: over 3 sigma
+
+
+def test_an_injected_delay_comes_before_the_handler_within_the_callers_deadline(world: Mesh, language: str) -> None:
+    probe = world.start_probe(language, extra_env={"MESH_INJECT_DELAY_MS": "300"})
+    with probe.channel() as channel:
+        echo = conformance_pb2_grpc.ConformanceServiceStub(channel).Echo
+        echo(conformance_pb2.EchoRequest(message="connect"), timeout=5)
+        started = time.monotonic()
+        reply = echo(conformance_pb2.EchoRequest(message="slow"), timeout=5)
+        assert 0.3 <= time.monotonic() - started < 0.6
+        assert reply.deadline_remaining_ms <= 5000 - 300 + ROUNDING_MS  # the handler ran after the delay
+
+        started = time.monotonic()
+        with pytest.raises(grpc.RpcError) as caught:
+            echo(conformance_pb2.EchoRequest(message="late"), timeout=0.1)
+        # As any call past its deadline: a grpc-go server resets the stream at the deadline, which a
+        # client whose own timer has not fired yet reports as CANCELLED.
+        past_deadline = {grpc.StatusCode.DEADLINE_EXCEEDED} | ({grpc.StatusCode.CANCELLED} if language == "go" else set())
+        assert caught.value.code() in past_deadline, caught.value
+        assert time.monotonic() - started < 0.3
+    started = time.monotonic()
+    assert probe.health() == "SERVING"
+    assert time.monotonic() - started < 0.3, "health on the admin port waits for nothing"
+    assert poll_until(lambda: injecting_warnings(probe), 5, 0.1, "the WARN that failures are injected") == [
+        "injecting failures: MESH_INJECT_FAILURE_PERCENT=0, MESH_INJECT_DELAY_MS=300"]
 
 
 # -- admin port: health, reflection, CSDS; none of it traced ---------------------------------------

@@ -4,6 +4,7 @@ changes where the gateway's calls go, with no restart, and taking it away restor
 from __future__ import annotations
 
 import shutil
+import subprocess
 
 from mesh.runner.topology import ROOT
 from support.poll import poll_until
@@ -35,3 +36,27 @@ def test_the_beta_header_scenario_routes_the_gateways_calls_and_goes_away_cleanl
         applied.unlink()
     # Without the VirtualService, pricing is balanced over both versions again, header or not.
     poll_until(lambda: set(pricing_versions(http, beta)) == {"v1", "v2"}, 10, 0.1, "both versions again")
+
+
+def test_an_invalid_edit_is_named_by_make_status_and_keeps_the_last_good_split(http, mesh):
+    beta = {"x-user-tier": "beta"}
+    applied = mesh.istio_dir / SCENARIO.name
+    shutil.copy(SCENARIO, applied)
+    try:
+        poll_until(lambda: set(pricing_versions(http, beta, 5)) == {"v2"}, 10, 0.1, "the scenario in force")
+        applied.write_text(SCENARIO.read_text().replace("subset: v2", "subset: v9"))
+
+        def reported() -> subprocess.CompletedProcess | None:
+            done = mesh.runner("status", check=False)
+            return done if "rejected" in done.stdout else None
+
+        done = poll_until(reported, 10, 0.2, "make status naming the rejected resource")
+        assert done.returncode == 3, done.stdout
+        [line] = [line for line in done.stdout.splitlines() if "rejected" in line]
+        assert f"{applied}: VirtualService default/pricing: spec.http[0].route[0].destination.subset 'v9'" in line
+        assert pricing_versions(http, beta) == ["v2"] * CALLS  # the last good version serves
+        applied.write_text(SCENARIO.read_text())
+        poll_until(lambda: "rejected" not in mesh.runner("status", check=False).stdout, 10, 0.2, "the error cleared")
+        assert mesh.runner("status", check=False).returncode == 0
+    finally:
+        applied.unlink()

@@ -5,13 +5,18 @@
 - `procs.Processes`: start processes with their output in a log file, stop them by PID, show
   log tails when a test fails (the `procs` fixture in tests/conftest.py).
 - `consul.ConsulAgent`: a real `consul agent -dev` on free ports (the `consul_agent` fixture).
-- `backends.start_catalog_backend(name)`: a real grpcio CatalogService that answers with its name.
+- `backends.start_catalog_backend(name)`: a real grpcio CatalogService that answers with its name;
+  `backends.start_catalog_backend_process(procs, name)`: the same in a process of its own, with
+  grpc.health.v1 (to register with a gRPC check, `ConsulAgent.register_grpc_checked`, and kill).
 - `reports.add_failure_report(request, make_text)`: more text under a failing test.
 - `ads.AdsClient`: a thin asyncio client of the real ADS stream, for protocol-level assertions.
 - `fleet.ClientFleet`, `fleet.register_all`: hundreds of synthetic ADS clients and Consul
   instances at once (the scale test and `benchmarks/controlplane.py`).
 - `xds.start_control_plane(procs, consul_http_addr)`, `xds.write_bootstrap(...)`: the control plane
   as `python -m mesh.xds`, and gRPC xDS bootstrap files as docs/runtime-contract.md describes.
+- `xds_probes`: the xDS probe clients of tests/xds/probes (Python, Go, Node): built, their command
+  lines, their output (one line per call naming the backend that answered).
+- `istio`: the `catalog` DestinationRule (subsets v1, v2) and VirtualServices, written atomically.
 
 Fixtures (tests/conftest.py): `procs`, `consul_agent`; a failing test shows their log tails.
 """

@@ -6,6 +6,7 @@
     agent.client.agent.service.register(...)       # py-consul, synchronous
     agent.register("catalog", "catalog-1", port, meta={"version": "v1"})   # TTL check, passing
     agent.ttl_fail("catalog-1"); agent.deregister("catalog-1")
+    agent.register_grpc_checked("catalog", "catalog-2", port, f"127.0.0.1:{port}")  # as the runtime does
     agent.stop(); agent.start()                    # a restart keeps the same ports and the registrations
     agent.stop(); agent.forget(); agent.start()    # ... or comes back empty, as the runner's agent does
     agent.stop()
@@ -98,6 +99,17 @@ class ConsulAgent:
             name, service_id=instance_id, address=address, port=port, meta=meta or {},
             check={"TTL": ttl, "Status": "passing" if passing else "critical",
                    "DeregisterCriticalServiceAfter": "10m"},
+        )
+
+    def register_grpc_checked(self, name: str, instance_id: str, port: int, health_address: str,
+                              meta: dict[str, str] | None = None, address: str = "127.0.0.1") -> None:
+        """Register an instance as the runtime registers itself (docs/runtime-contract.md, "Life of
+        an instance"): one gRPC health check of `health_address` that Consul runs every 1 s with a
+        1 s timeout. The check starts critical and passes at Consul's first probe of a SERVING
+        server; the instance goes critical at the first probe that fails."""
+        self.client.agent.service.register(
+            name, service_id=instance_id, address=address, port=port, meta=meta or {},
+            check=consul.Check.grpc(health_address, "1s", timeout="1s", deregister="1m"),
         )
 
     def ttl_pass(self, instance_id: str) -> None:

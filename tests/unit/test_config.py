@@ -53,3 +53,34 @@ def test_bad_service_ports_are_named_with_the_rest():
         'MESH_SERVICE_PORTS: "catalog=1": catalog given twice',
         'MESH_CALL_TIMEOUT: not a number of seconds: "soon"',
     ]
+
+
+def test_propagated_headers_default_to_the_user_tier_and_are_read_name_by_name():
+    assert load_instance_config("orders", {**BASE}).propagate_headers == ("x-user-tier",)
+    config = load_instance_config("orders", {**BASE, "MESH_PROPAGATE_HEADERS": " x-user-tier, x-canary ,,x_debug.v2"})
+    assert config.propagate_headers == ("x-user-tier", "x-canary", "x_debug.v2")
+
+
+def test_bad_propagated_headers_are_named_with_the_rest():
+    with pytest.raises(ConfigError) as caught:
+        load_instance_config("orders", {**BASE, "MESH_PROPAGATE_HEADERS": "X-User-Tier,x tier,grpc-timeout,trace-bin,x-a,x-a"})
+    assert caught.value.problems == [
+        'MESH_PROPAGATE_HEADERS: "X-User-Tier": not a lower-case header name',
+        'MESH_PROPAGATE_HEADERS: "x tier": not a lower-case header name',
+        'MESH_PROPAGATE_HEADERS: "grpc-timeout": grpc-* and *-bin headers are not propagated',
+        'MESH_PROPAGATE_HEADERS: "trace-bin": grpc-* and *-bin headers are not propagated',
+        'MESH_PROPAGATE_HEADERS: "x-a": given twice',
+    ]
+
+
+def test_injected_failures_are_off_by_default_and_checked():
+    config = load_instance_config("orders", {**BASE})
+    assert (config.inject_failure_percent, config.inject_delay_ms) == (0, 0)
+    config = load_instance_config("orders", {**BASE, "MESH_INJECT_FAILURE_PERCENT": "50", "MESH_INJECT_DELAY_MS": "300"})
+    assert (config.inject_failure_percent, config.inject_delay_ms) == (50, 300)
+    with pytest.raises(ConfigError) as caught:
+        load_instance_config("orders", {**BASE, "MESH_INJECT_FAILURE_PERCENT": "101", "MESH_INJECT_DELAY_MS": "-1"})
+    assert caught.value.problems == [
+        "MESH_INJECT_FAILURE_PERCENT: must be between 0 and 100: 101",
+        "MESH_INJECT_DELAY_MS: must be between 0 and 3600000: -1",
+    ]

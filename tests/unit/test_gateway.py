@@ -8,13 +8,14 @@ import json
 import grpc
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
+from multidict import CIMultiDict, CIMultiDictProxy
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 
 from google.rpc import error_details_pb2
 
 from mesh.runtime.errors import ServiceError, invalid_argument
-from services.gateway.app import MAX_BODY_BYTES, make_app
+from services.gateway.app import MAX_BODY_BYTES, ForwardHeaders, _request_headers, make_app
 from shop.orders.v1 import orders_pb2
 
 trace.set_tracer_provider(TracerProvider())
@@ -149,3 +150,19 @@ def test_a_downstream_status_keeps_its_code_message_and_reason(code, http_status
 def test_an_internal_error_downstream_reveals_nothing():
     status, payload = post_to_failing_orders(ServiceError(grpc.StatusCode.INTERNAL, "db at /var/lib/x is corrupt"))
     assert status == 500 and payload["error"] == {"code": "INTERNAL", "message": "internal error", "details": []}
+
+
+def test_the_request_headers_meant_for_routing_go_on_to_the_grpc_calls():
+    seen = []
+
+    async def continuation(details, request):
+        seen.append(tuple(details.metadata or ()))
+
+    async def call(headers):
+        _request_headers.set(CIMultiDictProxy(CIMultiDict(headers)))
+        details = grpc.aio.ClientCallDetails("/shop.pricing.v1.PricingService/GetQuote", 5, None, None, None)
+        await ForwardHeaders(("x-user-tier",)).intercept_unary_unary(continuation, details, None)
+
+    asyncio.run(call({"X-User-Tier": "beta", "X-Canary": "yes"}))
+    asyncio.run(call({"Accept": "application/json"}))
+    assert seen == [(("x-user-tier", "beta"),), ()]

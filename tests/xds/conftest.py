@@ -4,18 +4,14 @@ clients (the Go one built once per session under .build/, the Node one installed
 from __future__ import annotations
 
 import functools
-import os
-import subprocess
 from pathlib import Path
 
 import pytest
 
 from support.consul import ConsulAgent
 from support.procs import Processes
-from support.xds import REPO, ControlPlane, start_control_plane as start
-
-PROBES = Path(__file__).parent / "probes"
-BUILD = REPO / ".build"
+from support.xds import ControlPlane, start_control_plane as start
+from support.xds_probes import PROBES, PYTHON_PROBE, build_go_probe, install_node_probe
 
 
 @pytest.fixture
@@ -32,26 +28,18 @@ def control_plane(consul_agent: ConsulAgent, procs: Processes) -> ControlPlane:
 @pytest.fixture(scope="session")
 def go_probe() -> Path:
     """The Go probe binary (`go build` is incremental: quick once built)."""
-    binary = BUILD / "xds-probe-go"
-    BUILD.mkdir(exist_ok=True)
-    subprocess.run(["go", "build", "-o", str(binary), "."], cwd=PROBES / "go", check=True,
-                   env={**os.environ, "GOFLAGS": "-mod=readonly"})
-    return binary
+    return build_go_probe()
 
 
 @pytest.fixture(scope="session")
 def node_probe() -> Path:
     """The Node probe script; `npm ci` runs when node_modules is missing or older than the lock."""
-    directory = PROBES / "node"
-    installed = directory / "node_modules" / ".package-lock.json"
-    if not installed.exists() or installed.stat().st_mtime < (directory / "package-lock.json").stat().st_mtime:
-        subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=directory, check=True)
-    return directory / "probe.js"
+    return install_node_probe()
 
 
 @pytest.fixture(scope="session")
 def python_probe() -> Path:
-    return PROBES / "python" / "probe.py"
+    return PYTHON_PROBE
 
 
 @pytest.fixture(scope="session")

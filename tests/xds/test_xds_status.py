@@ -8,12 +8,14 @@ import asyncio
 import json
 import sys
 
+import grpc
 import pytest
 from envoy.admin.v3 import config_dump_shared_pb2 as dump_pb2
 from envoy.config.listener.v3 import listener_pb2
 from envoy.service.status.v3 import csds_pb2
 from google.protobuf import json_format
 
+from polymesh.controlplane.v1 import status_pb2, status_pb2_grpc
 from support.ads import EDS, AdsClient
 from support.backends import start_catalog_backend
 from support.poll import poll_until
@@ -180,3 +182,37 @@ def test_a_translation_failure_keeps_the_last_endpoints_serving_and_is_visible(
         assert eds.config_status == csds_pb2.SYNCED and not eds.error_state.details
     finally:
         server.stop(0)
+
+
+def test_the_status_service_names_rejected_resources_and_ignored_fields(consul_agent, start_control_plane, tmp_path):
+    """What `make status` prints: each rejected resource with its file and reason, each ignored
+    field; a fix clears the rejection."""
+    consul_agent.register("catalog", "catalog-1", free_port(), meta={"version": "v1"})
+    istio = tmp_path / "istio"
+    istio.mkdir()
+    rule = "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: catalog}\nspec:\n" \
+           "  host: catalog\n  subsets: [{name: v1, labels: {version: v1}}]\n"
+    route = "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: catalog}\nspec:\n" \
+            "  hosts: [catalog]\n  http: [{route: [{destination: {host: catalog, subset: SUBSET}}], " \
+            "mirror: {host: catalog}}]\n"
+    (istio / "rule.yaml").write_text(rule)
+    (istio / "route.yaml").write_text(route.replace("SUBSET", "v7"))
+    cp = start_control_plane(consul_agent.http_addr, env={"MESH_ISTIO_DIR": str(istio)})
+
+    def status() -> status_pb2.GetStatusResponse:
+        with grpc.insecure_channel(cp.address) as channel:
+            return status_pb2_grpc.StatusServiceStub(channel).GetStatus(status_pb2.GetStatusRequest(), timeout=5)
+
+    reply = poll_until(lambda: status() if status().rejected else None, 10, 0.1, "the rejection reported")
+    assert reply.istio_dir == str(istio)
+    assert [(p.file, p.resource, p.reason) for p in reply.rejected] == [
+        (str(istio / "route.yaml"), "VirtualService default/catalog",
+         "spec.http[0].route[0].destination.subset 'v7': no DestinationRule of catalog.default.svc.cluster.local "
+         "defines it")]
+    assert cp.health("mesh.xds.policy") == "NOT_SERVING"
+    (istio / "route.yaml").write_text(route.replace("SUBSET", "v1"))
+    reply = poll_until(lambda: status() if not status().rejected else None, 10, 0.1, "the rejection cleared")
+    assert [(p.file, p.field, p.reason) for p in reply.warnings] == [
+        (str(istio / "route.yaml"), "spec.http[0].mirror", "proxyless gRPC cannot honour it")]
+    assert (list(reply.translation_failures), list(reply.failing_tasks)) == ([], [])
+    assert cp.health("mesh.xds.policy") == "SERVING"

@@ -33,6 +33,8 @@ test('defaults follow the contract', () => {
   assert.equal(mesh.namespace, 'default');
   assert.deepEqual(mesh.servicePorts, {});
   assert.equal(mesh.callTimeoutSeconds, 5);
+  assert.deepEqual(mesh.propagateHeaders, ['x-user-tier']);
+  assert.deepEqual([mesh.injectFailurePercent, mesh.injectDelayMs], [0, 0]);
   assert.equal(service.promotionPercent, 0);
 });
 
@@ -141,4 +143,39 @@ test('every bad MESH_SERVICE_PORTS entry is named', () => {
     },
   );
   assert.throws(() => load({ GRPC_XDS_BOOTSTRAP: bootstrap, MESH_SERVICE_PORTS: 'catalog=1,catalog=2' }), /catalog given twice/);
+});
+
+test('MESH_PROPAGATE_HEADERS is read name by name, every bad name named', () => {
+  const { mesh } = load({ GRPC_XDS_BOOTSTRAP: bootstrap, MESH_PROPAGATE_HEADERS: ' x-user-tier, x-canary ,,x_debug.v2' });
+  assert.deepEqual(mesh.propagateHeaders, ['x-user-tier', 'x-canary', 'x_debug.v2']);
+  assert.throws(
+    () => load({ GRPC_XDS_BOOTSTRAP: bootstrap, MESH_PROPAGATE_HEADERS: 'X-User-Tier,x tier,grpc-timeout,trace-bin,x-a,x-a' }),
+    (err: unknown) => {
+      assert.ok(err instanceof ConfigError);
+      assert.deepEqual(err.problems, [
+        'MESH_PROPAGATE_HEADERS: "X-User-Tier": not a lower-case header name',
+        'MESH_PROPAGATE_HEADERS: "x tier": not a lower-case header name',
+        'MESH_PROPAGATE_HEADERS: "grpc-timeout": grpc-* and *-bin headers are not propagated',
+        'MESH_PROPAGATE_HEADERS: "trace-bin": grpc-* and *-bin headers are not propagated',
+        'MESH_PROPAGATE_HEADERS: "x-a": given twice',
+      ]);
+      return true;
+    },
+  );
+});
+
+test('injected failures are read and checked', () => {
+  const { mesh } = load({ GRPC_XDS_BOOTSTRAP: bootstrap, MESH_INJECT_FAILURE_PERCENT: '50', MESH_INJECT_DELAY_MS: '300' });
+  assert.deepEqual([mesh.injectFailurePercent, mesh.injectDelayMs], [50, 300]);
+  assert.throws(
+    () => load({ GRPC_XDS_BOOTSTRAP: bootstrap, MESH_INJECT_FAILURE_PERCENT: '101', MESH_INJECT_DELAY_MS: '-1' }),
+    (err: unknown) => {
+      assert.ok(err instanceof ConfigError);
+      assert.deepEqual(err.problems, [
+        'MESH_INJECT_FAILURE_PERCENT: must be between 0 and 100: 101',
+        'MESH_INJECT_DELAY_MS: must be between 0 and 3600000: -1',
+      ]);
+      return true;
+    },
+  );
 });

@@ -12,14 +12,20 @@ export const DEFAULTS = Object.freeze({
   MESH_ADMIN_PORT: 0,
   MESH_SERVICE_PORTS: '',
   MESH_CALL_TIMEOUT: 5,
+  MESH_PROPAGATE_HEADERS: 'x-user-tier',
   MESH_DATA_DIR: 'data',
   MESH_DRAIN_TIMEOUT: 5,
   MESH_LOG_LEVEL: 'info',
   MESH_REGISTER: true,
+  MESH_INJECT_FAILURE_PERCENT: 0,
+  MESH_INJECT_DELAY_MS: 0,
   CONSUL_HTTP_ADDR: '127.0.0.1:8500',
   OTEL_EXPORTER_OTLP_ENDPOINT: 'http://127.0.0.1:4317',
   OTEL_TRACES_EXPORTER: 'otlp',
 });
+
+/** MESH_INJECT_DELAY_MS is at most an hour: it is for demos and tests. */
+export const MAX_INJECT_DELAY_MS = 3_600_000;
 
 export const LOG_LEVELS = ['debug', 'info', 'warn', 'error'] as const;
 export type LogLevel = (typeof LOG_LEVELS)[number];
@@ -38,10 +44,15 @@ export interface MeshConfig {
   readonly servicePorts: Readonly<Record<string, number>>;
   /** Seconds an outbound call may take when the incoming call has no deadline. */
   readonly callTimeoutSeconds: number;
+  /** MESH_PROPAGATE_HEADERS: request headers copied from an incoming call to its outbound calls. */
+  readonly propagateHeaders: readonly string[];
   readonly dataDir: string;
   readonly drainTimeoutSeconds: number;
   readonly logLevel: LogLevel;
   readonly register: boolean;
+  /** MESH_INJECT_FAILURE_PERCENT and MESH_INJECT_DELAY_MS: injected failures (injection.ts); 0: none. */
+  readonly injectFailurePercent: number;
+  readonly injectDelayMs: number;
   /** Consul's HTTP API as a base URL, e.g. http://127.0.0.1:8500 */
   readonly consulHttpAddr: string;
   readonly xdsBootstrap: string;
@@ -182,6 +193,26 @@ export function readServicePorts(r: EnvReader): Record<string, number> {
   return Object.fromEntries(ports);
 }
 
+const HEADER_NAME = /^[a-z0-9][a-z0-9_.-]*$/; // a lower-case gRPC metadata key
+
+/** Comma-separated header names; gRPC's own (`grpc-*`) and binary (`*-bin`) headers are refused. */
+export function readPropagateHeaders(r: EnvReader): string[] {
+  const names: string[] = [];
+  const raw = r.string('MESH_PROPAGATE_HEADERS', DEFAULTS.MESH_PROPAGATE_HEADERS);
+  for (const entry of raw.split(',').map((e) => e.trim()).filter((e) => e !== '')) {
+    if (!HEADER_NAME.test(entry)) {
+      r.fail('MESH_PROPAGATE_HEADERS', `${JSON.stringify(entry)}: not a lower-case header name`);
+    } else if (entry.startsWith('grpc-') || entry.endsWith('-bin')) {
+      r.fail('MESH_PROPAGATE_HEADERS', `${JSON.stringify(entry)}: grpc-* and *-bin headers are not propagated`);
+    } else if (names.includes(entry)) {
+      r.fail('MESH_PROPAGATE_HEADERS', `${JSON.stringify(entry)}: given twice`);
+    } else {
+      names.push(entry);
+    }
+  }
+  return names;
+}
+
 function readConsulAddr(r: EnvReader): string {
   const value = r.string('CONSUL_HTTP_ADDR', DEFAULTS.CONSUL_HTTP_ADDR);
   const withScheme = /^[a-z]+:\/\//i.test(value) ? value : `http://${value}`;
@@ -236,10 +267,13 @@ export function readMeshConfig(r: EnvReader, defaultServiceName: string, pid = p
     adminPort: r.integer('MESH_ADMIN_PORT', DEFAULTS.MESH_ADMIN_PORT, 0, 65535),
     servicePorts: readServicePorts(r),
     callTimeoutSeconds: r.positiveNumber('MESH_CALL_TIMEOUT', DEFAULTS.MESH_CALL_TIMEOUT),
+    propagateHeaders: readPropagateHeaders(r),
     dataDir: r.string('MESH_DATA_DIR', DEFAULTS.MESH_DATA_DIR),
     drainTimeoutSeconds: r.positiveNumber('MESH_DRAIN_TIMEOUT', DEFAULTS.MESH_DRAIN_TIMEOUT),
     logLevel: r.oneOf('MESH_LOG_LEVEL', DEFAULTS.MESH_LOG_LEVEL as LogLevel, LOG_LEVELS),
     register: r.boolean('MESH_REGISTER', DEFAULTS.MESH_REGISTER),
+    injectFailurePercent: r.integer('MESH_INJECT_FAILURE_PERCENT', DEFAULTS.MESH_INJECT_FAILURE_PERCENT, 0, 100),
+    injectDelayMs: r.integer('MESH_INJECT_DELAY_MS', DEFAULTS.MESH_INJECT_DELAY_MS, 0, MAX_INJECT_DELAY_MS),
     consulHttpAddr: readConsulAddr(r),
     xdsBootstrap: readBootstrap(r),
     otlpEndpoint: readOtlpEndpoint(r),

@@ -4,8 +4,10 @@
 // - made while handling an RPC, has that call as parent: its deadline (at most) and its
 //   cancellation propagate (grpc-js's own parent/propagate mechanism);
 // - made outside of any RPC, gets MESH_CALL_TIMEOUT;
-// - waits for a peer that is restarting (wait_for_ready), within that deadline.
+// - waits for a peer that is restarting (wait_for_ready), within that deadline;
+// - carries the routing headers of the call being handled (propagation.ts).
 import * as grpc from '@grpc/grpc-js';
+import { propagateHeadersInterceptor } from './propagation';
 import { currentCall } from './rpc';
 import { xdsChannelCredentials } from './xds';
 
@@ -55,6 +57,7 @@ export class Dialer {
   constructor(
     private readonly servicePorts: Readonly<Record<string, number>>,
     private readonly callTimeoutSeconds: number,
+    private readonly propagateHeaders: readonly string[],
   ) {}
 
   /** A client of `service` (its name in MESH_SERVICE_PORTS); throws when the name is not declared. */
@@ -64,7 +67,7 @@ export class Dialer {
     let client = this.clients.get(key);
     if (!client) {
       client = new Client(target, xdsChannelCredentials(), {
-        interceptors: [outboundCallInterceptor(this.callTimeoutSeconds * 1000)],
+        interceptors: [outboundCallInterceptor(this.callTimeoutSeconds * 1000), propagateHeadersInterceptor(this.propagateHeaders)],
       });
       this.clients.set(key, client);
     }

@@ -24,6 +24,8 @@ export {
 } from './errors';
 export { currentCall, defineService, PASSED_THROUGH, toStatus, type Handlers, type ServiceRegistration } from './rpc';
 export { Dialer, outboundCallInterceptor, targetOf, type ClientConstructor } from './dial';
+export { propagatedHeaders, propagateHeadersInterceptor } from './propagation';
+export { injectedFailuresInterceptor } from './injection';
 export { SERVER_LISTENER_PREFIX, serverListenerName, xdsChannelCredentials } from './xds';
 export { UNTRACED_GRPC_SERVICES } from './tracing';
 export { PROTO_INCLUDE_DIRS, REPO_ROOT } from './paths';

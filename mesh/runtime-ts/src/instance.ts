@@ -4,6 +4,7 @@ import type * as grpc from '@grpc/grpc-js';
 import { startAdminServer, type AdminServer, type ReflectionSources } from './admin';
 import type { MeshConfig } from './config';
 import { buildRegistration, ConsulAgent, RegistrationKeeper, type Language } from './consul';
+import { injectedFailures } from './injection';
 import type { Logger } from './log';
 import { hostPort, reserveFreePort } from './net';
 import type { ServiceRegistration } from './rpc';
@@ -95,6 +96,7 @@ export class MeshInstance {
       host: config.host,
       port,
       services: this.opts.services,
+      interceptors: injectedFailures(config, logger),
       logger,
       onBindError: (err) => {
         logger.error('business server failed to bind', { error: err, address });

@@ -1,5 +1,6 @@
-// The runtime's one error mapping and the deadline of outbound calls, on a plain grpc-js server
-// (xDS plays no part in either): what a caller of a service written on defineService() sees.
+// The runtime's one error mapping and the deadline and routing headers of outbound calls, on a
+// plain grpc-js server (xDS plays no part in any): what a caller of a service written on
+// defineService() sees.
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import * as grpc from '@grpc/grpc-js';
@@ -7,6 +8,7 @@ import { outboundCallInterceptor } from './dial';
 import { detailsOf, invalidArgument, notFound, ServiceError } from './errors';
 import { Logger } from './log';
 import { bindAsync } from './net';
+import { propagatedHeaders, propagateHeadersInterceptor } from './propagation';
 import { currentCall, defineService } from './rpc';
 
 // A small service of the conformance probe's shape, JSON on the wire: the generated code lives in
@@ -21,6 +23,7 @@ interface EchoRequest {
   message: string;
   failure: Failure;
   relayTo: string;
+  relayMetadata?: Record<string, string>;
 }
 interface EchoResponse {
   message: string;
@@ -29,6 +32,7 @@ interface EchoResponse {
   deadlineRemainingMs: number;
   relayed: EchoResponse | undefined;
   traceId: string;
+  headers: Record<string, string>;
 }
 interface EchoStreamRequest {
   message: string;
@@ -77,9 +81,10 @@ function fail(how: Failure, message: string): void {
   if (how === Failure.FAILURE_UNEXPECTED) throw new Error(`secret detail of ${message}`);
 }
 
+const PROPAGATED = ['x-user-tier'];
 let server: grpc.Server;
 let client: EchoClient;
-/** Relays go to the same server through a client with the runtime's outbound interceptor. */
+/** Relays go to the same server through a client with the runtime's outbound interceptors. */
 let relay: EchoClient;
 
 before(async () => {
@@ -95,10 +100,13 @@ before(async () => {
         deadlineRemainingMs: Number.isFinite(deadline) ? deadline - Date.now() : 0,
         relayed: undefined,
         traceId: '',
+        headers: Object.fromEntries([...propagatedHeaders(PROPAGATED)].map(([name, values]) => [name, values.join(', ')])),
       };
       if (request.relayTo !== '') {
+        const own = new grpc.Metadata();
+        for (const [name, value] of Object.entries(request.relayMetadata ?? {})) own.set(name, value);
         response.relayed = await new Promise<EchoResponse>((resolve, reject) =>
-          relay.echo({ message: request.message, failure: Failure.FAILURE_UNSPECIFIED, relayTo: '' }, (err, res) =>
+          relay.echo({ message: request.message, failure: Failure.FAILURE_UNSPECIFIED, relayTo: '' }, own, {}, (err, res) =>
             err ? reject(err) : resolve(res!),
           ),
         );
@@ -114,7 +122,7 @@ before(async () => {
   const address = `127.0.0.1:${await bindAsync(server, '127.0.0.1:0', grpc.ServerCredentials.createInsecure())}`;
   client = new EchoClient(address, grpc.credentials.createInsecure());
   relay = new EchoClient(address, grpc.credentials.createInsecure(), {
-    interceptors: [outboundCallInterceptor(1500)],
+    interceptors: [outboundCallInterceptor(1500), propagateHeadersInterceptor(PROPAGATED)],
   });
 });
 after(() => {
@@ -123,10 +131,10 @@ after(() => {
   server.forceShutdown();
 });
 
-function echo(request: Partial<EchoRequest>, deadline?: Date) {
+function echo(request: Partial<EchoRequest>, deadline?: Date, metadata = new grpc.Metadata()) {
   const full: EchoRequest = { message: 'm', failure: Failure.FAILURE_UNSPECIFIED, relayTo: '', ...request };
   return new Promise<{ err: grpc.ServiceError | null; res?: EchoResponse }>((resolve) =>
-    client.echo(full, new grpc.Metadata(), deadline ? { deadline } : {}, (err, res) => resolve({ err, res })),
+    client.echo(full, metadata, deadline ? { deadline } : {}, (err, res) => resolve({ err, res })),
   );
 }
 
@@ -225,5 +233,31 @@ describe('the deadline of an outbound call', () => {
     assert.equal(res!.deadlineRemainingMs, 0);
     const relayed = res!.relayed!.deadlineRemainingMs;
     assert.ok(relayed > 1000 && relayed <= 1500, `relayed ${relayed}`);
+  });
+});
+
+describe('the routing headers of an outbound call', () => {
+  const incoming = () => {
+    const metadata = new grpc.Metadata();
+    metadata.set('x-user-tier', 'beta');
+    metadata.set('x-canary', 'yes');
+    return metadata;
+  };
+
+  test('are the listed ones of the incoming call, and only those', async () => {
+    const { err, res } = await echo({ relayTo: 'self' }, undefined, incoming());
+    assert.equal(err, null);
+    assert.deepEqual(res!.headers, { 'x-user-tier': 'beta' });
+    assert.deepEqual(res!.relayed!.headers, { 'x-user-tier': 'beta' });
+  });
+
+  test('give way to a value the call sets itself', async () => {
+    const { res } = await echo({ relayTo: 'self', relayMetadata: { 'x-user-tier': 'gold' } }, undefined, incoming());
+    assert.deepEqual(res!.relayed!.headers, { 'x-user-tier': 'gold' });
+  });
+
+  test('are none when the incoming call has none', async () => {
+    const { res } = await echo({ relayTo: 'self' });
+    assert.deepEqual([res!.headers, res!.relayed!.headers], [{}, {}]);
   });
 });

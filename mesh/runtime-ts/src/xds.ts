@@ -48,12 +48,13 @@ export function startXdsServer(opts: {
   host: string;
   port: number;
   services: readonly ServiceRegistration[];
+  interceptors: grpc.ServerInterceptor[];
   logger: Logger;
   onBindError: (err: Error) => void;
   onServing: (serving: boolean, details: string) => void;
 }): BusinessServer {
   registerXds();
-  const server = new xds.XdsServer();
+  const server = new xds.XdsServer({ interceptors: opts.interceptors });
   for (const s of opts.services) server.addService(s.definition, s.implement(opts.logger));
   const address = hostPort(opts.host, opts.port);
   const creds = new xds.XdsServerCredentials(grpc.ServerCredentials.createInsecure());

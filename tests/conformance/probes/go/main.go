@@ -6,11 +6,13 @@ package main
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/metadata"
 
 	conformancev1 "polymesh.local/gen/go/polymesh/conformance/v1"
 	mesh "polymesh.local/mesh/runtime-go"
@@ -51,13 +53,21 @@ func (p *probe) Echo(ctx context.Context, req *conformancev1.EchoRequest) (*conf
 		Language:            mesh.Language,
 		DeadlineRemainingMs: remainingMs,
 		TraceId:             traceID(ctx),
+		Headers:             map[string]string{},
+	}
+	for name, values := range mesh.PropagatedHeaders(ctx, p.env.Config.PropagateHeaders) {
+		resp.Headers[name] = strings.Join(values, ", ")
 	}
 	if req.GetRelayTo() != "" {
 		peer, err := p.peer(req.GetRelayTo())
 		if err != nil {
 			return nil, err // not a status: the runtime answers INTERNAL and logs why
 		}
-		// The handler's ctx: the relayed call carries the incoming deadline (or MESH_CALL_TIMEOUT).
+		// The handler's ctx: the relayed call carries the incoming deadline (or MESH_CALL_TIMEOUT)
+		// and routing headers, under its own metadata.
+		for name, value := range req.GetRelayMetadata() {
+			ctx = metadata.AppendToOutgoingContext(ctx, name, value)
+		}
 		relayed, err := peer.Echo(ctx, &conformancev1.EchoRequest{Message: req.GetMessage()})
 		if err != nil {
 			return nil, err

@@ -9,6 +9,7 @@ from mesh.runtime.config import InstanceConfig
 from mesh.runtime.deadlines import remaining
 from mesh.runtime.errors import invalid_argument, not_found
 from mesh.runtime.instance import LANGUAGE, Servicer, dial, run
+from mesh.runtime.propagation import propagated_headers
 from polymesh.conformance.v1 import conformance_pb2, conformance_pb2_grpc
 
 Failure = conformance_pb2.Failure
@@ -35,12 +36,14 @@ class ProbeServicer(conformance_pb2_grpc.ConformanceServiceServicer):
             message=request.message, instance_id=self._config.instance_id, language=LANGUAGE,
             deadline_remaining_ms=0 if left is None else round(left * 1000),
             trace_id=format(trace.get_current_span().get_span_context().trace_id, "032x"),
+            headers={name: ", ".join(values) for name, values in propagated_headers(self._config.propagate_headers).items()},
         )
         if request.relay_to:
             if request.relay_to not in self._peers:
                 self._peers[request.relay_to] = conformance_pb2_grpc.ConformanceServiceStub(
                     dial(self._config, request.relay_to))
             relayed = self._peers[request.relay_to].Echo(conformance_pb2.EchoRequest(message=request.message),
+                                                         metadata=tuple(request.relay_metadata.items()),
                                                          wait_for_ready=True)
             reply.relayed.CopyFrom(relayed)
         return reply

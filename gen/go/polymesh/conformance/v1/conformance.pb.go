@@ -87,7 +87,9 @@ type EchoRequest struct {
 	Failure Failure `protobuf:"varint,2,opt,name=failure,proto3,enum=polymesh.conformance.v1.Failure" json:"failure,omitempty"`
 	// When set, the probe calls Echo on this mesh service (by its service name, through xDS) with
 	// `message` and returns that answer in `relayed`.
-	RelayTo       string `protobuf:"bytes,3,opt,name=relay_to,json=relayTo,proto3" json:"relay_to,omitempty"`
+	RelayTo string `protobuf:"bytes,3,opt,name=relay_to,json=relayTo,proto3" json:"relay_to,omitempty"`
+	// Metadata the probe sets itself on the relayed call (its own values win over propagated ones).
+	RelayMetadata map[string]string `protobuf:"bytes,4,rep,name=relay_metadata,json=relayMetadata,proto3" json:"relay_metadata,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -143,6 +145,13 @@ func (x *EchoRequest) GetRelayTo() string {
 	return ""
 }
 
+func (x *EchoRequest) GetRelayMetadata() map[string]string {
+	if x != nil {
+		return x.RelayMetadata
+	}
+	return nil
+}
+
 // EchoResponse says what the server saw.
 type EchoResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -157,7 +166,10 @@ type EchoResponse struct {
 	// The relayed call's answer, when `relay_to` was set.
 	Relayed *EchoResponse `protobuf:"bytes,5,opt,name=relayed,proto3" json:"relayed,omitempty"`
 	// The trace id (lower-case hex) of the server span that handled the call.
-	TraceId       string `protobuf:"bytes,6,opt,name=trace_id,json=traceId,proto3" json:"trace_id,omitempty"`
+	TraceId string `protobuf:"bytes,6,opt,name=trace_id,json=traceId,proto3" json:"trace_id,omitempty"`
+	// The propagated routing headers the server received: those of the call's metadata that its
+	// MESH_PROPAGATE_HEADERS lists, by name (values of a header received more than once joined by ", ").
+	Headers       map[string]string `protobuf:"bytes,7,rep,name=headers,proto3" json:"headers,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -232,6 +244,13 @@ func (x *EchoResponse) GetTraceId() string {
 		return x.TraceId
 	}
 	return ""
+}
+
+func (x *EchoResponse) GetHeaders() map[string]string {
+	if x != nil {
+		return x.Headers
+	}
+	return nil
 }
 
 // EchoStreamRequest asks for `count` responses, then an end or a failure.
@@ -357,11 +376,15 @@ var File_polymesh_conformance_v1_conformance_proto protoreflect.FileDescriptor
 
 const file_polymesh_conformance_v1_conformance_proto_rawDesc = "" +
 	"\n" +
-	")polymesh/conformance/v1/conformance.proto\x12\x17polymesh.conformance.v1\"~\n" +
+	")polymesh/conformance/v1/conformance.proto\x12\x17polymesh.conformance.v1\"\xa0\x02\n" +
 	"\vEchoRequest\x12\x18\n" +
 	"\amessage\x18\x01 \x01(\tR\amessage\x12:\n" +
 	"\afailure\x18\x02 \x01(\x0e2 .polymesh.conformance.v1.FailureR\afailure\x12\x19\n" +
-	"\brelay_to\x18\x03 \x01(\tR\arelayTo\"\xf5\x01\n" +
+	"\brelay_to\x18\x03 \x01(\tR\arelayTo\x12^\n" +
+	"\x0erelay_metadata\x18\x04 \x03(\v27.polymesh.conformance.v1.EchoRequest.RelayMetadataEntryR\rrelayMetadata\x1a@\n" +
+	"\x12RelayMetadataEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xff\x02\n" +
 	"\fEchoResponse\x12\x18\n" +
 	"\amessage\x18\x01 \x01(\tR\amessage\x12\x1f\n" +
 	"\vinstance_id\x18\x02 \x01(\tR\n" +
@@ -369,7 +392,11 @@ const file_polymesh_conformance_v1_conformance_proto_rawDesc = "" +
 	"\blanguage\x18\x03 \x01(\tR\blanguage\x122\n" +
 	"\x15deadline_remaining_ms\x18\x04 \x01(\x03R\x13deadlineRemainingMs\x12?\n" +
 	"\arelayed\x18\x05 \x01(\v2%.polymesh.conformance.v1.EchoResponseR\arelayed\x12\x19\n" +
-	"\btrace_id\x18\x06 \x01(\tR\atraceId\"\x7f\n" +
+	"\btrace_id\x18\x06 \x01(\tR\atraceId\x12L\n" +
+	"\aheaders\x18\a \x03(\v22.polymesh.conformance.v1.EchoResponse.HeadersEntryR\aheaders\x1a:\n" +
+	"\fHeadersEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x7f\n" +
 	"\x11EchoStreamRequest\x12\x18\n" +
 	"\amessage\x18\x01 \x01(\tR\amessage\x12\x14\n" +
 	"\x05count\x18\x02 \x01(\x05R\x05count\x12:\n" +
@@ -400,27 +427,31 @@ func file_polymesh_conformance_v1_conformance_proto_rawDescGZIP() []byte {
 }
 
 var file_polymesh_conformance_v1_conformance_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_polymesh_conformance_v1_conformance_proto_msgTypes = make([]protoimpl.MessageInfo, 4)
+var file_polymesh_conformance_v1_conformance_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
 var file_polymesh_conformance_v1_conformance_proto_goTypes = []any{
 	(Failure)(0),               // 0: polymesh.conformance.v1.Failure
 	(*EchoRequest)(nil),        // 1: polymesh.conformance.v1.EchoRequest
 	(*EchoResponse)(nil),       // 2: polymesh.conformance.v1.EchoResponse
 	(*EchoStreamRequest)(nil),  // 3: polymesh.conformance.v1.EchoStreamRequest
 	(*EchoStreamResponse)(nil), // 4: polymesh.conformance.v1.EchoStreamResponse
+	nil,                        // 5: polymesh.conformance.v1.EchoRequest.RelayMetadataEntry
+	nil,                        // 6: polymesh.conformance.v1.EchoResponse.HeadersEntry
 }
 var file_polymesh_conformance_v1_conformance_proto_depIdxs = []int32{
 	0, // 0: polymesh.conformance.v1.EchoRequest.failure:type_name -> polymesh.conformance.v1.Failure
-	2, // 1: polymesh.conformance.v1.EchoResponse.relayed:type_name -> polymesh.conformance.v1.EchoResponse
-	0, // 2: polymesh.conformance.v1.EchoStreamRequest.failure:type_name -> polymesh.conformance.v1.Failure
-	1, // 3: polymesh.conformance.v1.ConformanceService.Echo:input_type -> polymesh.conformance.v1.EchoRequest
-	3, // 4: polymesh.conformance.v1.ConformanceService.EchoStream:input_type -> polymesh.conformance.v1.EchoStreamRequest
-	2, // 5: polymesh.conformance.v1.ConformanceService.Echo:output_type -> polymesh.conformance.v1.EchoResponse
-	4, // 6: polymesh.conformance.v1.ConformanceService.EchoStream:output_type -> polymesh.conformance.v1.EchoStreamResponse
-	5, // [5:7] is the sub-list for method output_type
-	3, // [3:5] is the sub-list for method input_type
-	3, // [3:3] is the sub-list for extension type_name
-	3, // [3:3] is the sub-list for extension extendee
-	0, // [0:3] is the sub-list for field type_name
+	5, // 1: polymesh.conformance.v1.EchoRequest.relay_metadata:type_name -> polymesh.conformance.v1.EchoRequest.RelayMetadataEntry
+	2, // 2: polymesh.conformance.v1.EchoResponse.relayed:type_name -> polymesh.conformance.v1.EchoResponse
+	6, // 3: polymesh.conformance.v1.EchoResponse.headers:type_name -> polymesh.conformance.v1.EchoResponse.HeadersEntry
+	0, // 4: polymesh.conformance.v1.EchoStreamRequest.failure:type_name -> polymesh.conformance.v1.Failure
+	1, // 5: polymesh.conformance.v1.ConformanceService.Echo:input_type -> polymesh.conformance.v1.EchoRequest
+	3, // 6: polymesh.conformance.v1.ConformanceService.EchoStream:input_type -> polymesh.conformance.v1.EchoStreamRequest
+	2, // 7: polymesh.conformance.v1.ConformanceService.Echo:output_type -> polymesh.conformance.v1.EchoResponse
+	4, // 8: polymesh.conformance.v1.ConformanceService.EchoStream:output_type -> polymesh.conformance.v1.EchoStreamResponse
+	7, // [7:9] is the sub-list for method output_type
+	5, // [5:7] is the sub-list for method input_type
+	5, // [5:5] is the sub-list for extension type_name
+	5, // [5:5] is the sub-list for extension extendee
+	0, // [0:5] is the sub-list for field type_name
 }
 
 func init() { file_polymesh_conformance_v1_conformance_proto_init() }
@@ -434,7 +465,7 @@ func file_polymesh_conformance_v1_conformance_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_polymesh_conformance_v1_conformance_proto_rawDesc), len(file_polymesh_conformance_v1_conformance_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   4,
+			NumMessages:   6,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n)polymesh/conformance/v1/conformance.proto\x12\x17polymesh.conformance.v1\"~\n\x0b\x45\x63hoRequest\x12\x18\n\x07message\x18\x01 \x01(\tR\x07message\x12:\n\x07\x66\x61ilure\x18\x02 \x01(\x0e\x32 .polymesh.conformance.v1.FailureR\x07\x66\x61ilure\x12\x19\n\x08relay_to\x18\x03 \x01(\tR\x07relayTo\"\xf5\x01\n\x0c\x45\x63hoResponse\x12\x18\n\x07message\x18\x01 \x01(\tR\x07message\x12\x1f\n\x0binstance_id\x18\x02 \x01(\tR\ninstanceId\x12\x1a\n\x08language\x18\x03 \x01(\tR\x08language\x12\x32\n\x15\x64\x65\x61\x64line_remaining_ms\x18\x04 \x01(\x03R\x13\x64\x65\x61\x64lineRemainingMs\x12?\n\x07relayed\x18\x05 \x01(\x0b\x32%.polymesh.conformance.v1.EchoResponseR\x07relayed\x12\x19\n\x08trace_id\x18\x06 \x01(\tR\x07traceId\"\x7f\n\x11\x45\x63hoStreamRequest\x12\x18\n\x07message\x18\x01 \x01(\tR\x07message\x12\x14\n\x05\x63ount\x18\x02 \x01(\x05R\x05\x63ount\x12:\n\x07\x66\x61ilure\x18\x03 \x01(\x0e\x32 .polymesh.conformance.v1.FailureR\x07\x66\x61ilure\"D\n\x12\x45\x63hoStreamResponse\x12\x18\n\x07message\x18\x01 \x01(\tR\x07message\x12\x14\n\x05index\x18\x02 \x01(\x05R\x05index*o\n\x07\x46\x61ilure\x12\x17\n\x13\x46\x41ILURE_UNSPECIFIED\x10\x00\x12\x1c\n\x18\x46\x41ILURE_INVALID_ARGUMENT\x10\x01\x12\x15\n\x11\x46\x41ILURE_NOT_FOUND\x10\x02\x12\x16\n\x12\x46\x41ILURE_UNEXPECTED\x10\x03\x32\xd2\x01\n\x12\x43onformanceService\x12S\n\x04\x45\x63ho\x12$.polymesh.conformance.v1.EchoRequest\x1a%.polymesh.conformance.v1.EchoResponse\x12g\n\nEchoStream\x12*.polymesh.conformance.v1.EchoStreamRequest\x1a+.polymesh.conformance.v1.EchoStreamResponse0\x01\x42=Z;polymesh.local/gen/go/polymesh/conformance/v1;conformancev1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n)polymesh/conformance/v1/conformance.proto\x12\x17polymesh.conformance.v1\"\xa0\x02\n\x0b\x45\x63hoRequest\x12\x18\n\x07message\x18\x01 \x01(\tR\x07message\x12:\n\x07\x66\x61ilure\x18\x02 \x01(\x0e\x32 .polymesh.conformance.v1.FailureR\x07\x66\x61ilure\x12\x19\n\x08relay_to\x18\x03 \x01(\tR\x07relayTo\x12^\n\x0erelay_metadata\x18\x04 \x03(\x0b\x32\x37.polymesh.conformance.v1.EchoRequest.RelayMetadataEntryR\rrelayMetadata\x1a@\n\x12RelayMetadataEntry\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n\x05value\x18\x02 \x01(\tR\x05value:\x02\x38\x01\"\xff\x02\n\x0c\x45\x63hoResponse\x12\x18\n\x07message\x18\x01 \x01(\tR\x07message\x12\x1f\n\x0binstance_id\x18\x02 \x01(\tR\ninstanceId\x12\x1a\n\x08language\x18\x03 \x01(\tR\x08language\x12\x32\n\x15\x64\x65\x61\x64line_remaining_ms\x18\x04 \x01(\x03R\x13\x64\x65\x61\x64lineRemainingMs\x12?\n\x07relayed\x18\x05 \x01(\x0b\x32%.polymesh.conformance.v1.EchoResponseR\x07relayed\x12\x19\n\x08trace_id\x18\x06 \x01(\tR\x07traceId\x12L\n\x07headers\x18\x07 \x03(\x0b\x32\x32.polymesh.conformance.v1.EchoResponse.HeadersEntryR\x07headers\x1a:\n\x0cHeadersEntry\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n\x05value\x18\x02 \x01(\tR\x05value:\x02\x38\x01\"\x7f\n\x11\x45\x63hoStreamRequest\x12\x18\n\x07message\x18\x01 \x01(\tR\x07message\x12\x14\n\x05\x63ount\x18\x02 \x01(\x05R\x05\x63ount\x12:\n\x07\x66\x61ilure\x18\x03 \x01(\x0e\x32 .polymesh.conformance.v1.FailureR\x07\x66\x61ilure\"D\n\x12\x45\x63hoStreamResponse\x12\x18\n\x07message\x18\x01 \x01(\tR\x07message\x12\x14\n\x05index\x18\x02 \x01(\x05R\x05index*o\n\x07\x46\x61ilure\x12\x17\n\x13\x46\x41ILURE_UNSPECIFIED\x10\x00\x12\x1c\n\x18\x46\x41ILURE_INVALID_ARGUMENT\x10\x01\x12\x15\n\x11\x46\x41ILURE_NOT_FOUND\x10\x02\x12\x16\n\x12\x46\x41ILURE_UNEXPECTED\x10\x03\x32\xd2\x01\n\x12\x43onformanceService\x12S\n\x04\x45\x63ho\x12$.polymesh.conformance.v1.EchoRequest\x1a%.polymesh.conformance.v1.EchoResponse\x12g\n\nEchoStream\x12*.polymesh.conformance.v1.EchoStreamRequest\x1a+.polymesh.conformance.v1.EchoStreamResponse0\x01\x42=Z;polymesh.local/gen/go/polymesh/conformance/v1;conformancev1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -32,16 +32,24 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'polymesh.conformance.v1.con
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'Z;polymesh.local/gen/go/polymesh/conformance/v1;conformancev1'
-  _globals['_FAILURE']._serialized_start=645
-  _globals['_FAILURE']._serialized_end=756
-  _globals['_ECHOREQUEST']._serialized_start=70
-  _globals['_ECHOREQUEST']._serialized_end=196
-  _globals['_ECHORESPONSE']._serialized_start=199
-  _globals['_ECHORESPONSE']._serialized_end=444
-  _globals['_ECHOSTREAMREQUEST']._serialized_start=446
-  _globals['_ECHOSTREAMREQUEST']._serialized_end=573
-  _globals['_ECHOSTREAMRESPONSE']._serialized_start=575
-  _globals['_ECHOSTREAMRESPONSE']._serialized_end=643
-  _globals['_CONFORMANCESERVICE']._serialized_start=759
-  _globals['_CONFORMANCESERVICE']._serialized_end=969
+  _globals['_ECHOREQUEST_RELAYMETADATAENTRY']._loaded_options = None
+  _globals['_ECHOREQUEST_RELAYMETADATAENTRY']._serialized_options = b'8\001'
+  _globals['_ECHORESPONSE_HEADERSENTRY']._loaded_options = None
+  _globals['_ECHORESPONSE_HEADERSENTRY']._serialized_options = b'8\001'
+  _globals['_FAILURE']._serialized_start=946
+  _globals['_FAILURE']._serialized_end=1057
+  _globals['_ECHOREQUEST']._serialized_start=71
+  _globals['_ECHOREQUEST']._serialized_end=359
+  _globals['_ECHOREQUEST_RELAYMETADATAENTRY']._serialized_start=295
+  _globals['_ECHOREQUEST_RELAYMETADATAENTRY']._serialized_end=359
+  _globals['_ECHORESPONSE']._serialized_start=362
+  _globals['_ECHORESPONSE']._serialized_end=745
+  _globals['_ECHORESPONSE_HEADERSENTRY']._serialized_start=687
+  _globals['_ECHORESPONSE_HEADERSENTRY']._serialized_end=745
+  _globals['_ECHOSTREAMREQUEST']._serialized_start=747
+  _globals['_ECHOSTREAMREQUEST']._serialized_end=874
+  _globals['_ECHOSTREAMRESPONSE']._serialized_start=876
+  _globals['_ECHOSTREAMRESPONSE']._serialized_end=944
+  _globals['_CONFORMANCESERVICE']._serialized_start=1060
+  _globals['_CONFORMANCESERVICE']._serialized_end=1270
 # @@protoc_insertion_point(module_scope)

@@ -86,6 +86,13 @@ export interface EchoRequest {
    * `message` and returns that answer in `relayed`.
    */
   relayTo: string;
+  /** Metadata the probe sets itself on the relayed call (its own values win over propagated ones). */
+  relayMetadata: { [key: string]: string };
+}
+
+export interface EchoRequest_RelayMetadataEntry {
+  key: string;
+  value: string;
 }
 
 /** EchoResponse says what the server saw. */
@@ -104,6 +111,16 @@ export interface EchoResponse {
     | undefined;
   /** The trace id (lower-case hex) of the server span that handled the call. */
   traceId: string;
+  /**
+   * The propagated routing headers the server received: those of the call's metadata that its
+   * MESH_PROPAGATE_HEADERS lists, by name (values of a header received more than once joined by ", ").
+   */
+  headers: { [key: string]: string };
+}
+
+export interface EchoResponse_HeadersEntry {
+  key: string;
+  value: string;
 }
 
 /** EchoStreamRequest asks for `count` responses, then an end or a failure. */
@@ -125,7 +142,7 @@ export interface EchoStreamResponse {
 }
 
 function createBaseEchoRequest(): EchoRequest {
-  return { message: "", failure: 0, relayTo: "" };
+  return { message: "", failure: 0, relayTo: "", relayMetadata: {} };
 }
 
 export const EchoRequest: MessageFns<EchoRequest> = {
@@ -139,6 +156,9 @@ export const EchoRequest: MessageFns<EchoRequest> = {
     if (message.relayTo !== "") {
       writer.uint32(26).string(message.relayTo);
     }
+    globalThis.Object.entries(message.relayMetadata).forEach(([key, value]: [string, string]) => {
+      EchoRequest_RelayMetadataEntry.encode({ key: key as any, value }, writer.uint32(34).fork()).join();
+    });
     return writer;
   },
 
@@ -179,6 +199,17 @@ export const EchoRequest: MessageFns<EchoRequest> = {
             message.relayTo = reader.string();
             continue;
           }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            const entry4 = EchoRequest_RelayMetadataEntry.decode(reader, reader.uint32());
+            if (entry4.value !== undefined) {
+              message.relayMetadata[entry4.key] = entry4.value;
+            }
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -200,6 +231,33 @@ export const EchoRequest: MessageFns<EchoRequest> = {
         : isSet(object.relay_to)
         ? globalThis.String(object.relay_to)
         : "",
+      relayMetadata: isObject(object.relayMetadata)
+        ? (globalThis.Object.entries(object.relayMetadata) as [string, any][]).reduce(
+          (acc: { [key: string]: string }, [key, value]: [string, any]) => {
+            globalThis.Object.defineProperty(acc, key, {
+              value: globalThis.String(value),
+              enumerable: true,
+              configurable: true,
+              writable: true,
+            });
+            return acc;
+          },
+          {},
+        )
+        : isObject(object.relay_metadata)
+        ? (globalThis.Object.entries(object.relay_metadata) as [string, any][]).reduce(
+          (acc: { [key: string]: string }, [key, value]: [string, any]) => {
+            globalThis.Object.defineProperty(acc, key, {
+              value: globalThis.String(value),
+              enumerable: true,
+              configurable: true,
+              writable: true,
+            });
+            return acc;
+          },
+          {},
+        )
+        : {},
     };
   },
 
@@ -214,6 +272,15 @@ export const EchoRequest: MessageFns<EchoRequest> = {
     if (message.relayTo !== "") {
       obj.relayTo = message.relayTo;
     }
+    if (message.relayMetadata) {
+      const entries = globalThis.Object.entries(message.relayMetadata) as [string, string][];
+      if (entries.length > 0) {
+        obj.relayMetadata = {};
+        entries.forEach(([k, v]) => {
+          obj.relayMetadata[k] = v;
+        });
+      }
+    }
     return obj;
   },
 
@@ -225,12 +292,116 @@ export const EchoRequest: MessageFns<EchoRequest> = {
     message.message = object.message ?? "";
     message.failure = object.failure ?? 0;
     message.relayTo = object.relayTo ?? "";
+    message.relayMetadata = (globalThis.Object.entries(object.relayMetadata ?? {}) as [string, string][]).reduce(
+      (acc: { [key: string]: string }, [key, value]: [string, string]) => {
+        if (value !== undefined) {
+          acc[key] = globalThis.String(value);
+        }
+        return acc;
+      },
+      {},
+    );
+    return message;
+  },
+};
+
+function createBaseEchoRequest_RelayMetadataEntry(): EchoRequest_RelayMetadataEntry {
+  return { key: "", value: "" };
+}
+
+export const EchoRequest_RelayMetadataEntry: MessageFns<EchoRequest_RelayMetadataEntry> = {
+  encode(message: EchoRequest_RelayMetadataEntry, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.key !== "") {
+      writer.uint32(10).string(message.key);
+    }
+    if (message.value !== "") {
+      writer.uint32(18).string(message.value);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): EchoRequest_RelayMetadataEntry {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseEchoRequest_RelayMetadataEntry();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.key = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.value = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): EchoRequest_RelayMetadataEntry {
+    return {
+      key: isSet(object.key) ? globalThis.String(object.key) : "",
+      value: isSet(object.value) ? globalThis.String(object.value) : "",
+    };
+  },
+
+  toJSON(message: EchoRequest_RelayMetadataEntry): unknown {
+    const obj: any = {};
+    if (message.key !== "") {
+      obj.key = message.key;
+    }
+    if (message.value !== "") {
+      obj.value = message.value;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<EchoRequest_RelayMetadataEntry>, I>>(base?: I): EchoRequest_RelayMetadataEntry {
+    return EchoRequest_RelayMetadataEntry.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<EchoRequest_RelayMetadataEntry>, I>>(
+    object: I,
+  ): EchoRequest_RelayMetadataEntry {
+    const message = createBaseEchoRequest_RelayMetadataEntry();
+    message.key = object.key ?? "";
+    message.value = object.value ?? "";
     return message;
   },
 };
 
 function createBaseEchoResponse(): EchoResponse {
-  return { message: "", instanceId: "", language: "", deadlineRemainingMs: 0, relayed: undefined, traceId: "" };
+  return {
+    message: "",
+    instanceId: "",
+    language: "",
+    deadlineRemainingMs: 0,
+    relayed: undefined,
+    traceId: "",
+    headers: {},
+  };
 }
 
 export const EchoResponse: MessageFns<EchoResponse> = {
@@ -253,6 +424,9 @@ export const EchoResponse: MessageFns<EchoResponse> = {
     if (message.traceId !== "") {
       writer.uint32(50).string(message.traceId);
     }
+    globalThis.Object.entries(message.headers).forEach(([key, value]: [string, string]) => {
+      EchoResponse_HeadersEntry.encode({ key: key as any, value }, writer.uint32(58).fork()).join();
+    });
     return writer;
   },
 
@@ -317,6 +491,17 @@ export const EchoResponse: MessageFns<EchoResponse> = {
             message.traceId = reader.string();
             continue;
           }
+          case 7: {
+            if (tag !== 58) {
+              break;
+            }
+
+            const entry7 = EchoResponse_HeadersEntry.decode(reader, reader.uint32());
+            if (entry7.value !== undefined) {
+              message.headers[entry7.key] = entry7.value;
+            }
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -349,6 +534,20 @@ export const EchoResponse: MessageFns<EchoResponse> = {
         : isSet(object.trace_id)
         ? globalThis.String(object.trace_id)
         : "",
+      headers: isObject(object.headers)
+        ? (globalThis.Object.entries(object.headers) as [string, any][]).reduce(
+          (acc: { [key: string]: string }, [key, value]: [string, any]) => {
+            globalThis.Object.defineProperty(acc, key, {
+              value: globalThis.String(value),
+              enumerable: true,
+              configurable: true,
+              writable: true,
+            });
+            return acc;
+          },
+          {},
+        )
+        : {},
     };
   },
 
@@ -372,6 +571,15 @@ export const EchoResponse: MessageFns<EchoResponse> = {
     if (message.traceId !== "") {
       obj.traceId = message.traceId;
     }
+    if (message.headers) {
+      const entries = globalThis.Object.entries(message.headers) as [string, string][];
+      if (entries.length > 0) {
+        obj.headers = {};
+        entries.forEach(([k, v]) => {
+          obj.headers[k] = v;
+        });
+      }
+    }
     return obj;
   },
 
@@ -388,6 +596,100 @@ export const EchoResponse: MessageFns<EchoResponse> = {
       ? EchoResponse.fromPartial(object.relayed)
       : undefined;
     message.traceId = object.traceId ?? "";
+    message.headers = (globalThis.Object.entries(object.headers ?? {}) as [string, string][]).reduce(
+      (acc: { [key: string]: string }, [key, value]: [string, string]) => {
+        if (value !== undefined) {
+          acc[key] = globalThis.String(value);
+        }
+        return acc;
+      },
+      {},
+    );
+    return message;
+  },
+};
+
+function createBaseEchoResponse_HeadersEntry(): EchoResponse_HeadersEntry {
+  return { key: "", value: "" };
+}
+
+export const EchoResponse_HeadersEntry: MessageFns<EchoResponse_HeadersEntry> = {
+  encode(message: EchoResponse_HeadersEntry, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.key !== "") {
+      writer.uint32(10).string(message.key);
+    }
+    if (message.value !== "") {
+      writer.uint32(18).string(message.value);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): EchoResponse_HeadersEntry {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseEchoResponse_HeadersEntry();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.key = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.value = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): EchoResponse_HeadersEntry {
+    return {
+      key: isSet(object.key) ? globalThis.String(object.key) : "",
+      value: isSet(object.value) ? globalThis.String(object.value) : "",
+    };
+  },
+
+  toJSON(message: EchoResponse_HeadersEntry): unknown {
+    const obj: any = {};
+    if (message.key !== "") {
+      obj.key = message.key;
+    }
+    if (message.value !== "") {
+      obj.value = message.value;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<EchoResponse_HeadersEntry>, I>>(base?: I): EchoResponse_HeadersEntry {
+    return EchoResponse_HeadersEntry.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<EchoResponse_HeadersEntry>, I>>(object: I): EchoResponse_HeadersEntry {
+    const message = createBaseEchoResponse_HeadersEntry();
+    message.key = object.key ?? "";
+    message.value = object.value ?? "";
     return message;
   },
 };
@@ -667,6 +969,10 @@ function longToNumber(int64: { toString(): string }): number {
     throw new globalThis.Error("Value is smaller than Number.MIN_SAFE_INTEGER");
   }
   return num;
+}
+
+function isObject(value: any): boolean {
+  return typeof value === "object" && value !== null;
 }
 
 function isSet(value: any): boolean {

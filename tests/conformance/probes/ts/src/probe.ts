@@ -1,10 +1,12 @@
 // What the probe answers; each failure maps to one rule of the contract's "Errors".
+import { Metadata } from '@grpc/grpc-js';
 import { trace } from '@opentelemetry/api';
 import {
   currentCall,
   defineService,
   invalidArgument,
   notFound,
+  propagatedHeaders,
   type ServiceEnv,
   type ServiceRegistration,
   type ServiceSetup,
@@ -40,7 +42,7 @@ function call<Res>(start: (done: (err: Error | null, res?: Res) => void) => void
 }
 
 export function conformanceService(env: ServiceEnv<unknown>): ServiceRegistration {
-  const { serviceName, instanceId } = env.config;
+  const { serviceName, instanceId, propagateHeaders } = env.config;
   return defineService(ConformanceServiceService, {
     async echo(request) {
       const deadlineMs = currentCall()?.deadlineMs ?? Infinity;
@@ -53,12 +55,16 @@ export function conformanceService(env: ServiceEnv<unknown>): ServiceRegistratio
         deadlineRemainingMs: remaining,
         relayed: undefined,
         traceId: trace.getActiveSpan()?.spanContext().traceId ?? '',
+        headers: Object.fromEntries([...propagatedHeaders(propagateHeaders)].map(([name, values]) => [name, values.join(', ')])),
       };
       if (request.relayTo !== '') {
-        // Through the runtime's dial: xds:///NAME:PORT, under this call's deadline.
+        // Through the runtime's dial: xds:///NAME:PORT, under this call's deadline, with its routing
+        // headers under the probe's own metadata.
         const peer = env.dialer.dial(ConformanceServiceClient, request.relayTo);
-        const relayed: EchoRequest = { message: request.message, failure: Failure.FAILURE_UNSPECIFIED, relayTo: '' };
-        response.relayed = await call<EchoResponse>((done) => peer.echo(relayed, done));
+        const relayed: EchoRequest = { message: request.message, failure: Failure.FAILURE_UNSPECIFIED, relayTo: '', relayMetadata: {} };
+        const own = new Metadata();
+        for (const [name, value] of Object.entries(request.relayMetadata)) own.set(name, value);
+        response.relayed = await call<EchoResponse>((done) => peer.echo(relayed, own, done));
       }
       return response;
     },

@@ -1,0 +1,85 @@
+"""The RPC being handled on this thread: what outbound calls take from it (docs/runtime-contract.md,
+"Calls between services").
+
+`IncomingCalls` (a server interceptor) remembers, for the thread handling an RPC, when that RPC's
+deadline ends and the metadata it came with, while its handler runs (and, for a streaming handler,
+while it produces each response). The client interceptors of every mesh channel read it through
+`current()`: `OutboundDeadline` (deadlines.py) and `OutboundHeaders` (propagation.py).
+"""
+
+from __future__ import annotations
+
+import contextvars
+import dataclasses
+import time
+from collections.abc import Callable, Iterator, Sequence
+
+import grpc
+
+__all__ = ["IncomingCall", "IncomingCalls", "current"]
+
+
+@dataclasses.dataclass(frozen=True)
+class IncomingCall:
+    deadline: float | None  # absolute time.monotonic() at which the RPC must end; None: no deadline
+    metadata: Sequence[tuple[str, str | bytes]]
+
+
+_current: contextvars.ContextVar[IncomingCall | None] = contextvars.ContextVar("mesh_incoming_call", default=None)
+
+
+def current() -> IncomingCall | None:
+    """The RPC being handled on this thread (None: none, e.g. a background sweep)."""
+    return _current.get()
+
+
+def _incoming(context: grpc.ServicerContext) -> IncomingCall:
+    left = context.time_remaining()
+    # grpcio reports "no deadline" as a huge number of seconds
+    deadline = None if left is None or left > 10**8 else time.monotonic() + left
+    return IncomingCall(deadline, tuple(context.invocation_metadata() or ()))
+
+
+def _scoped_unary(behaviour: Callable) -> Callable:
+    def handle(request_or_iterator, context):
+        token = _current.set(_incoming(context))
+        try:
+            return behaviour(request_or_iterator, context)
+        finally:
+            _current.reset(token)
+    return handle
+
+
+def _scoped_stream(behaviour: Callable) -> Callable:
+    def handle(request_or_iterator, context) -> Iterator:
+        call = _incoming(context)
+        responses = iter(())
+        token = _current.set(call)
+        try:
+            responses = behaviour(request_or_iterator, context)
+        finally:
+            _current.reset(token)
+        while True:  # a generator's body runs on each next(): the call holds there too
+            token = _current.set(call)
+            try:
+                response = next(responses)
+            except StopIteration:
+                return
+            finally:
+                _current.reset(token)
+            yield response
+    return handle
+
+
+class IncomingCalls(grpc.ServerInterceptor):
+    def intercept_service(self, continuation, handler_call_details):
+        handler = continuation(handler_call_details)
+        if handler is None:
+            return handler
+        if handler.unary_unary:
+            return handler._replace(unary_unary=_scoped_unary(handler.unary_unary))
+        if handler.stream_unary:
+            return handler._replace(stream_unary=_scoped_unary(handler.stream_unary))
+        if handler.unary_stream:
+            return handler._replace(unary_stream=_scoped_stream(handler.unary_stream))
+        return handler._replace(stream_stream=_scoped_stream(handler.stream_stream))
