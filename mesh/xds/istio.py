@@ -205,6 +205,55 @@ def unsupported_fields(resource: IstioResource) -> list[tuple[str, str]]:
     return out
 
 
+_GO_DURATION = re.compile(r"([0-9]*\.?[0-9]+)(ns|us|µs|ms|s|m|h)")
+_UNIT_NANOS = {"ns": 1, "us": 1_000, "µs": 1_000, "ms": 1_000_000, "s": 1_000_000_000, "m": 60_000_000_000,
+               "h": 3_600_000_000_000}
+
+
+def _proto_duration(text: str) -> str:
+    """A duration as Istio writes it (Go's form: `200ms`, `1m30s`, `1h`, `0.5s`) in protobuf's JSON
+    form (`0.200s`); raises Rejected naming what does not parse."""
+    if re.fullmatch(r"-?[0-9]+(\.[0-9]+)?s", text):
+        return text  # already protobuf's form (and Go's)
+    sign, body = ("-", text[1:]) if text.startswith("-") else ("", text.lstrip("+"))
+    if body == "0":
+        return "0s"
+    parts = _GO_DURATION.findall(body)
+    if not body or "".join(number + unit for number, unit in parts) != body:
+        raise Rejected(f"bad Duration {text!r}: write it as Istio does, e.g. 500ms, 2s, 1m30s")
+    nanos = round(sum(float(number) * _UNIT_NANOS[unit] for number, unit in parts))
+    return f"{sign}{nanos // 1_000_000_000}.{nanos % 1_000_000_000:09d}s"
+
+
+def _with_proto_durations(value: object, descriptor, where: str) -> object:
+    """`value` (a spec as YAML gave it) with every google.protobuf.Duration written in Go's form
+    turned into protobuf's JSON form, so that ParseDict reads what Istio reads."""
+    if not isinstance(value, dict):
+        return value
+    fields = {**{f.name: f for f in descriptor.fields}, **{f.json_name: f for f in descriptor.fields}}
+    out = {}
+    for key, item in value.items():
+        field = fields.get(key)
+        message = field.message_type if field is not None else None
+        path = f"{where}.{key}"
+        if message is None:
+            out[key] = item
+        elif message.full_name == "google.protobuf.Duration" and isinstance(item, str):
+            try:
+                out[key] = _proto_duration(item)
+            except Rejected as error:
+                raise Rejected(f"{path}: {error}") from None
+        elif message.GetOptions().map_entry and isinstance(item, dict):
+            value_type = message.fields_by_name["value"].message_type
+            out[key] = {k: _with_proto_durations(v, value_type, f"{path}.{k}") if value_type else v
+                        for k, v in item.items()}
+        elif field.is_repeated and isinstance(item, list):
+            out[key] = [_with_proto_durations(v, message, f"{path}[{i}]") for i, v in enumerate(item)]
+        else:
+            out[key] = _with_proto_durations(item, message, path)
+    return out
+
+
 def parse_document(document: object, file: str, default_namespace: str) -> IstioResource | None:
     """One YAML document -> an IstioResource; None for a kind this control plane does not read.
     Raises Rejected (with as much of the resource's identity as it has) for anything invalid."""
@@ -225,7 +274,10 @@ def parse_document(document: object, file: str, default_namespace: str) -> Istio
     if not isinstance(spec, dict):
         raise Rejected(f"{resource_ref}: spec is missing or not a mapping")
     try:
+        spec = _with_proto_durations(spec, MODELS[kind].DESCRIPTOR, "spec")
         message = json_format.ParseDict(spec, MODELS[kind]())
+    except Rejected as error:
+        raise Rejected(f"{resource_ref}: {error}") from None
     except json_format.ParseError as error:
         raise Rejected(f"{resource_ref}: " + str(error).replace("\n", " ")) from None
     return IstioResource(kind, metadata.get("namespace") or default_namespace, metadata["name"], file, message)

@@ -43,7 +43,7 @@ VERDICTS = {
     "unknown-field.yaml": ('unknown field "subsetz" in istio.networking.v1alpha3.DestinationRule', "valid",
                            'no field named "subsetz"'),
     "duration.yaml": ('bad Duration: time: unknown unit " seconds" in duration "3 seconds"', "bad Duration",
-                      "Couldn't parse duration"),
+                      "spec.http[0].timeout: bad Duration '3 seconds'"),
     "missing-subset.yaml": ("valid", "IST0101", "subset 'v3': no DestinationRule of pricing.default.svc.cluster.local "
                                                 "defines it"),
     # Istio treats weights as relative (they need not sum to 100); our control plane is stricter.

@@ -285,6 +285,25 @@ def test_retries_timeout_and_fault_reach_the_route_as_istiod_sends_them(tmp_path
     assert core_route.route.timeout.ToMilliseconds() == 1500 and not core_route.route.HasField("max_stream_duration")
 
 
+def test_durations_are_read_as_istio_reads_them_go_style_included(tmp_path):
+    http = ("[{route: [{destination: {host: pricing, subset: v2}}], timeout: 1m30s,"
+            " retries: {attempts: 2, perTryTimeout: 250ms}, fault: {delay: {fixedDelay: 0.5s, percentage: {value: 1}}}}]")
+    rule = RULE.replace("  subsets:\n", "  trafficPolicy: {outlierDetection: {interval: 1h, baseEjectionTime: 1500us}}\n"
+                        "  subsets:\n")
+    policy, rejections, _ = compile_dir(folder(tmp_path, rule=rule, vs=service(http)))
+    assert "spec.trafficPolicy.outlierDetection.baseEjectionTime 0.001500s: a duration must be at least 1ms, in " \
+           "whole milliseconds" in " ".join(rejections.values())
+    policy, rejections, _ = compile_dir(folder(tmp_path, rule=rule.replace("1500us", "2m"), vs=service(http)))
+    assert rejections == {}
+    [route] = route_configuration(TARGET, policy).virtual_hosts[0].routes
+    fault = fault_pb2.HTTPFault()
+    route.typed_per_filter_config[FAULT_FILTER].Unpack(fault)
+    assert (route.route.timeout.ToMilliseconds(), route.route.retry_policy.per_try_timeout.ToMilliseconds(),
+            fault.delay.fixed_delay.ToMilliseconds()) == (90_000, 250, 500)
+    detection = cluster(cluster_name(TARGET), policy).outlier_detection
+    assert (detection.interval.ToSeconds(), detection.base_ejection_time.ToSeconds()) == (3600, 120)
+
+
 def test_routes_without_retries_get_istiods_default_and_zero_attempts_turn_retries_off(tmp_path):
     [default] = route_configuration(TARGET, Policy()).virtual_hosts[0].routes
     assert (default.route.retry_policy.num_retries.value, default.route.retry_policy.retry_on) == (
