@@ -33,7 +33,7 @@ def test_fault_abort_and_delay_rates_hold_within_5_points(driver, istio_files, f
         "name": f"faults-{tag()}", "route": [destination(up)],
         "retries": {"attempts": 0},  # the rates as injected (gRPC clients do not retry an injected abort anyway)
         "fault": {"abort": {"percentage": {"value": ABORT_PERCENT}, "grpcStatus": "UNAVAILABLE"},
-                  "delay": {"percentage": {"value": DELAY_PERCENT}, "fixedDelay": f"{DELAY}s"}}})
+                  "delay": {"percentage": {"value": DELAY_PERCENT}, "fixedDelay": f"{round(DELAY * 1000)}ms"}}})
     before = driver.upstream_calls()
     outcomes = driver.run(CALLS, concurrency=CONCURRENCY.get(driver.language))
     reached = sum(counts_by(before, driver.upstream_calls()).values())

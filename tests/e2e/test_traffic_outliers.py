@@ -20,7 +20,7 @@ QUIET = 3 * INTERVAL  # how long the replica must take no call after its last on
 GIVE_UP = 15.0  # seconds of traffic at most
 SAMPLE_EVERY = 0.02
 CONCURRENCY = 4
-OUTLIER_DETECTION = {"consecutive5xxErrors": 5, "interval": f"{INTERVAL}s", "baseEjectionTime": "60s",
+OUTLIER_DETECTION = {"consecutive5xxErrors": 5, "interval": f"{round(INTERVAL * 1000)}ms", "baseEjectionTime": "1m",
                      "maxEjectionPercent": 50}
 
 figures = make_figures("outlier ejection")

@@ -34,7 +34,7 @@ def test_a_route_timeout_fires_within_10_percent_of_its_value(driver, istio_file
     istio_files.write(f"{up}.yaml", destination_rule(up, {"slow": {"labels": {"version": "slow"}}}))
     replica = start_replica(procs, mesh, up, "slow", {"MESH_INJECT_DELAY_MS": str(int(DELAY * 1000))})
     apply_routes(driver, istio_files, {"name": f"timeout-{tag()}", "route": [destination(up, "slow")],
-                                       "timeout": f"{TIMEOUT}s", "retries": {"attempts": 0}})
+                                       "timeout": f"{round(TIMEOUT * 1000)}ms", "retries": {"attempts": 0}})
     wait_endpoint(driver.client_admin, driver.cluster("slow"), replica.port)
     before = replica.calls()
     outcomes = driver.run(CALLS, concurrency=1, timeout=10.0)
