@@ -7,7 +7,11 @@ that the failures still happened and each was retried.
 
 Why a replica and not a VirtualService fault: an abort injected by a `fault` is not retried by the
 same route's retries, in any gRPC client (nor in Envoy): measured, see the brief of these tests.
-With one flaky endpoint a call fails only if all of its 5 attempts do: 0.08^5 = 3e-6 per call."""
+With one flaky endpoint a call fails only if all of its 5 attempts do: 0.08^5 = 3e-6 per call.
+
+A client retries only a call the server answered Trailers-Only (gRFC A6: response headers commit
+the call), so the upstream's runtime must answer its errors that way: pricing -> catalog and
+inventory -> catalog retry only if a Python instance does."""
 
 from __future__ import annotations
 
