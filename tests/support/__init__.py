@@ -18,5 +18,15 @@
   lines, their output (one line per call naming the backend that answered).
 - `istio`: the `catalog` DestinationRule (subsets v1, v2) and VirtualServices, written atomically.
 
+For the traffic tests through the running mesh (tests/e2e/test_traffic_*.py):
+- `drivers.make_driver(mesh, language)`: real calls to orders / pricing / inventory, whose own
+  clients (Python, TypeScript, Go) call pricing / catalog / catalog; outcomes as their caller sees them.
+- `channelz.server_calls(admin, port)`: calls started / succeeded / failed by an instance's server.
+- `csds`: what an instance's xDS client has ACKed (routes by name, clusters, endpoints), to wait on.
+- `istio_files.IstioFiles(mesh)`: VirtualServices and DestinationRules in the test mesh's folder, restored.
+- `replicas.start_replica(procs, mesh, service, version, env)`: one more instance, as the runner starts them.
+- `figures.Figures(feature)`: measured figures as a table and in `.run/traffic/*.json`.
+- `traffic`: the fixtures (`driver` over the three client languages, `istio_files`, `make_figures`).
+
 Fixtures (tests/conftest.py): `procs`, `consul_agent`; a failing test shows their log tails.
 """
