@@ -15,6 +15,8 @@ from google.protobuf import any_pb2, message
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
+from mesh.runtime import core_experiments
+
 __all__ = [
     "ServiceError",
     "ErrorInterceptor",
@@ -122,16 +124,21 @@ def details_of(error: grpc.RpcError) -> list[message.Message]:
 
 
 class _NoMessage:
-    """Returned with a non-OK status: serialized as nothing; the client gets only the status."""
+    """Returned with a non-OK status when headers must go first: serialized as nothing."""
 
 
 _NO_MESSAGE = _NoMessage()
 
 
 def _fail(context: grpc.ServicerContext, status: grpc.Status) -> _NoMessage:
-    # grpcio 1.85's xDS-enabled server kills the process ("pipe.h:85 Check failed:
-    # has_value()") when a handler calls context.abort() or raises. Setting the status and
-    # returning works on every server, so errors are reported this way.
+    """End the call with `status`. Normally a Trailers-Only response (no headers before the
+    status), as every gRPC server answers an error: the caller's retry policy may then retry it
+    (a call is committed once headers arrive, gRFC A6). grpcio 1.85's xDS-enabled server aborts
+    the process on a Trailers-Only response unless a core experiment is off
+    (`mesh.runtime.core_experiments`); when the runtime could not turn it off in time, the status
+    goes after headers and an empty message instead, which never crashes but is never retried."""
+    if core_experiments.TRAILERS_ONLY:
+        context.abort_with_status(status)  # raises; grpcio sends the status alone
     context.set_trailing_metadata(status.trailing_metadata or ())
     context.set_code(status.code)
     context.set_details(status.details)
@@ -172,7 +179,11 @@ class ErrorInterceptor(grpc.ServerInterceptor):
                     return behaviour(request, context)
                 except Exception as error:  # noqa: BLE001 - every error becomes a status
                     status = _status_of(error, context, method)
-                    return _NO_MESSAGE if status is None else _fail(context, status)
+                    if status is None:  # context.abort() set the status: grpcio reports it
+                        if core_experiments.TRAILERS_ONLY:
+                            raise
+                        return _NO_MESSAGE
+                    return _fail(context, status)
             return guarded
 
         def streaming(behaviour):
@@ -184,11 +195,16 @@ class ErrorInterceptor(grpc.ServerInterceptor):
                         yield response
                 except Exception as error:  # noqa: BLE001 - every error becomes a status
                     status = _status_of(error, context, method)
+                    if core_experiments.TRAILERS_ONLY:
+                        if status is None:
+                            raise  # context.abort() set the status: grpcio reports it
+                        _fail(context, status)  # raises
                     if status is not None:
                         _fail(context, status)
-                if not answered and context.is_active():
-                    # grpcio 1.85's xDS-enabled server kills the process (the same check as in
-                    # _fail) when a stream ends, OK or not, with nothing sent before its status.
+                if not answered and not core_experiments.TRAILERS_ONLY and context.is_active():
+                    # Without the core experiment off, grpcio 1.85's xDS-enabled server kills the
+                    # process (see _fail) when a stream ends, OK or not, with nothing sent before
+                    # its status.
                     context.send_initial_metadata(())
             return guarded
 

@@ -4,7 +4,7 @@
 services) makes every call wait MESH_INJECT_DELAY_MS before its handler runs, unless the call ends
 first (the caller's deadline, or the caller cancelling), and then answers
 MESH_INJECT_FAILURE_PERCENT of calls UNAVAILABLE. It raises ServiceError for ErrorInterceptor
-(errors.py) to report, so it sits inside that one: grpcio's xDS server dies on context.abort().
+(errors.py) to report, so it sits inside that one and its failures are reported as every other error.
 """
 
 from __future__ import annotations
