@@ -88,9 +88,6 @@ def _chaos(mesh, *args: str) -> None:
     assert done.returncode == 0, done.stdout + done.stderr
 
 
-@pytest.mark.xfail(strict=True, reason="Python servers answer errors after response headers and an empty message "
-                                       "(mesh/runtime/errors.py _fail), so no client retries orders' UNAVAILABLE: "
-                                       "istio/scenarios/payments-abort/README.md, 'Known issue'")
 def test_payments_abort_is_hidden_from_users_by_the_gateways_retries(mesh, http, scenarios):
     scenarios("payments-abort")
     orders_log = _log_from(mesh, "orders")
