@@ -3,7 +3,9 @@
 `OutboundDeadline` (a client interceptor on every mesh channel) gives each call the smaller of its
 own timeout and what is left of the deadline of the RPC being handled on this thread (incoming.py
 remembers it), or `MESH_CALL_TIMEOUT` when there is neither. A call made outside any RPC (a
-background sweep) gets `MESH_CALL_TIMEOUT`.
+background sweep) gets `MESH_CALL_TIMEOUT`. Given the channel's `RouteTimeouts`, the timeout of the
+route the call takes (a VirtualService `timeout`) bounds it too: grpcio fires route timeouts early,
+so the runtime applies them (mesh/runtime/routes.py).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import time
 import grpc
 
 from mesh.runtime import incoming
+from mesh.runtime.routes import RouteTimeouts
 
 __all__ = ["OutboundDeadline", "remaining"]
 
@@ -25,12 +28,15 @@ def remaining() -> float | None:
 
 class OutboundDeadline(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor,
                        grpc.StreamUnaryClientInterceptor, grpc.StreamStreamClientInterceptor):
-    def __init__(self, default_timeout: float) -> None:
+    def __init__(self, default_timeout: float, routes: RouteTimeouts | None = None) -> None:
         self._default = default_timeout
+        self._routes = routes
 
     def _details(self, details: grpc.ClientCallDetails) -> grpc.ClientCallDetails:
         candidates = [t for t in (details.timeout, remaining()) if t is not None]
         timeout = min(candidates) if candidates else self._default
+        if self._routes is not None:
+            timeout = self._routes.bound(details.method, details.metadata, timeout)
         return details._replace(timeout=timeout)  # grpc.intercept_channel's details are a namedtuple
 
     def intercept_unary_unary(self, continuation, client_call_details, request):

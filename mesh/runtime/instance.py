@@ -33,6 +33,7 @@ from mesh.runtime.errors import ErrorInterceptor
 from mesh.runtime.incoming import IncomingCalls
 from mesh.runtime.injection import injected_failures
 from mesh.runtime.propagation import OutboundHeaders
+from mesh.runtime.routes import RouteTimeouts
 
 __all__ = ["Servicer", "Instance", "run", "load_config_or_exit", "dial", "xds_target", "CONFIG_ERROR_EXIT"]
 
@@ -76,11 +77,14 @@ def xds_target(config: InstanceConfig, service: str) -> str:
 
 def dial(config: InstanceConfig, service: str) -> grpc.Channel:
     """A channel to a mesh service: xDS (TLS when the control plane says so), traced, every call
-    bounded by the incoming RPC's deadline or MESH_CALL_TIMEOUT (mesh/runtime/deadlines.py) and
-    carrying its routing headers (mesh/runtime/propagation.py)."""
+    carrying its routing headers (mesh/runtime/propagation.py) and bounded by the incoming RPC's
+    deadline or MESH_CALL_TIMEOUT and by its route's timeout (mesh/runtime/deadlines.py, routes.py).
+    The headers go on first (the outermost interceptor runs first): the route is chosen on them."""
     credentials = grpc.xds_channel_credentials(grpc.experimental.insecure_channel_credentials())
-    channel = grpc.secure_channel(xds_target(config, service), credentials)
-    outbound = (OutboundDeadline(config.call_timeout), OutboundHeaders(config.propagate_headers))
+    target = xds_target(config, service)
+    channel = grpc.secure_channel(target, credentials)
+    outbound = (OutboundHeaders(config.propagate_headers),
+                OutboundDeadline(config.call_timeout, RouteTimeouts(target, channel)))
     return tracing.traced_channel(grpc.intercept_channel(channel, *outbound))
 
 
