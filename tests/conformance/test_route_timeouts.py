@@ -5,9 +5,8 @@ through the runtime: mesh/runtime/routes.py).
 A relaying probe of each language calls its peer through xDS under a VirtualService `timeout` on
 the peer, and the relayed call is held so that only the route timeout can end it, with
 DEADLINE_EXCEEDED, which the relaying probe passes on:
-- by a peer that does not answer: the peer is frozen (SIGSTOP) after the relaying probe connected
-  to it (it is registered in Consul by the test with a TTL check, so that its own failing health
-  check does not take it out of the endpoints meanwhile);
+- by a slow peer: one that waits 3 s before each call's handler (`MESH_INJECT_DELAY_MS`,
+  "Injected failures" of the contract);
 - by a fault `delay` of 3 s on the route itself (the fault filter is on every client listener).
   gRPC-Go starts the route timeout after a fault delay (stream.go runs the fault interceptor before
   it sets max_stream_duration's deadline), as Envoy starts a route's `timeout` after the fault
@@ -15,17 +14,15 @@ DEADLINE_EXCEEDED, which the relaying probe passes on:
   which the Go case checks, so that a grpc-go that changes it is noticed.
 Each timeout is measured on 5 calls: none may end early, their median must be within 10%.
 The time is measured from the outside, around the test's call to the relaying probe (one channel
-kept open), minus a baseline: the median of 10 relays to the answering peer after 30 to warm up
-(0.5-6 ms).
+kept open), minus a baseline: the median of 10 relays to a peer that answers at once, after 30 to
+warm up (0.5-6 ms).
 Each test runs its own control plane on a folder of Istio resources it writes.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import signal
 import statistics
 import subprocess
 import sys
@@ -83,28 +80,31 @@ def write(path: Path, text: str) -> float:
 class Relayer:
     """The test's side of a relaying probe: one open channel, each relay timed around the call."""
 
-    def __init__(self, probe: Probe, peer: Probe) -> None:
-        self.probe, self.peer = probe, peer
+    def __init__(self, probe: Probe, peer: Probe, quick: Probe | None = None) -> None:
+        """Relays go to `peer`; the baseline is measured on relays to `quick` (default: `peer`)."""
+        self.probe, self.peer, self.quick = probe, peer, quick or peer
         self.channel = probe.channel()
         self.stub = conformance_pb2_grpc.ConformanceServiceStub(self.channel)
         self.baseline = 0.0
 
-    def relay(self) -> tuple[str, float]:
-        """The relayed call's code and the seconds it took, less the baseline."""
-        request = conformance_pb2.EchoRequest(message="relay", relay_to=self.peer.service)
+    def relay(self, to: Probe | None = None, metadata: tuple[tuple[str, str], ...] = (),
+              timeout: float = OUTER_TIMEOUT) -> tuple[str, float]:
+        """The relayed call's code and the seconds it took, less the baseline. `metadata` goes to
+        the relaying probe, which propagates its routing headers (x-user-tier) on the relayed call."""
+        request = conformance_pb2.EchoRequest(message="relay", relay_to=(to or self.peer).service)
         started = time.monotonic()
         try:
-            self.stub.Echo(request, timeout=OUTER_TIMEOUT)
+            self.stub.Echo(request, timeout=timeout, metadata=metadata)
             code = "OK"
         except grpc.RpcError as error:
             code = error.code().name
         return code, time.monotonic() - started - self.baseline
 
     def measure_baseline(self) -> float:
-        poll_until(lambda: self.relay()[0] == "OK", 10, 0.1, "a relay to the answering peer")
+        poll_until(lambda: self.relay(self.quick)[0] == "OK", 10, 0.1, "a relay to a peer that answers at once")
         for _ in range(WARM_UP):  # Node's first relays take tens of ms more (its JIT warming up)
-            self.relay()
-        unbounded = [self.relay() for _ in range(BASELINE)]
+            self.relay(self.quick)
+        unbounded = [self.relay(self.quick) for _ in range(BASELINE)]
         assert {code for code, _ in unbounded} == {"OK"}, unbounded
         self.baseline = statistics.median(seconds for _, seconds in unbounded)
         return self.baseline
@@ -125,36 +125,39 @@ class Relayer:
                             for host in routes.virtual_hosts for r in host.routes]
         return []
 
-    def follow(self, file: Path, text: str, timeout: float) -> tuple[float, list[float]]:
-        """Write the policy; once the relaying probe's CSDS shows it, poll relays until one ends
-        after `timeout`; then measure. Returns (seconds from the write to the first call that
-        followed, the measured seconds)."""
+    def follow(self, file: Path, text: str, timeouts: list[float], metadata: tuple[tuple[str, str], ...] = ()) -> float:
+        """Write the policy (its routes' `timeouts`); once the relaying probe's CSDS shows it, poll
+        relays (with `metadata`) until one ends after the first route's timeout; then measure.
+        Returns the seconds from the write to the first call that followed."""
         # grpcio gets the timeout in RouteAction.timeout only (it fires max_stream_duration early)
-        sent = (timeout, None) if self.probe.language == "python" else (timeout, timeout)
+        sent = [(t, None) if self.probe.language == "python" else (t, t) for t in timeouts]
         written = write(file, text)
-        poll_until(lambda: self.route_timeouts() == [sent], 5, 0.02, f"CSDS showing the {timeout}s route timeout")
+        poll_until(lambda: self.route_timeouts() == sent, 5, 0.02, f"CSDS showing the route timeouts {timeouts}")
         shown = time.monotonic()
 
         def followed() -> float:
             started = time.monotonic()
-            code, seconds = self.relay()
-            assert code == "DEADLINE_EXCEEDED" and within(seconds, timeout), (code, seconds)
+            code, seconds = self.relay(metadata=metadata)
+            assert code == "DEADLINE_EXCEEDED" and within(seconds, timeouts[0]), (code, seconds)
             return started
 
-        started = poll_until(followed, 10, 0, f"a relayed call ending after {timeout}s")
-        seen = [self.relay() for _ in range(MEASURED)]
-        print(f"[{self.probe.language}] route timeout {timeout * 1000:.0f} ms: in CSDS {(shown - written) * 1000:.0f} ms"
-              f" and followed {(started - written) * 1000:.0f} ms after the write; fired after "
+        started = poll_until(followed, 10, 0, f"a relayed call ending after {timeouts[0]}s")
+        print(f"[{self.probe.language}] route timeouts {timeouts}: in CSDS {(shown - written) * 1000:.0f} ms"
+              f" and followed {(started - written) * 1000:.0f} ms after the write")
+        return started - written
+
+    def measure(self, timeout: float, metadata: tuple[tuple[str, str], ...] = (), what: str = "") -> None:
+        """MEASURED relays: each ended by the timeout, none early, their median within the
+        tolerance (one call may come back late when the relaying process is slow to pass the
+        error on: the TypeScript probe has logged 0.309 s for a relay seen 0.336 s from outside)."""
+        seen = [self.relay(metadata=metadata) for _ in range(MEASURED)]
+        print(f"[{self.probe.language}] route timeout {timeout * 1000:.0f} ms{what}: fired after "
               + ", ".join(f"{s * 1000:.0f}" for _, s in seen) + " ms")
-        # each call ended by the timeout, none early; their median within the tolerance (one call
-        # may come back late when the relaying process is slow to pass the error on: the TypeScript
-        # probe has logged 0.309 s for a relay seen 0.336 s from outside)
         for code, elapsed in seen:
             assert code == "DEADLINE_EXCEEDED" and elapsed >= timeout * (1 - TOLERANCE), (
-                f"{self.probe.language}: route timeout {timeout}s, relayed call {code} after {elapsed:.3f}s")
+                f"{self.probe.language}: route timeout {timeout}s{what}, relayed call {code} after {elapsed:.3f}s")
         median = statistics.median(s for _, s in seen)
-        assert within(median, timeout), f"{self.probe.language}: route timeout {timeout}s, median {median:.3f}s"
-        return started - written, [s for _, s in seen]
+        assert within(median, timeout), f"{self.probe.language}: route timeout {timeout}s{what}, median {median:.3f}s"
 
 
 def seconds(message, field: str) -> float | None:
@@ -175,38 +178,37 @@ def policed(world: Mesh, tmp_path: Path, request: pytest.FixtureRequest) -> tupl
     return cp, istio
 
 
-@contextlib.contextmanager
-def frozen(peer: Probe):
-    peer.proc.send_signal(signal.SIGSTOP)
-    try:
-        yield
-    finally:
-        peer.proc.send_signal(signal.SIGCONT)
+BETA = (("x-user-tier", "beta"),)  # a routing header every runtime propagates by default
 
 
-def test_a_route_timeout_bounds_a_call_to_a_peer_that_does_not_answer(world: Mesh, language: str, policed) -> None:
+def test_a_route_timeout_bounds_a_call_to_a_slow_peer(world: Mesh, language: str, policed) -> None:
     cp, istio = policed
-    peer = world.start_probe(language, xds_address=cp.address, wait=False, extra_env={"MESH_REGISTER": "false"})
-    poll_until(lambda: peer.health() == "SERVING", 30, 0.1, "the peer SERVING")
-    world.consul.register(peer.service, peer.instance_id, peer.port, meta={"version": "v1", "language": language})
-    try:
-        probe = world.start_probe(language, xds_address=cp.address, peers={peer.service: SERVICE_PORT})
-        relayer = Relayer(probe, peer)
-        print(f"\n[{language}] baseline relay {relayer.measure_baseline() * 1000:.1f} ms")
-        with frozen(peer):
-            for timeout in (0.3, 1.0):
-                policy = virtual_service(peer.service, ("", timeout), delay=False)
-                followed, _ = relayer.follow(istio / "peer.yaml", policy, timeout)
-                assert followed < RELOAD_LIMIT, f"{timeout}s followed {followed:.2f}s after the write"
-            # a new channel's first call is bounded too (counted once its config is in, as gRPC routes it)
-            fresh = Relayer(world.start_probe(language, xds_address=cp.address, peers={peer.service: SERVICE_PORT}),
-                            peer)
-            fresh.baseline = relayer.baseline
-            code, elapsed = fresh.relay()
-    finally:
-        world.consul.deregister(peer.instance_id)
-    print(f"[{language}] first call on a new channel, route timeout 1000 ms: {code} after {elapsed * 1000:.0f} ms")
-    assert code == "DEADLINE_EXCEEDED" and within(elapsed, 1.0, FIRST_CALL_SETUP), (code, elapsed)
+    slow = world.start_probe(language, xds_address=cp.address, extra_env={"MESH_INJECT_DELAY_MS": "3000"})
+    quick = world.start_probe(language, xds_address=cp.address)
+    peers = {slow.service: SERVICE_PORT, quick.service: SERVICE_PORT}
+    relayer = Relayer(world.start_probe(language, xds_address=cp.address, peers=peers), slow, quick)
+    print(f"\n[{language}] baseline relay {relayer.measure_baseline() * 1000:.1f} ms")
+    # the relaying probe's channel to the slow peer, opened by a call the test's own deadline ends
+    assert relayer.relay(timeout=0.5)[0] == "DEADLINE_EXCEEDED"
+    policy = istio / "slow.yaml"
+    for timeout in (0.3, 1.0):
+        followed = relayer.follow(policy, virtual_service(slow.service, ("", timeout), delay=False), [timeout])
+        assert followed < RELOAD_LIMIT, f"{timeout}s followed {followed:.2f}s after the write"
+        relayer.measure(timeout)
+
+    # the route is chosen on the relayed call's headers, the propagated ones included
+    header_match = "match: [{headers: {x-user-tier: {exact: beta}}}]"
+    relayer.follow(policy, virtual_service(slow.service, (header_match, 0.3), ("", 1.0), delay=False), [0.3, 1.0],
+                   BETA)
+    relayer.measure(0.3, BETA, " (x-user-tier: beta, propagated)")
+    relayer.measure(1.0, (), " (no header)")
+
+    # a new channel's first call is bounded too (counted once its config is in, as gRPC routes it)
+    fresh = Relayer(world.start_probe(language, xds_address=cp.address, peers=peers), slow)
+    fresh.baseline = relayer.baseline
+    code, elapsed = fresh.relay(metadata=BETA)
+    print(f"[{language}] first call on a new channel, route timeout 300 ms: {code} after {elapsed * 1000:.0f} ms")
+    assert code == "DEADLINE_EXCEEDED" and within(elapsed, 0.3, FIRST_CALL_SETUP), (code, elapsed)
 
 
 def test_a_fault_delay_on_the_route_is_cut_by_its_timeout(world: Mesh, language: str, policed) -> None:
@@ -216,7 +218,8 @@ def test_a_fault_delay_on_the_route_is_cut_by_its_timeout(world: Mesh, language:
     relayer = Relayer(probe, peer)
     print(f"\n[{language}] baseline relay {relayer.measure_baseline() * 1000:.1f} ms")
     if language != "go":
-        relayer.follow(istio / "peer.yaml", virtual_service(peer.service, ("", 0.3)), 0.3)
+        relayer.follow(istio / "peer.yaml", virtual_service(peer.service, ("", 0.3)), [0.3])
+        relayer.measure(0.3)
         return
     # grpc-go runs the fault filter's delay before it sets max_stream_duration's deadline (stream.go:
     # the config selector's interceptor, then newClientStreamWithParams), as Envoy's router starts a
