@@ -14,8 +14,8 @@ DEADLINE_EXCEEDED, which the relaying probe passes on:
   which the Go case checks, so that a grpc-go that changes it is noticed.
 Each timeout is measured on 5 calls: none may end early, their median must be within 10%.
 The time is measured from the outside, around the test's call to the relaying probe (one channel
-kept open), minus a baseline: the median of 10 relays to a peer that answers at once, after 30 to
-warm up (0.5-6 ms).
+kept open), minus a baseline: the quickest of 10 relays to a peer that answers at once, after 30 to
+warm up (0.3-4 ms; their median varies more in Node, 2-40 ms).
 Each test runs its own control plane on a folder of Istio resources it writes.
 """
 
@@ -49,7 +49,7 @@ OUTER_TIMEOUT = 10.0  # the test's own deadline on the call to the relaying prob
 RELOAD_LIMIT = 1.0  # seconds from a file write to the relaying probe following it
 FIRST_CALL_SETUP = 0.5  # seconds a channel's first call may spend on getting its xDS config
 MEASURED = 5  # calls measured per timeout
-WARM_UP, BASELINE = 30, 10  # relays to the answering peer before the baseline, and in it (its median)
+WARM_UP, BASELINE = 30, 10  # relays to the answering peer before the baseline, and in it (its least)
 
 
 def virtual_service(host: str, *routes: tuple[str, float], delay: bool = True) -> str:
@@ -106,7 +106,7 @@ class Relayer:
             self.relay(self.quick)
         unbounded = [self.relay(self.quick) for _ in range(BASELINE)]
         assert {code for code, _ in unbounded} == {"OK"}, unbounded
-        self.baseline = statistics.median(seconds for _, seconds in unbounded)
+        self.baseline = min(seconds for _, seconds in unbounded)  # the least: so that no call looks early
         return self.baseline
 
     def route_timeouts(self) -> list[tuple[float | None, float | None]]:
