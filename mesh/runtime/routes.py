@@ -1,7 +1,7 @@
 """Route timeouts from the process's own xDS client config (docs/runtime-contract.md, "Calls between services").
 
 A VirtualService `http[].timeout` reaches Go and TypeScript as the route's `max_stream_duration`,
-which gRPC enforces. grpcio (gRPC C-core) fires that (and any service-config timeout) 1.1-1.7 s
+which gRPC enforces. grpcio (gRPC C-core) fires that (and any service-config timeout) 1.1-1.9 s
 too early (grpc/grpc#34547, #40633; `tests/xds/test_grpcio_route_timeouts.py` shows it), so the
 control plane sends C-core clients the timeout in `RouteAction.timeout` only, which gRPC ignores,
 and the runtime applies it here as the call's own deadline, which grpcio keeps exactly. Being

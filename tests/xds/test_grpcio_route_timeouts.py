@@ -1,6 +1,6 @@
 """DOCUMENTS AN UPSTREAM BUG, not our code: grpcio (gRPC C-core) fires a route's max_stream_duration
-too early (grpc/grpc#34547, #40633): a 300 ms route timeout fails the call at once (0-7 ms), 2 s
-fires after 0.3-0.8 s (grpcio 1.85.1); a deadline the application sets (`timeout=`) is exact.
+too early (grpc/grpc#34547, #40633): a 300 ms route timeout fails the call at once (0-13 ms), 2 s
+fires after 0.06-0.8 s (grpcio 1.85.1, run to run); a deadline the application sets (`timeout=`) is exact.
 
 This is why the control plane sends C-core clients route timeouts in RouteAction.timeout only
 (mesh/xds/traffic.py, `exact_timeouts=False`) and the Python runtime applies them as the call's own
