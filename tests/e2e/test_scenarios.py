@@ -107,9 +107,6 @@ def test_payments_abort_is_hidden_from_users_by_the_gateways_retries(mesh, http,
     assert all(r.json()["order"]["status"] == "ORDER_STATUS_CONFIRMED" for r in replies)
 
 
-@pytest.mark.xfail(strict=True, reason="Python clients do not apply route timeouts yet (grpcio gets them in "
-                                       "RouteAction.timeout only, for the runtime to apply): "
-                                       "istio/scenarios/inventory-timeout/README.md, 'Known issue'")
 def test_inventory_timeout_makes_the_order_fail_fast_instead_of_hanging(mesh, http, scenarios):
     scenarios("inventory-timeout")  # ReserveStock delayed 10 s, timeout 1 s
 
