@@ -60,7 +60,7 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import http_con
 from envoy.service.status.v3 import csds_pb2
 from grpc._cython import cygrpc
 
-__all__ = ["REFRESH_SECONDS", "RouteTimeouts", "compile_routes", "route_timeout", "select_virtual_host"]
+__all__ = ["REFRESH_SECONDS", "AioRouteTimeouts", "RouteTimeouts", "compile_routes", "route_timeout", "select_virtual_host"]
 
 REFRESH_SECONDS = 0.1  # the dump is re-read at most this often per process
 WAIT_STEP = 0.002  # seconds between reads while a new channel waits for its config
@@ -365,3 +365,26 @@ class RouteTimeouts:
     def _state(self, try_to_connect: bool) -> int:
         # private grpcio API (what grpc.Channel.subscribe polls); an idle channel starts resolving
         return self._channel._channel.check_connectivity_state(try_to_connect)
+
+
+class AioRouteTimeouts(grpc.aio.UnaryUnaryClientInterceptor):
+    """The same bound for a `grpc.aio` channel to `xds:///NAME:PORT` (the gateway's): the call's
+    timeout becomes the smaller of its own and its route's. A call made before the channel has its
+    config is not held (asyncio must not block on the dump); gRPC holds it, unbounded by the route.
+    Goes after header-adding interceptors, so that routes are chosen on the headers they add."""
+
+    def __init__(self, target: str) -> None:
+        self.target = target.removeprefix("xds:///")
+
+    async def intercept_unary_unary(self, continuation, client_call_details, request):
+        routes = _snapshot.routes(self.target)
+        if routes and routes is not _PENDING:
+            method = client_call_details.method
+            method = method.decode() if isinstance(method, bytes) else method
+            headers = call_headers(client_call_details.metadata)
+            route = next((r for r in routes if r.matches(method, headers)), None)
+            if route is not None and route.timeout is not None:
+                own = client_call_details.timeout
+                client_call_details = client_call_details._replace(
+                    timeout=route.timeout if own is None else min(own, route.timeout))
+        return await continuation(client_call_details, request)

@@ -25,6 +25,7 @@ from mesh.runtime import logs, tracing
 from mesh.runtime.config import InstanceConfig
 from mesh.runtime.errors import ServiceError, invalid_argument
 from mesh.runtime.instance import Instance, load_config_or_exit, xds_target
+from mesh.runtime.routes import AioRouteTimeouts
 from services.gateway.errors import error_response, from_rpc_error
 from shop.catalog.v1 import catalog_pb2, catalog_pb2_grpc
 from shop.inventory.v1 import inventory_pb2, inventory_pb2_grpc
@@ -73,9 +74,11 @@ class Shop:
 
     def __init__(self, config: InstanceConfig) -> None:
         credentials = grpc.xds_channel_credentials(grpc.experimental.insecure_channel_credentials())
-        interceptors = [ForwardHeaders(config.propagate_headers), *tracing.aio_traced_interceptors()]
+        # route timeouts after the forwarded headers (routes match on them): grpcio's own are early
         self._channels = {
-            name: grpc.aio.secure_channel(xds_target(config, name), credentials, interceptors=interceptors)
+            name: grpc.aio.secure_channel(xds_target(config, name), credentials, interceptors=[
+                ForwardHeaders(config.propagate_headers), AioRouteTimeouts(xds_target(config, name)),
+                *tracing.aio_traced_interceptors()])
             for name in ("catalog", "pricing", "inventory", "orders")
         }
         self.catalog = catalog_pb2_grpc.CatalogServiceStub(self._channels["catalog"])

@@ -4,6 +4,7 @@ changes where the gateway's calls go, with no restart, and taking it away restor
 from __future__ import annotations
 
 import shutil
+import time
 import subprocess
 
 from mesh.runner.topology import ROOT
@@ -60,3 +61,38 @@ def test_an_invalid_edit_is_named_by_make_status_and_keeps_the_last_good_split(h
         assert mesh.runner("status", check=False).returncode == 0
     finally:
         applied.unlink()
+
+
+SLOW_CATALOG = """\
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: catalog, namespace: default}
+spec:
+  hosts: [catalog.default.svc.cluster.local]
+  http:
+  - route:
+    - destination: {host: catalog.default.svc.cluster.local}
+    fault: {delay: {fixedDelay: 3s, percentage: {value: 100}}}
+    timeout: 500ms
+"""
+
+
+def test_a_route_timeout_bounds_the_gateways_calls_too(http, mesh):
+    """The gateway (Python, grpc.aio channels) applies route timeouts as its calls' deadlines, as
+    the runtime's channels do: grpcio's own max_stream_duration fires early."""
+    applied = mesh.istio_dir / "slow-catalog.yaml"
+    applied.write_text(SLOW_CATALOG)
+    try:
+        def timed_out() -> float | None:
+            started = time.monotonic()
+            reply = http.get("/v1/products/sku-grinder", params={"currency": "EUR"})
+            took = time.monotonic() - started
+            return took if reply.status_code == 504 else None
+
+        took = poll_until(timed_out, 15, 0.1, "the product page ending at the catalog route's timeout")
+        # within 10% of the route timeout, plus the page's own few milliseconds on a busy machine
+        assert 0.45 <= took < 0.65, f"the page took {took:.3f} s against a 0.5 s route timeout"
+    finally:
+        applied.unlink()
+    poll_until(lambda: http.get("/v1/products/sku-grinder", params={"currency": "EUR"}).status_code == 200, 10, 0.1,
+               "the page back without the route")
