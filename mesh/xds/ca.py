@@ -316,10 +316,12 @@ class Issuer:
             return None
         return Issued(certificate, key_pem)
 
-    async def rotate_forever(self, connected: Callable[[], Iterable[NodeIdentity]], tick: float | None = None) -> None:
+    async def rotate_forever(self, connected: Callable[[], Iterable[NodeIdentity]], tick: float | None = None,
+                             on_round: Callable[[], object] | None = None) -> None:
         """Every `tick` (an eighth of the lifetime, at most 5 s), reissue each connected instance's
-        certificate that is past half its lifetime. Instances that left are forgotten (their files
-        stay, and expire)."""
+        certificate that is past half its lifetime, then call `on_round` (the supervisor hears it
+        works). Instances that left are forgotten (their files stay, and expire). A failure to
+        write raises: the supervisor logs it, marks the control plane NOT_SERVING and retries."""
         tick = tick or min(max(self.ttl / 8, 0.1), 5.0)
         while True:
             await asyncio.sleep(tick)
@@ -328,3 +330,5 @@ class Issuer:
                 del self.issued[instance]
             for identity in identities.values():
                 self.ensure(identity)
+            if on_round is not None:
+                on_round()

@@ -159,3 +159,27 @@ def test_names_that_cannot_be_folders_get_nothing(tmp_path, instance):
     odd = NodeIdentity(instance, "orders", instance, "default", (), {})
     assert issuer.ensure(odd) is None
     assert not (tmp_path / "certs").exists()
+
+
+def test_rotation_reissues_connected_instances_and_forgets_those_that_left(tmp_path):
+    import asyncio
+
+    ca = MeshCA.load_or_create(tmp_path / "ca")
+    issuer = Issuer(ca, tmp_path / "certs", ttl=2)
+    connected = [identity("orders", "orders-1"), identity("payments", "payments")]
+    first = {i.instance: issuer.ensure(i).certificate.serial_number for i in connected}
+    rounds = []
+
+    async def scenario():
+        task = asyncio.create_task(issuer.rotate_forever(lambda: list(connected), tick=0.05,
+                                                         on_round=lambda: rounds.append(1)))
+        connected.pop()  # payments leaves
+        await asyncio.sleep(1.6)  # past half of 2 s (whole seconds: issued at most 1 s ago)
+        task.cancel()
+
+    asyncio.run(scenario())
+    assert rounds
+    assert set(issuer.issued) == {"orders-1"}
+    assert issuer.issued["orders-1"].certificate.serial_number != first["orders-1"]
+    on_disk = x509.load_pem_x509_certificate((tmp_path / "certs" / "payments" / "cert-chain.pem").read_bytes())
+    assert on_disk.serial_number == first["payments"]  # not rotated once it left
