@@ -33,9 +33,10 @@ that reaches the control plane can name any instance; the files stay on this mac
 `polymesh.controlplane.v1.StatusService` (`mesh.xds.status`) says why, for `make status`.
 Health: "" and the ADS service are NOT_SERVING until the first Consul catalog has been published,
 and again while a background task (the Consul watcher, the reconciler, certificate rotation) has
-failed and not yet recovered. `mesh.xds.translation` is NOT_SERVING while some service's translation fails (its last
-good resources keep serving; the reason is in the log and in CSDS): the control plane as a whole
-still serves every other service, as istiod stays ready when one resource is bad.
+failed and not yet recovered. `mesh.xds.translation` is NOT_SERVING while some service's
+translation fails (its last good resources keep serving; the reason is in the log and in CSDS):
+the control plane as a whole still serves every other service, as istiod stays ready when one
+resource is bad.
 `mesh.xds.policy` is NOT_SERVING while some Istio resource in MESH_ISTIO_DIR is rejected (its
 last good version keeps serving; the file, resource and reason are in the log).
 SIGTERM/SIGINT: NOT_SERVING, close the ADS streams, stop, exit 0.

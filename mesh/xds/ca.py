@@ -285,8 +285,13 @@ class Issuer:
             return None
         instance, workload = named
         now = now or _now()
-        current = self.issued.get(instance) or self._on_disk(instance)
+        known = self.issued.get(instance)
+        current = known or self._on_disk(instance)
         if current is not None and spiffe_uris(current.certificate) == [workload.spiffe_id] and now < current.renew_at:
+            if known is None:
+                log.debug("instance %s keeps the certificate an earlier run issued (serial %x, expires %s)",
+                          instance, current.certificate.serial_number, current.not_after.isoformat(),
+                          extra={"instance": instance})
             self.issued[instance] = current
             return current
         issued = self.ca.issue(workload, self.ttl)
