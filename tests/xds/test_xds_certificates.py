@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import json
 import os
 import socket
 import ssl
@@ -129,6 +130,30 @@ def test_certificates_are_rotated_at_half_their_lifetime_while_connected(consul_
     assert len(serials) == 3 and len(set(serials)) == 3, f"rotations seen: {serials}"
     rotated = [line for line in cp.logs() if line.get("message", "").startswith("rotated certificate")]
     assert len(rotated) >= 2 and all(line["instance"] == "orders-1" for line in rotated)
+
+
+def test_grpc_go_file_watcher_picks_up_rotation_without_a_restart(consul_agent, start_control_plane, go_certwatch,
+                                                                  procs):
+    """grpc-go's `file_watcher` plugin (pemfile), as an instance's bootstrap configures it, serves
+    each new certificate of a connected instance: one process, several serials, each verifying."""
+    cp = start_control_plane(consul_agent.http_addr, env={"MESH_CERT_TTL": "4"})
+
+    async def scenario():
+        async with AdsClient(cp.address, instance="inventory-1", service="inventory") as ads:
+            await ads.request(EDS, [ORDERS_EDS])
+            watcher = procs.start("certwatch", [str(go_certwatch), "-dir", str(cp.certs_dir / "inventory-1"),
+                                                "-refresh", "500ms", "-for", "7s"])
+            while watcher.alive():
+                await asyncio.sleep(0.1)
+            return watcher
+
+    watcher = run(scenario())
+    assert watcher.popen.returncode == 0, watcher.log_text()
+    seen = [json.loads(line) for line in watcher.log_lines() if line.startswith("{")]
+    assert len({s["serial"] for s in seen}) >= 3, watcher.log_text()  # the first and at least two rotations
+    assert all(s["uris"] == ["spiffe://cluster.local/ns/default/sa/inventory"] and s["verified"] for s in seen)
+    for old, new in zip(seen, seen[1:]):  # each new one was served while the one before was still valid
+        assert datetime.datetime.fromisoformat(new["at"]) < datetime.datetime.fromisoformat(old["not_after"])
 
 
 def test_a_restart_reuses_the_ca_and_valid_certificates(consul_agent, start_control_plane, tmp_path):
