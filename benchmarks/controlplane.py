@@ -110,10 +110,11 @@ def start_control_plane(procs: Processes, consul_addr: str, source: Path, name: 
                         env: dict[str, str] | None = None) -> ControlPlane:
     port = free_port()
     pythonpath = f"{source}:{ROOT / 'gen' / 'python'}"
+    run_dir = procs.log_dir.parent / f"{name}-run"  # its mesh CA and the certificates it issues
     proc = procs.start(name, [sys.executable, "-m", "mesh.xds"], cwd=source, env={
         "PYTHONPATH": pythonpath, "MESH_XDS_HOST": "127.0.0.1", "MESH_XDS_PORT": str(port),
-        "CONSUL_HTTP_ADDR": consul_addr, "MESH_LOG_LEVEL": "info", **(env or {})})
-    cp = ControlPlane(proc, port)
+        "CONSUL_HTTP_ADDR": consul_addr, "MESH_LOG_LEVEL": "info", "MESH_RUN_DIR": str(run_dir), **(env or {})})
+    cp = ControlPlane(proc, port, run_dir)
     deadline = time.monotonic() + 60
     while True:
         try:

@@ -137,7 +137,9 @@ def build(run_dir: pathlib.Path, offset: int = 0) -> list[Process]:
         Process(
             "control-plane", 2, (str(PYTHON), "-m", "mesh.xds"),
             {"MESH_XDS_HOST": "127.0.0.1", "MESH_XDS_PORT": str(p.xds), "CONSUL_HTTP_ADDR": consul_addr,
-             "MESH_NAMESPACE": NAMESPACE, "MESH_ISTIO_DIR": str(istio_dir_from_env()), "OTEL_SERVICE_NAME": "control-plane"},
+             "MESH_NAMESPACE": NAMESPACE, "MESH_ISTIO_DIR": str(istio_dir_from_env()), "OTEL_SERVICE_NAME": "control-plane",
+             # the mesh CA and the certificates it issues to the folders every bootstrap names
+             "MESH_RUN_DIR": str(run_dir), "MESH_CA_DIR": str(run_dir / "ca"), "MESH_CERTS_DIR": str(run_dir / "certs")},
             ("grpc", f"127.0.0.1:{p.xds}"), port=p.xds,
         ),
     ]

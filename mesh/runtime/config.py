@@ -71,7 +71,7 @@ class EnvReader:
             return default
         return number
 
-    def seconds(self, name: str, default: float) -> float:
+    def seconds(self, name: str, default: float, *, minimum: float | None = None) -> float:
         value = self._raw(name)
         if value is None:
             return default
@@ -82,6 +82,9 @@ class EnvReader:
             return default
         if number <= 0:
             self._problems.append(f"{name}: must be > 0: {value}")
+            return default
+        if minimum is not None and number < minimum:
+            self._problems.append(f"{name}: must be at least {minimum:g} s: {value}")
             return default
         return number
 

@@ -5,7 +5,8 @@ is read back), `names` (istiod's resource names), `catalog` (watch Consul), `tra
 one service's inputs -> its resources), `resources` (the shared, versioned, consistency-checked
 resource store), `reconcile` (latest catalog + policy -> store, per service), `server` (the ADS
 protocol, one view per node), `csds` (client status), `supervise` (restart failed tasks, health),
-`__main__` (`python -m mesh.xds`).
+`ca` (the mesh CA: each connecting instance's SPIFFE certificate files, rotated at half their
+lifetime), `__main__` (`python -m mesh.xds`).
 """
 
 from mesh.xds.catalog import Catalog, ConsulWatcher, Endpoint

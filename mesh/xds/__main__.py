@@ -1,5 +1,5 @@
 """`python -m mesh.xds`: the control plane. Watches Consul, serves ADS, CSDS and grpc.health.v1
-on one port.
+on one port, and is the mesh CA: it issues and rotates every connected instance's certificate.
 
 Environment (defaults in brackets):
 - `MESH_XDS_HOST` [127.0.0.1], `MESH_XDS_PORT` [18000; 0 picks a free port]: where it listens;
@@ -12,14 +12,31 @@ Environment (defaults in brackets):
 - `MESH_ISTIO_DIR` [none]: a folder whose `*.yaml` files hold Istio VirtualServices and
   DestinationRules (`mesh.xds.istio`), watched and applied within a second of an edit;
 - `MESH_XDS_UNACKED_TIMEOUT` [30]: seconds a response may stay unanswered while newer state waits
-  before the stream is closed (its client stopped reading).
+  before the stream is closed (its client stopped reading);
+- `MESH_RUN_DIR` [.run in the repository]: the run folder, where the two below default to;
+- `MESH_CA_DIR` [MESH_RUN_DIR/ca]: the mesh CA (`mesh.xds.ca`): its EC P-256 key `ca.key` (0600)
+  and self-signed root `root-cert.pem`, made at the first start and reused after; a key readable by
+  group or others is refused (exit 2, the log says why);
+- `MESH_CERTS_DIR` [MESH_RUN_DIR/certs]: one folder per instance with `cert-chain.pem`, `key.pem`
+  (0600) and `root-cert.pem`, where the instance's bootstrap points gRPC's `file_watcher`
+  certificate provider (mesh/xds/bootstrap.py);
+- `MESH_CERT_TTL` [3600, at least 2]: seconds a workload certificate lives.
+
+Workload identity: when a node opens its ADS stream, its instance gets a certificate for
+`spiffe://cluster.local/ns/NAMESPACE/sa/SERVICE` (the node's namespace and `app` label) before the
+stream is answered, unless its files hold one of this CA not past half its lifetime; while the node
+stays connected, the certificate is replaced at half its lifetime (as istio-agent renews). Each
+issuance is logged at INFO with the instance, SPIFFE id, serial and expiry; key material never is.
+Nothing serves TLS with these certificates yet (PeerAuthentication is to come). Any local process
+that reaches the control plane can name any instance; the files stay on this machine.
 
 `polymesh.controlplane.v1.StatusService` (`mesh.xds.status`) says why, for `make status`.
 Health: "" and the ADS service are NOT_SERVING until the first Consul catalog has been published,
-and again while a background task (the Consul watcher, the reconciler) has failed and not yet
-recovered. `mesh.xds.translation` is NOT_SERVING while some service's translation fails (its last
-good resources keep serving; the reason is in the log and in CSDS): the control plane as a whole
-still serves every other service, as istiod stays ready when one resource is bad.
+and again while a background task (the Consul watcher, the reconciler, certificate rotation) has
+failed and not yet recovered. `mesh.xds.translation` is NOT_SERVING while some service's
+translation fails (its last good resources keep serving; the reason is in the log and in CSDS):
+the control plane as a whole still serves every other service, as istiod stays ready when one
+resource is bad.
 `mesh.xds.policy` is NOT_SERVING while some Istio resource in MESH_ISTIO_DIR is rejected (its
 last good version keeps serving; the file, resource and reason are in the log).
 SIGTERM/SIGINT: NOT_SERVING, close the ADS streams, stop, exit 0.
@@ -34,7 +51,7 @@ import os
 import signal
 import sys
 from pathlib import Path
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 
 from envoy.service.discovery.v3 import ads_pb2, ads_pb2_grpc
 from envoy.service.status.v3 import csds_pb2_grpc
@@ -42,6 +59,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from mesh.runtime import logs
 from mesh.runtime.config import LOG_LEVELS, ConfigError, EnvReader
+from mesh.xds.ca import DEFAULT_TTL, MIN_TTL, CAError, Issuer, MeshCA
 from mesh.xds.catalog import Catalog, ConsulWatcher
 from mesh.xds.csds import CsdsServer
 from mesh.xds.istio import IstioDir, Policy
@@ -62,6 +80,7 @@ TRANSLATION_HEALTH = "mesh.xds.translation"
 POLICY_HEALTH = "mesh.xds.policy"
 STOP_GRACE = 2.0  # seconds for in-flight RPCs once the streams are closed
 FORGET_EVERY = 60.0  # seconds between sweeps of resources no node subscribes to any more
+RUN_DIR = Path(__file__).resolve().parents[2] / ".run"  # the runner's default run folder
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,10 +94,14 @@ class XdsConfig:
     debounce_after: float = DEBOUNCE_AFTER
     debounce_max: float = DEBOUNCE_MAX
     unacked_timeout: float = UNACKED_TIMEOUT
+    ca_dir: str = str(RUN_DIR / "ca")
+    certs_dir: str = str(RUN_DIR / "certs")
+    cert_ttl: float = DEFAULT_TTL
 
 
 def load_config(environ: Mapping[str, str] | None = None) -> XdsConfig:
     reader = EnvReader(environ)
+    run_dir = Path(reader.string("MESH_RUN_DIR", str(RUN_DIR)))
     config = XdsConfig(
         host=reader.string("MESH_XDS_HOST", "127.0.0.1"),
         port=reader.integer("MESH_XDS_PORT", 18000, minimum=0, maximum=65535),
@@ -89,12 +112,16 @@ def load_config(environ: Mapping[str, str] | None = None) -> XdsConfig:
         debounce_after=reader.seconds("MESH_XDS_DEBOUNCE_AFTER", DEBOUNCE_AFTER),
         debounce_max=reader.seconds("MESH_XDS_DEBOUNCE_MAX", DEBOUNCE_MAX),
         unacked_timeout=reader.seconds("MESH_XDS_UNACKED_TIMEOUT", UNACKED_TIMEOUT),
+        ca_dir=reader.string("MESH_CA_DIR", str(run_dir / "ca")),
+        certs_dir=reader.string("MESH_CERTS_DIR", str(run_dir / "certs")),
+        cert_ttl=reader.seconds("MESH_CERT_TTL", DEFAULT_TTL, minimum=MIN_TTL),
     )
     reader.finish()
     return config
 
 
-async def serve(config: XdsConfig) -> None:
+async def serve(config: XdsConfig, issuer: Issuer | None = None) -> None:
+    """`issuer`: the mesh CA's, which gives every connecting node its certificate files (None: none)."""
     store = ResourceStore()
     health_servicer = health.aio.HealthServicer()
     status = Health(health_servicer, ("", ADS_SERVICE), TRANSLATION_HEALTH, POLICY_HEALTH)
@@ -112,7 +139,7 @@ async def serve(config: XdsConfig) -> None:
     reconciler = Reconciler(store, config.namespace, on_rebuilt=on_rebuilt, debounce_after=config.debounce_after,
                             debounce_max=config.debounce_max)
     ads = AdsServer(store, config.namespace, stale_reasons=reconciler.failures,
-                    unacked_timeout=config.unacked_timeout)
+                    unacked_timeout=config.unacked_timeout, on_node=issuer.ensure if issuer else None)
 
     def on_policy(policy: Policy, rejections: dict[str, str]) -> None:
         reconciler.set_policy(policy)
@@ -170,6 +197,11 @@ async def serve(config: XdsConfig) -> None:
              asyncio.create_task(supervisor.run("resource sweeper", forget_unused))]
     if config.istio_dir:
         tasks.append(asyncio.create_task(supervisor.run("istio watcher", watch_istio)))
+    if issuer is not None:
+        def rotate() -> Awaitable[None]:
+            return issuer.rotate_forever(ads.identities, on_round=lambda: supervisor.healthy("certificate rotation"))
+
+        tasks.append(asyncio.create_task(supervisor.run("certificate rotation", rotate)))
     try:
         await stop.wait()
     finally:
@@ -190,7 +222,12 @@ def main() -> int:
         print(error, file=sys.stderr)
         return 2
     logs.configure(SERVICE_NAME, f"{SERVICE_NAME}-{os.getpid()}", config.log_level)
-    asyncio.run(serve(config))
+    try:
+        ca = MeshCA.load_or_create(Path(config.ca_dir))
+    except (CAError, OSError) as error:
+        log.error("cannot use the mesh CA: %s", error, extra={"ca_dir": config.ca_dir})
+        return 2
+    asyncio.run(serve(config, Issuer(ca, Path(config.certs_dir), config.cert_ttl)))
     return 0
 
 

@@ -33,7 +33,7 @@ import dataclasses
 import itertools
 import logging
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 
 import grpc
 from envoy.config.core.v3 import base_pb2
@@ -169,6 +169,12 @@ class _Stream:
         # grpcio (gRPC C-core) fires max_stream_duration early: its routes carry timeouts otherwise
         self.c_core = "C-core" in node.user_agent_name
         log.info("ads stream %d from node %r (%s)", self.id, node.id, node.user_agent_name)
+        if self._server.on_node is not None:
+            try:  # before the first response: the node's certificate files exist once it hears anything
+                self._server.on_node(self.identity)
+            except Exception:  # noqa: BLE001 - the node still gets its xDS resources; say why it has no certificate
+                log.exception("ads stream %d: preparing node %r failed", self.id, node.id,
+                              extra={"node_id": node.id})
 
     def _resolve(self, type_url: str, sub: _Subscription) -> dict[str, Resource]:
         if sub.wildcard:
@@ -262,8 +268,10 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
     been published (requests wait until then); `notify()` after every change of the store."""
 
     def __init__(self, store: ResourceStore, namespace: str = "default",
-                 stale_reasons: Mapping[object, str] | None = None, unacked_timeout: float = UNACKED_TIMEOUT) -> None:
+                 stale_reasons: Mapping[object, str] | None = None, unacked_timeout: float = UNACKED_TIMEOUT,
+                 on_node: Callable[[NodeIdentity], object] | None = None) -> None:
         self.store = store
+        self.on_node = on_node  # called once per stream with the node's identity, before it is answered
         self.unacked_timeout = unacked_timeout
         self.dropped = 0  # streams closed because their client stopped answering
         self.namespace = namespace
@@ -279,6 +287,10 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
     def status(self) -> list[NodeStatus]:
         """ACK/NACK state of every connected xDS client, ordered by node id."""
         return sorted((s.status() for s in self._streams), key=lambda n: (n.node_id, n.peer))
+
+    def identities(self) -> list[NodeIdentity]:
+        """The identity of every connected node (one per stream: a reconnecting node may show twice)."""
+        return [stream.identity for stream in self._streams if stream.node.id]
 
     def in_use(self, key: Key) -> bool:
         return any(stream.uses(key) for stream in self._streams)

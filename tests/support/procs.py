@@ -24,6 +24,7 @@ class Proc:
     def __init__(self, name: str, args: Sequence[str], log_path: Path, env: Mapping[str, str] | None, cwd) -> None:
         self.name = name
         self.args = list(args)
+        self.env = dict(env or {})  # what was set on top of this process's environment
         self.log_path = log_path
         full_env = {**os.environ, **(env or {})}
         with open(log_path, "ab") as log_file:

@@ -4,6 +4,7 @@
     write_bootstrap(tmp_path / "b.json", cp.address, instance_id="orders-1", service="orders")
     cp.logs()                                                   # its JSON log lines, parsed
     cp.client_status()                                          # its CSDS answer: one ClientConfig per node
+    cp.certs_dir / "orders-1" / "key.pem"                      # what its mesh CA issued (MESH_RUN_DIR/certs)
 """
 
 from __future__ import annotations
@@ -33,6 +34,16 @@ REPO = Path(__file__).resolve().parents[2]
 class ControlPlane:
     proc: Proc
     port: int
+
+    run_dir: Path
+
+    @property
+    def ca_dir(self) -> Path:
+        return Path(self.proc.env.get("MESH_CA_DIR") or self.run_dir / "ca")
+
+    @property
+    def certs_dir(self) -> Path:
+        return Path(self.proc.env.get("MESH_CERTS_DIR") or self.run_dir / "certs")
 
     @property
     def address(self) -> str:
@@ -64,8 +75,11 @@ def start_control_plane(procs: Processes, consul_http_addr: str, port: int | Non
     debug logs (every ADS message)."""
     port = port or free_port()
     env = {"MESH_XDS_HOST": "127.0.0.1", "MESH_XDS_PORT": str(port), "CONSUL_HTTP_ADDR": consul_http_addr,
+           # its CA and the certificates it issues stay in this test's folder (env may name others)
+           "MESH_RUN_DIR": str(procs.log_dir.parent / f"{name}-run"),
            "MESH_LOG_LEVEL": "debug" if os.environ.get("MESH_XDS_TEST_DEBUG") else "info", **(env or {})}
-    cp = ControlPlane(procs.start(name, [sys.executable, "-m", "mesh.xds"], env=env, cwd=REPO), port)
+    cp = ControlPlane(procs.start(name, [sys.executable, "-m", "mesh.xds"], env=env, cwd=REPO), port,
+                      Path(env["MESH_RUN_DIR"]))
     if wait:
         cp.wait_serving()
     return cp

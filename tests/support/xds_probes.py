@@ -41,6 +41,15 @@ def build_go_probe() -> Path:
     return binary
 
 
+def build_go_certwatch() -> Path:
+    """grpc-go's file-watcher certificate provider on one instance's files (probes/go/certwatch)."""
+    binary = BUILD / "certwatch-go"
+    BUILD.mkdir(exist_ok=True)
+    subprocess.run(["go", "build", "-o", str(binary), "./certwatch"], cwd=PROBES / "go", check=True,
+                   env={**os.environ, "GOFLAGS": "-mod=readonly"})
+    return binary
+
+
 def install_node_probe() -> Path:
     """The Node probe script; `npm ci` runs when node_modules is missing or older than the lock."""
     directory = PROBES / "node"

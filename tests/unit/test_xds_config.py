@@ -23,3 +23,17 @@ def test_every_bad_variable_is_named():
         load_config({"MESH_XDS_PORT": "abc", "MESH_LOG_LEVEL": "loud", "MESH_XDS_UNACKED_TIMEOUT": "0"})
     assert "MESH_XDS_PORT" in str(raised.value) and "MESH_LOG_LEVEL" in str(raised.value)
     assert "MESH_XDS_UNACKED_TIMEOUT" in str(raised.value)
+
+
+def test_ca_and_certificates_default_to_the_run_folder():
+    config = load_config({"MESH_RUN_DIR": "/tmp/run"})
+    assert (config.ca_dir, config.certs_dir, config.cert_ttl) == ("/tmp/run/ca", "/tmp/run/certs", 3600.0)
+    config = load_config({"MESH_RUN_DIR": "/tmp/run", "MESH_CA_DIR": "/ca", "MESH_CERTS_DIR": "/c",
+                          "MESH_CERT_TTL": "4"})
+    assert (config.ca_dir, config.certs_dir, config.cert_ttl) == ("/ca", "/c", 4.0)
+    assert load_config({}).ca_dir.endswith("/.run/ca")
+
+
+def test_a_certificate_ttl_below_two_seconds_is_refused():
+    with pytest.raises(ConfigError, match="MESH_CERT_TTL: must be at least 2 s: 0.5"):
+        load_config({"MESH_CERT_TTL": "0.5"})

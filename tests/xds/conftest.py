@@ -11,7 +11,7 @@ import pytest
 from support.consul import ConsulAgent
 from support.procs import Processes
 from support.xds import ControlPlane, start_control_plane as start
-from support.xds_probes import PROBES, PYTHON_PROBE, build_go_probe, install_node_probe
+from support.xds_probes import PROBES, PYTHON_PROBE, build_go_certwatch, build_go_probe, install_node_probe
 
 
 @pytest.fixture
@@ -29,6 +29,12 @@ def control_plane(consul_agent: ConsulAgent, procs: Processes) -> ControlPlane:
 def go_probe() -> Path:
     """The Go probe binary (`go build` is incremental: quick once built)."""
     return build_go_probe()
+
+
+@pytest.fixture(scope="session")
+def go_certwatch() -> Path:
+    """grpc-go's pemfile (file_watcher) provider watching one instance's certificate files."""
+    return build_go_certwatch()
 
 
 @pytest.fixture(scope="session")
