@@ -15,6 +15,7 @@ import time
 import grpc
 
 from mesh.runtime import incoming
+from mesh.runtime.interceptors import CallDetailsInterceptor
 from mesh.runtime.routes import RouteTimeouts
 
 __all__ = ["OutboundDeadline", "remaining"]
@@ -26,8 +27,7 @@ def remaining() -> float | None:
     return None if call is None or call.deadline is None else max(0.0, call.deadline - time.monotonic())
 
 
-class OutboundDeadline(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor,
-                       grpc.StreamUnaryClientInterceptor, grpc.StreamStreamClientInterceptor):
+class OutboundDeadline(CallDetailsInterceptor):
     def __init__(self, default_timeout: float, routes: RouteTimeouts | None = None) -> None:
         self._default = default_timeout
         self._routes = routes
@@ -38,15 +38,3 @@ class OutboundDeadline(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientI
         if self._routes is not None:
             timeout = self._routes.bound(details.method, details.metadata, timeout)
         return details._replace(timeout=timeout)  # grpc.intercept_channel's details are a namedtuple
-
-    def intercept_unary_unary(self, continuation, client_call_details, request):
-        return continuation(self._details(client_call_details), request)
-
-    def intercept_unary_stream(self, continuation, client_call_details, request):
-        return continuation(self._details(client_call_details), request)
-
-    def intercept_stream_unary(self, continuation, client_call_details, request_iterator):
-        return continuation(self._details(client_call_details), request_iterator)
-
-    def intercept_stream_stream(self, continuation, client_call_details, request_iterator):
-        return continuation(self._details(client_call_details), request_iterator)

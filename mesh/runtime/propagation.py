@@ -13,6 +13,7 @@ from collections.abc import Sequence
 import grpc
 
 from mesh.runtime import incoming
+from mesh.runtime.interceptors import CallDetailsInterceptor
 
 __all__ = ["OutboundHeaders", "propagated_headers"]
 
@@ -27,8 +28,7 @@ def propagated_headers(names: Sequence[str]) -> dict[str, list[str]]:
     return found
 
 
-class OutboundHeaders(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor,
-                      grpc.StreamUnaryClientInterceptor, grpc.StreamStreamClientInterceptor):
+class OutboundHeaders(CallDetailsInterceptor):
     def __init__(self, names: Sequence[str]) -> None:
         self._names = tuple(names)
 
@@ -38,15 +38,3 @@ class OutboundHeaders(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientIn
         added = tuple((name, value) for name, values in propagated_headers(self._names).items()
                       if name not in set_by_call for value in values)
         return details._replace(metadata=own + added) if added else details
-
-    def intercept_unary_unary(self, continuation, client_call_details, request):
-        return continuation(self._details(client_call_details), request)
-
-    def intercept_unary_stream(self, continuation, client_call_details, request):
-        return continuation(self._details(client_call_details), request)
-
-    def intercept_stream_unary(self, continuation, client_call_details, request_iterator):
-        return continuation(self._details(client_call_details), request_iterator)
-
-    def intercept_stream_stream(self, continuation, client_call_details, request_iterator):
-        return continuation(self._details(client_call_details), request_iterator)
