@@ -6,7 +6,8 @@ interface whatever host it is given, so it is not run here; it takes the filter 
 GRPC_XDS_EXPERIMENTAL_RBAC=true.
 
 Found here: grpcio 1.85.1's xDS-managed server aborts (`pipe.h:85 Check failed: has_value()`) on the
-first call through a listener with an RBAC filter, whatever its rules; grpc-go enforces every shape.
+first call through a listener with an RBAC filter, whatever its rules (an empty RBAC config, which
+allows everything, too); grpc-go enforces every shape.
 That is why the filters are not wired into the server listeners yet: a Python server would die as
 soon as an AuthorizationPolicy selected it."""
 
