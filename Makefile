@@ -135,7 +135,7 @@ proto: $(PROTO_TOOLS) ## Format, lint and regenerate code for every language fro
 	$(BUF) lint
 	rm -rf gen/python/shop gen/python/polymesh gen/python/istio gen/ts gen/go/shop gen/go/polymesh
 	$(BUF) generate
-	@# Istio's VirtualService and DestinationRule, Python only (third_party/istio-api/README.md)
+	@# Istio's networking and security messages, Python only (third_party/istio-api/README.md)
 	$(BUF) generate --template buf.gen.istio.yaml
 	@# google.rpc for TypeScript only (Python and Go take it from googleapis-common-protos / genproto)
 	$(BUF) generate --template buf.gen.ts-rpc.yaml

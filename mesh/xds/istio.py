@@ -1,12 +1,16 @@
-"""Istio's VirtualService and DestinationRule, read from the `*.yaml` files of one folder, checked,
-and turned into the `Policy` that translation takes.
+"""Istio's VirtualService, DestinationRule, PeerAuthentication and AuthorizationPolicy, read from the
+`*.yaml` files of one folder, checked, and turned into the `Policy` that translation takes.
 
 Each document is parsed into the message generated from Istio's own protos
 (`third_party/istio-api`) with `json_format.ParseDict`, which rejects an unknown field or a
 duration that does not parse and names it. Then what needs more than one resource is checked: a
 host must be a service of the governed namespace, a destination's subset must be defined by the
 DestinationRule of its host, weights across several destinations must sum to 100, one resource
-of a kind per host.
+of a kind per host. PeerAuthentication and AuthorizationPolicy (`security.istio.io/v1`, `v1beta1`)
+are checked as Istio's validation checks them (and where gRPC would NACK what istiod sends) and carried
+as they are: `mesh.xds.security` selects them per workload and translates them; one namespace-wide
+PeerAuthentication per namespace (the first by name: istiod takes the oldest, files have no creation
+time).
 
 A rejected resource keeps its last good version serving (a file whose YAML does not parse keeps
 every resource it last gave); the rejection is logged once, with the file, the resource
@@ -22,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import ipaddress
 import logging
 import os
 import re
@@ -32,20 +37,30 @@ import yaml
 from google.protobuf import json_format
 from google.protobuf.message import Message
 from istio.networking.v1alpha3 import destination_rule_pb2, virtual_service_pb2
+from istio.security.v1beta1 import authorization_policy_pb2, peer_authentication_pb2
 
 from mesh.xds import traffic
 from mesh.xds.bootstrap import DNS_SUFFIX
 from mesh.xds.names import ServiceKey
 
-__all__ = ["API_VERSIONS", "IstioDir", "IstioResource", "POLL_INTERVAL", "Policy", "ServicePolicy", "compile_policy",
-           "read_file"]
+__all__ = ["API_VERSIONS", "ROOT_NAMESPACE", "IstioDir", "IstioResource", "POLL_INTERVAL", "Policy", "ScopedSpec",
+           "ServicePolicy", "compile_policy", "read_file"]
 
 log = logging.getLogger(__name__)
 
 POLL_INTERVAL = 0.2  # seconds between looks at the folder's files
-API_VERSIONS = frozenset({"networking.istio.io/v1", "networking.istio.io/v1beta1", "networking.istio.io/v1alpha3"})
+NETWORKING_API_VERSIONS = frozenset({"networking.istio.io/v1", "networking.istio.io/v1beta1",
+                                     "networking.istio.io/v1alpha3"})
+SECURITY_API_VERSIONS = frozenset({"security.istio.io/v1", "security.istio.io/v1beta1"})
+API_VERSIONS = NETWORKING_API_VERSIONS | SECURITY_API_VERSIONS
 MODELS: dict[str, type[Message]] = {"VirtualService": virtual_service_pb2.VirtualService,
-                                    "DestinationRule": destination_rule_pb2.DestinationRule}
+                                    "DestinationRule": destination_rule_pb2.DestinationRule,
+                                    "PeerAuthentication": peer_authentication_pb2.PeerAuthentication,
+                                    "AuthorizationPolicy": authorization_policy_pb2.AuthorizationPolicy}
+KIND_API_VERSIONS = {"VirtualService": NETWORKING_API_VERSIONS, "DestinationRule": NETWORKING_API_VERSIONS,
+                     "PeerAuthentication": SECURITY_API_VERSIONS, "AuthorizationPolicy": SECURITY_API_VERSIONS}
+SECURITY_KINDS = ("PeerAuthentication", "AuthorizationPolicy")
+ROOT_NAMESPACE = "istio-system"  # Istio's root namespace: its policies without selector are mesh-wide
 
 # What translation honours, as JSON paths with [] for list indices and * for map keys; a set field
 # elsewhere is warned about. CANNOT: what proxyless gRPC cannot do at all (istiod drops it too);
@@ -69,7 +84,35 @@ SUPPORTED = {
     "DestinationRule": ("host", "subsets[].name", "subsets[].labels",
                         *(f"trafficPolicy.{path}" for path in _TRAFFIC_POLICY),
                         *(f"subsets[].trafficPolicy.{path}" for path in _TRAFFIC_POLICY)),
+    "PeerAuthentication": ("selector.matchLabels", "mtls.mode", "portLevelMtls.*.mode"),
+    "AuthorizationPolicy": ("selector.matchLabels", "action",
+                            *(f"rules[].from[].source.{field}" for field in (
+                                "principals", "notPrincipals", "namespaces", "notNamespaces", "serviceAccounts",
+                                "notServiceAccounts", "trustDomains", "notTrustDomains", "ipBlocks", "notIpBlocks",
+                                "remoteIpBlocks", "notRemoteIpBlocks")),
+                            *(f"rules[].to[].operation.{field}" for field in (
+                                "paths", "notPaths", "methods", "notMethods", "ports", "notPorts", "hosts",
+                                "notHosts")),
+                            "rules[].when[].key", "rules[].when[].values", "rules[].when[].notValues"),
 }
+# AuthorizationPolicy `when` keys (Istio's attributes) that gRPC's RBAC filter can honour (gRFC A41:
+# the peer address, the client certificate's SAN, the local address, gRPC metadata), and those that
+# become matchers gRPC can never match (JWT claims and Envoy metadata are "never match", the SNI is
+# empty). istiod sends them anyway, so that a DENY rule with one never fires in gRPC and a negated one
+# always does; mesh.xds.security fails closed instead, as Istio's builder does with what it cannot
+# translate: an ALLOW rule with one is left out (allows less), a DENY rule applies without it (denies
+# more). Each is warned about.
+WHEN_KEYS = ("source.ip", "remote.ip", "source.namespace", "source.principal", "source.serviceAccount",
+             "source.trustDomain", "destination.ip", "destination.port")
+WHEN_PREFIX_KEYS = ("request.headers[",)
+WHEN_NEVER = ("request.auth.principal", "request.auth.audiences", "request.auth.presenter", "connection.sni")
+WHEN_NEVER_PREFIX = ("request.auth.claims[", "experimental.envoy.filters.")
+NEVER_MATCHES = ("proxyless gRPC cannot honour it (gRFC A41: no request authentication, Envoy metadata "
+                 "or SNI on a gRPC server): an ALLOW rule with it is left out (allows less), a DENY rule "
+                 "applies without it (denies more)")
+PERMISSIVE_NOTE = ("gRPC cannot serve plaintext and mTLS on one port: PERMISSIVE is STRICT for workloads "
+                   "labelled security.istio.io/tlsMode=istio and DISABLE for the others (as istiod's proxyless "
+                   "generator)")
 IGNORED = {
     "retries.perTryTimeout": "gRPC clients have no per-try timeout (gRFC A44); the call's deadline bounds every attempt",
     "outlierDetection.minHealthPercent": "gRPC's outlier detection has no panic threshold (maxEjectionPercent bounds it)",
@@ -112,12 +155,25 @@ class ServicePolicy:
 
 
 @dataclasses.dataclass(frozen=True)
+class ScopedSpec:
+    """A namespaced policy (PeerAuthentication, AuthorizationPolicy) that was accepted: where it
+    lives decides what it selects (`mesh.xds.security`)."""
+
+    namespace: str
+    name: str
+    spec: Message
+
+
+@dataclasses.dataclass(frozen=True)
 class Policy:
-    """What the Istio resources in `istio/` say, per service. The default (no resources) means:
-    one route to all passing endpoints of a service, round robin, plaintext, every RPC allowed.
-    Frozen and comparable (protobuf messages compare by content): the reconciler compares policies."""
+    """What the Istio resources in `istio/` say, per service, and the security policies (in order
+    of namespace and name). The default (no resources) means: one route to all passing endpoints of
+    a service, round robin, plaintext, every RPC allowed. Frozen and comparable (protobuf messages
+    compare by content): the reconciler compares policies."""
 
     services: tuple[tuple[ServiceKey, ServicePolicy], ...] = ()
+    peer_authentications: tuple[ScopedSpec, ...] = ()
+    authorization_policies: tuple[ScopedSpec, ...] = ()
 
     def of(self, service: ServiceKey) -> ServicePolicy:
         for key, policy in self.services:
@@ -185,6 +241,10 @@ def unsupported_fields(resource: IstioResource) -> list[tuple[str, str]]:
         why = "proxyless gRPC cannot honour it" if cannot else ignored or "not translated yet"
         out.setdefault(f"spec.{concrete}", why)
     out = list(out.items())
+    if resource.kind in SECURITY_KINDS:
+        out = [(field, why) for field, why in out if not re.search(
+            r"^spec\.(targetRef|provider)|\.(notR|r)equestPrincipals$", field)]
+        out += _security_notes(resource)
     if resource.kind == "VirtualService":
         for i, http in enumerate(resource.spec.http):
             if http.retries.attempts + 1 > traffic.MAX_ATTEMPTS:
@@ -202,6 +262,55 @@ def unsupported_fields(resource: IstioResource) -> list[tuple[str, str]]:
         for where, policy in policies:
             if policy.load_balancer.simple == destination_rule_pb2.LoadBalancerSettings.LEAST_REQUEST:
                 out.append((f"{where}.loadBalancer.simple", LEAST_REQUEST_NOTE))
+    return out
+
+
+def when_key_kind(key: str) -> str | None:
+    """What an AuthorizationPolicy `when` key is to gRPC: "honoured", "never" (gRPC cannot match
+    it) or None (no attribute Istio knows)."""
+    if key in WHEN_KEYS or (key.startswith(WHEN_PREFIX_KEYS) and key.endswith("]")):
+        return "honoured"
+    if key in WHEN_NEVER or key.startswith(WHEN_NEVER_PREFIX):
+        return "never"
+    return None
+
+
+def _security_notes(resource: IstioResource) -> list[tuple[str, str]]:
+    """What an accepted PeerAuthentication or AuthorizationPolicy does not do on proxyless gRPC."""
+    spec, out = resource.spec, []
+    if resource.kind == "PeerAuthentication":
+        if spec.selector.match_labels and resource.namespace == ROOT_NAMESPACE:
+            out.append(("spec.selector", f"a PeerAuthentication with a selector in the root namespace "
+                        f"{ROOT_NAMESPACE} applies to no workload (as in istiod)"))
+        permissive = peer_authentication_pb2.PeerAuthentication.MutualTLS.PERMISSIVE
+        if spec.mtls.mode == permissive:
+            out.append(("spec.mtls.mode", PERMISSIVE_NOTE))
+        out += [(f"spec.portLevelMtls.{port}.mode", PERMISSIVE_NOTE)
+                for port, mtls in sorted(spec.port_level_mtls.items()) if mtls.mode == permissive]
+        return out
+    action = authorization_policy_pb2.AuthorizationPolicy.Action
+    if spec.targetRef.ListFields() or len(spec.targetRefs):
+        out.append(("spec.targetRefs" if len(spec.targetRefs) else "spec.targetRef",
+                    "a policy with targetRefs attaches to gateways and waypoints, never to a proxyless "
+                    "workload: it is not applied (as in istiod)"))
+    if spec.action in (action.AUDIT, action.CUSTOM):
+        out.append(("spec.action", f"proxyless gRPC servers enforce ALLOW and DENY only: this "
+                    f"{action.Name(spec.action)} policy is not applied (as in istiod)"))
+    for i, rule in enumerate(spec.rules):
+        for j, source in enumerate(getattr(rule, "from")):
+            for field in ("requestPrincipals", "notRequestPrincipals"):
+                if getattr(source.source, "request_principals" if field == "requestPrincipals"
+                           else "not_request_principals"):
+                    out.append((f"spec.rules[{i}].from[{j}].source.{field}", NEVER_MATCHES))
+        for j, to in enumerate(rule.to):
+            for field, values in (("methods", to.operation.methods), ("notMethods", to.operation.not_methods)):
+                never = [m for m in values if m not in ("POST", "*")]
+                if never:
+                    out.append((f"spec.rules[{i}].to[{j}].operation.{field}",
+                                f"gRPC calls are always POST: {', '.join(never)} never matches"))
+        for j, condition in enumerate(rule.when):
+            if when_key_kind(condition.key) == "never":
+                out.append((f"spec.rules[{i}].when[{j}]", f"{condition.key}: {NEVER_MATCHES}"))
     return out
 
 
@@ -268,8 +377,8 @@ def parse_document(document: object, file: str, default_namespace: str) -> Istio
     if not isinstance(metadata, dict) or not isinstance(metadata.get("name"), str) or not metadata["name"]:
         raise Rejected(f"{kind} without metadata.name")
     resource_ref = f"{kind} {metadata.get('namespace') or default_namespace}/{metadata['name']}"
-    if api_version not in API_VERSIONS:
-        raise Rejected(f"{resource_ref}: apiVersion {api_version!r} is not one of {sorted(API_VERSIONS)}")
+    if api_version not in KIND_API_VERSIONS[kind]:
+        raise Rejected(f"{resource_ref}: apiVersion {api_version!r} is not one of {sorted(KIND_API_VERSIONS[kind])}")
     spec = document.get("spec")
     if not isinstance(spec, dict):
         raise Rejected(f"{resource_ref}: spec is missing or not a mapping")
@@ -438,6 +547,121 @@ def _check_service(resource: IstioResource, subsets: Callable[[ServiceKey], set[
     return service
 
 
+_LABEL = re.compile(r"([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+                    r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?")
+_LABEL_VALUE = re.compile(r"([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?")
+
+
+def _check_selector(selector) -> None:
+    for key, value in selector.match_labels.items():
+        if not _LABEL.fullmatch(key) or len(key.rsplit("/", 1)[-1]) > 63:
+            raise Rejected(f"spec.selector.matchLabels: {key!r} is not a label name")
+        if not _LABEL_VALUE.fullmatch(value) or len(value) > 63:
+            raise Rejected(f"spec.selector.matchLabels.{key}: {value!r} is not a label value")
+
+
+def _check_peer_authentication(resource: IstioResource) -> str:
+    """Istio's validation of a PeerAuthentication; returns what it owns: the namespace-wide (or
+    mesh-wide) slot when it has no selector (one per namespace), else itself."""
+    spec: peer_authentication_pb2.PeerAuthentication = resource.spec
+    _check_selector(spec.selector)
+    if spec.port_level_mtls and not spec.selector.match_labels:
+        raise Rejected("spec.portLevelMtls needs a workload selector (Istio's validation: a namespace-wide or "
+                       "mesh-wide policy cannot set port-level mTLS)")
+    for port in spec.port_level_mtls:
+        if not 0 < port < 65536:
+            raise Rejected(f"spec.portLevelMtls: port {port} is not in 1..65535")
+    if spec.selector.match_labels:
+        return f"{resource.namespace}/{resource.name}"
+    if resource.namespace == ROOT_NAMESPACE:
+        return f"the mesh (a PeerAuthentication without selector in {ROOT_NAMESPACE})"
+    return f"namespace {resource.namespace} (a PeerAuthentication without selector)"
+
+
+def _check_values(where: str, values, check=None) -> None:
+    for index, value in enumerate(values):
+        if not value:
+            raise Rejected(f"{where}[{index}]: empty value")
+        if check is not None:
+            problem = check(value)
+            if problem:
+                raise Rejected(f"{where}[{index}] {value!r}: {problem}")
+
+
+def _ip_problem(value: str) -> str | None:
+    try:
+        ipaddress.ip_network(value, strict=False)
+    except ValueError:
+        return "not an IP address or CIDR range"
+    return None
+
+
+def _port_problem(value: str) -> str | None:
+    return None if value.isdigit() and int(value) <= 65535 else "not a port (0..65535)"
+
+
+def _path_problem(value: str) -> str | None:
+    if "{*}" in value or "{**}" in value:
+        return ("path templates become uri_template matchers, which gRPC's RBAC filter does not take "
+                "(it would NACK the listener): use a prefix (/pkg.Service/*)")
+    return None
+
+
+def _header_problem(key: str) -> str | None:
+    name = key[len("request.headers["):-1]
+    if not name:
+        return "names no header"
+    if name.lower().startswith("grpc-") or name.lower() == ":scheme":
+        return "gRPC's RBAC filter NACKs a matcher on grpc-* headers and :scheme (gRFC A41)"
+    return None
+
+
+def _check_authorization_policy(resource: IstioResource) -> str:
+    """Istio's validation of an AuthorizationPolicy, and what gRPC would NACK if istiod sent it."""
+    spec: authorization_policy_pb2.AuthorizationPolicy = resource.spec
+    action = authorization_policy_pb2.AuthorizationPolicy.Action
+    _check_selector(spec.selector)
+    if spec.selector.match_labels and (spec.targetRef.ListFields() or len(spec.targetRefs)):
+        raise Rejected("spec: selector and targetRefs cannot be set together")
+    if spec.action == action.CUSTOM and not spec.provider.name:
+        raise Rejected("spec.provider.name: a CUSTOM policy needs a provider")
+    if spec.action != action.CUSTOM and spec.HasField("provider"):
+        raise Rejected("spec.provider: only a CUSTOM policy has a provider")
+    for i, rule in enumerate(spec.rules):
+        for j, source in enumerate(getattr(rule, "from")):
+            where = f"spec.rules[{i}].from[{j}].source"
+            if not source.source.ListFields():
+                raise Rejected(f"{where}: must not be empty")
+            for field, values in source.source.ListFields():
+                check = _ip_problem if field.name.endswith("ip_blocks") else None
+                _check_values(f"{where}.{field.json_name}", values, check)
+        for j, to in enumerate(rule.to):
+            where = f"spec.rules[{i}].to[{j}].operation"
+            if not to.operation.ListFields():
+                raise Rejected(f"{where}: must not be empty")
+            for field, values in to.operation.ListFields():
+                check = {"ports": _port_problem, "not_ports": _port_problem, "paths": _path_problem,
+                         "not_paths": _path_problem}.get(field.name)
+                _check_values(f"{where}.{field.json_name}", values, check)
+        for j, condition in enumerate(rule.when):
+            where = f"spec.rules[{i}].when[{j}]"
+            if not condition.key:
+                raise Rejected(f"{where}.key: required")
+            if when_key_kind(condition.key) is None:
+                raise Rejected(f"{where}.key {condition.key!r}: not an attribute Istio knows")
+            if not condition.values and not condition.not_values:
+                raise Rejected(f"{where}: needs values or notValues")
+            if condition.key.startswith("request.headers["):
+                problem = _header_problem(condition.key)
+                if problem:
+                    raise Rejected(f"{where}.key {condition.key!r}: {problem}")
+            check = {"source.ip": _ip_problem, "remote.ip": _ip_problem, "destination.ip": _ip_problem,
+                     "destination.port": _port_problem}.get(condition.key)
+            _check_values(f"{where}.values", condition.values, check)
+            _check_values(f"{where}.notValues", condition.not_values, check)
+    return f"{resource.namespace}/{resource.name}"
+
+
 @dataclasses.dataclass
 class _State:
     """What compile_policy keeps between runs: the last good version of every resource."""
@@ -498,7 +722,8 @@ def compile_policy(files: Iterable[Path], namespace: str, state: _State,
                 continue
             owner = owners.setdefault((current.kind, service), current.ref)
             if owner != current.ref:
-                reject(resource, f"{owner} already applies to {service.fqdn}")
+                reject(resource, f"{owner} already applies to "
+                                 f"{service.fqdn if isinstance(service, ServiceKey) else service}")
                 return None
             if current is resource:
                 state.last_good[key(resource)] = resource
@@ -519,14 +744,26 @@ def compile_policy(files: Iterable[Path], namespace: str, state: _State,
         admitted = admit(resource, lambda r: _check_service(r, subsets, services))
         if admitted:
             routed[admitted[0]] = admitted[1]
+    security: dict[str, list[IstioResource]] = {kind: [] for kind in SECURITY_KINDS}
+    checks = {"PeerAuthentication": _check_peer_authentication, "AuthorizationPolicy": _check_authorization_policy}
+    for resource in sorted((r for r in candidates if r.kind in SECURITY_KINDS), key=key):
+        admitted = admit(resource, checks[resource.kind])
+        if admitted:
+            security[resource.kind].append(admitted[1])
     for ref_key in set(state.last_good) - present:
         del state.last_good[ref_key]  # deleted from its file: gone
-    warnings = [(r.file, r.ref, field, why) for r in list(rules.values()) + list(routed.values())
+    warnings = [(r.file, r.ref, field, why)
+                for r in list(rules.values()) + list(routed.values()) + [r for rs in security.values() for r in rs]
                 for field, why in unsupported_fields(r)]
     for service in set(rules) | set(routed):
         accepted[service] = ServicePolicy(rules[service].spec if service in rules else None,
                                           routed[service].spec if service in routed else None)
-    return Policy(tuple(sorted(accepted.items()))), rejections, warnings
+
+    def scoped(kind: str) -> tuple[ScopedSpec, ...]:
+        return tuple(ScopedSpec(r.namespace, r.name, r.spec) for r in security[kind])
+
+    return (Policy(tuple(sorted(accepted.items())), scoped("PeerAuthentication"), scoped("AuthorizationPolicy")),
+            rejections, warnings)
 
 
 class IstioDir:
