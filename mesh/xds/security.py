@@ -1,5 +1,5 @@
 """PeerAuthentication and AuthorizationPolicy -> what an xDS-managed gRPC server gets. Pure functions,
-no I/O, not yet used by `translate.server_listener` (the first slice of issue 8).
+no I/O. `translate.server_http_filters` puts `rbac_filters` before the router; mTLS is not used yet.
 
 mTLS (`mtls_mode`): the PeerAuthentications that apply to a workload are composed as istiod's
 ComposePeerAuthentication composes them: the mesh-wide one (no selector, root namespace

@@ -16,10 +16,10 @@ The Istio resources arrive as `Policy` (`mesh.xds.istio`, already checked):
 VirtualService -> `routes_for` (matches, weighted subsets, retries, timeouts, faults: the fault
 filter before the router); DestinationRule -> `cluster` (RING_HASH, outlier detection, circuit
 breakers), `load_assignment` (subsets
-`outbound|PORT|SUBSET|FQDN`: the endpoints whose Consul Meta has the subset's labels). Still to come:
-PeerAuthentication -> `server_transport_socket` (DownstreamTlsContext), `cluster` (Upstream);
-AuthorizationPolicy -> `server_http_filters` (RBAC before the router), per workload labels: their
-selection and translation are pure functions in `mesh.xds.security`, not switched on yet.
+`outbound|PORT|SUBSET|FQDN`: the endpoints whose Consul Meta has the subset's labels);
+AuthorizationPolicy -> `server_http_filters`: RBAC (`mesh.xds.security.rbac_filters`, per workload
+labels) before the router. Still to come: PeerAuthentication -> `server_transport_socket`
+(DownstreamTlsContext), `cluster` (Upstream).
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ from google.protobuf import any_pb2
 from google.protobuf.message import Message
 from istio.networking.v1alpha3 import destination_rule_pb2
 
-from mesh.xds import traffic
+from mesh.xds import security, traffic
 from mesh.xds.catalog import Endpoint
 from mesh.xds.istio import Policy, host_service
 from mesh.xds.names import ClientTarget, ServiceKey, cluster_name, parse_cluster_name
@@ -331,7 +331,9 @@ def load_assignment(name: str, model: ServiceModel | None, policy: Policy = Poli
 
 
 def server_http_filters(identity: WorkloadIdentity, policy: Policy) -> list[hcm_pb2.HttpFilter]:
-    return [_router()]  # RBAC from AuthorizationPolicy goes before the router (DENY, then ALLOW)
+    """RBAC from AuthorizationPolicy (DENY, then ALLOW: Istio's order), then the router; only the
+    router when no AuthorizationPolicy selects the workload."""
+    return [*security.rbac_filters(identity, policy), _router()]
 
 
 def server_transport_socket(identity: WorkloadIdentity, policy: Policy) -> base_pb2.TransportSocket | None:

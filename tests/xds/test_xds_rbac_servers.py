@@ -1,15 +1,14 @@
 """The RBAC filters `mesh.xds.security` makes, served to real xDS-managed servers (grpc-go, grpcio)
-by the real store, reconciler and ADS server in process, with `translate.server_http_filters`
-patched to put them before the router, as wiring them in would (it is not wired yet: see below).
-Plaintext, so path rules only (principals need mTLS, issue 8). grpc-js's XdsServer binds every
-interface whatever host it is given, so it is not run here; it takes the filter only with
-GRPC_XDS_EXPERIMENTAL_RBAC=true.
+by the real store, reconciler and ADS server in process, through `translate.server_http_filters`
+(RBAC before the router). Plaintext, so path rules only (principals need mTLS, issue 8). grpc-js's
+XdsServer binds every interface whatever host it is given, so it is not run here; it takes the
+filter only with GRPC_XDS_EXPERIMENTAL_RBAC=true, which the TypeScript runtime sets
+(tests/conformance/test_authorization.py runs the three languages' probes).
 
 Found here: grpcio 1.85.1's xDS-managed server aborts (`pipe.h:85 Check failed: has_value()`) on the
 first call through a listener with an RBAC filter, whatever its rules (an empty RBAC config, which
-allows everything, too); grpc-go enforces every shape.
-That is why the filters are not wired into the server listeners yet: a Python server would die as
-soon as an AuthorizationPolicy selected it."""
+allows everything, too), unless the core experiment xds_server_filter_chain_per_route is off, as
+the Python runtime turns it off (mesh/runtime/core_experiments.py); grpc-go enforces every shape."""
 
 from __future__ import annotations
 
@@ -19,13 +18,11 @@ from pathlib import Path
 
 import grpc
 import pytest
-from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 from grpc_health.v1 import health, health_pb2_grpc
 from envoy.service.discovery.v3 import ads_pb2_grpc
 from shop.catalog.v1 import catalog_pb2, catalog_pb2_grpc
 
 from mesh.runtime import core_experiments
-from mesh.xds import security, translate
 from mesh.xds.catalog import Catalog
 from mesh.xds.istio import Policy, _State, compile_policy
 from mesh.xds.reconcile import Reconciler
@@ -80,11 +77,7 @@ def outcomes(port: int) -> tuple[str, str]:
         "grpcio 1.85.1's xDS server aborts on the first call through an RBAC filter unless the core "
         "experiment xds_server_filter_chain_per_route is off, as the Python runtime turns it off"))),
 ])
-def test_rbac_filters_are_enforced_by_a_real_xds_managed_server(language, procs, tmp_path, request, monkeypatch):
-    monkeypatch.setattr(translate, "server_http_filters", lambda identity, policy: [
-        *security.rbac_filters(identity, policy),
-        hcm_pb2.HttpFilter(name=translate.ROUTER_FILTER, typed_config=translate.pack(translate.router_pb2.Router()))])
-
+def test_rbac_filters_are_enforced_by_a_real_xds_managed_server(language, procs, tmp_path, request):
     async def scenario() -> None:
         store = ResourceStore()
         ads = None

@@ -9,11 +9,12 @@ from pathlib import Path
 
 import pytest
 from envoy.extensions.filters.http.rbac.v3 import rbac_pb2 as rbac_http_pb2
+from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 from google.protobuf import json_format
 
 from mesh.xds.istio import Policy, _State, compile_policy
 from mesh.xds.security import RBAC_FILTER, RBAC_FILTER_DENY, istio_mtls_mode, mtls_mode, rbac_filters
-from mesh.xds.translate import WorkloadIdentity, server_listener
+from mesh.xds.translate import ROUTER_FILTER, WorkloadIdentity, server_listener
 
 REPO = Path(__file__).resolve().parents[2]
 ISTIO = REPO / "istio"
@@ -58,9 +59,26 @@ def test_without_security_resources_nothing_changes(tmp_path):
         "xds.server/127.0.0.1:50051", "127.0.0.1", 50051, identity, Policy()).SerializeToString(deterministic=True)
 
 
-def test_security_resources_are_not_wired_into_server_listeners_yet(tmp_path):
-    policy = policy_of(tmp_path, peer("default", "{mtls: {mode: STRICT}}", "istio-system")
-                       + authz("deny-all", "{}"))
+def http_filter_names(listener) -> list[str]:
+    hcm = hcm_pb2.HttpConnectionManager()
+    listener.filter_chains[0].filters[0].typed_config.Unpack(hcm)
+    return [f.name for f in hcm.http_filters]
+
+
+def test_an_authorization_policy_puts_rbac_before_the_router_of_the_servers_it_selects(tmp_path):
+    policy = policy_of(tmp_path, authz("deny-all", "{selector: {matchLabels: {app: orders}}, action: DENY, "
+                                                   "rules: [{}]}") + authz("allow", "{selector: {matchLabels: "
+                                                                            "{app: orders}}, rules: [{}]}"))
+    identity = WorkloadIdentity.of("default", ORDERS)
+    names = http_filter_names(server_listener("l", "127.0.0.1", 1, identity, policy))
+    assert names == [RBAC_FILTER_DENY, RBAC_FILTER, ROUTER_FILTER]
+    other = WorkloadIdentity.of("default", {"app": "pricing"})  # not selected: the listener of no policy
+    assert server_listener("l", "127.0.0.1", 1, other, policy).SerializeToString(deterministic=True) == \
+        server_listener("l", "127.0.0.1", 1, other, Policy()).SerializeToString(deterministic=True)
+
+
+def test_peer_authentication_is_not_wired_into_server_listeners_yet(tmp_path):
+    policy = policy_of(tmp_path, peer("default", "{mtls: {mode: STRICT}}", "istio-system"))
     identity = WorkloadIdentity.of("default", ORDERS)
     assert server_listener("l", "127.0.0.1", 1, identity, policy) == server_listener("l", "127.0.0.1", 1, identity,
                                                                                       Policy())
