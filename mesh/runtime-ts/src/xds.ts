@@ -2,6 +2,7 @@
 // and service-to-service channels use xds:///NAME:PORT. register() is needed in clients AND
 // servers: it installs the xds: resolver, the HTTP filters (router, fault, RBAC) the server's
 // listener uses, and CSDS for the admin server.
+import './xds-env'; // before grpc-js-xds is loaded
 import * as grpc from '@grpc/grpc-js';
 import * as xds from '@grpc/grpc-js-xds';
 import { bindAsync, hostPort } from './net';
