@@ -159,17 +159,20 @@ def test_header_routing_hot_reload_and_an_invalid_edit(backends, istio_dir, cons
     assert not [e for e in cp.logs() if "NACK" in e["message"]], "a client rejected a resource"
 
 
-def acked_cluster(cp, instance: str, name: str):
-    """The cluster `name` as node `instance` last ACKed it (CSDS, with contents); None if not ACKed."""
+def acked_cluster(cp, instance: str, name: str, kind=None):
+    """The cluster (or another `kind` of resource) `name` as node `instance` last ACKed it (CSDS,
+    with contents); None if not ACKed."""
     from envoy.admin.v3 import config_dump_shared_pb2 as dump_pb2
     from envoy.config.cluster.v3 import cluster_pb2
 
+    kind = kind or cluster_pb2.Cluster
     for config in cp.client_status(with_contents=True).config:
         if config.node.id.split("~")[2] != f"{instance}.default":
             continue
         for generic in config.generic_xds_configs:
-            if generic.name == name and generic.client_status == dump_pb2.ACKED:
-                found = cluster_pb2.Cluster()
+            if generic.name == name and generic.client_status == dump_pb2.ACKED and generic.xds_config.Is(
+                    kind.DESCRIPTOR):
+                found = kind()
                 generic.xds_config.Unpack(found)
                 return found
     return None
@@ -178,6 +181,7 @@ def acked_cluster(cp, instance: str, name: str):
 def test_least_request_round_robin_and_ring_hash_on_a_header_are_acked_and_used_by_every_client(
         backends, istio_dir, consul_agent, start_control_plane, procs, tmp_path, request):
     from envoy.config.cluster.v3 import cluster_pb2
+    from envoy.config.route.v3 import route_pb2
 
     rule_file = istio_dir / "catalog-rule.yaml"
     rule_file.write_text(DESTINATION_RULE.replace("  subsets:\n", "  trafficPolicy: {loadBalancer: {simple: LEAST_REQUEST}}\n  subsets:\n"))
@@ -199,6 +203,9 @@ def test_least_request_round_robin_and_ring_hash_on_a_header_are_acked_and_used_
         acked = poll_until(lambda: (c := acked_cluster(cp, f"lb-{language}", cluster)) and
                            c.lb_policy == cluster_pb2.Cluster.RING_HASH and c, 10, 0.05, f"{language} ACKs RING_HASH")
         assert acked.ring_hash_lb_config.minimum_ring_size.value > 0
+        # the hash policy travels in the route (RDS), which a client may ACK after the cluster
+        poll_until(lambda: (r := acked_cluster(cp, f"lb-{language}", cluster, route_pb2.RouteConfiguration)) and
+                   r.virtual_hosts[0].routes[0].route.hash_policy, 10, 0.05, f"{language} ACKs the hash policy")
         acked_at = time.time()
         seen = poll_until(lambda: at_least(proc, enough, acked_at), 30, 0.1, f"{language} calls")
         assert len(set(seen)) == 1 and seen[0] in VERSIONS, f"{language}: one header value, {sorted(set(seen))}"
