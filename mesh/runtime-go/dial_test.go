@@ -50,20 +50,9 @@ func TestCallTimeoutAppliesOnlyWithoutADeadline(t *testing.T) {
 	client := testpb.NewTestServiceClient(conn)
 	seen := func(ctx context.Context) (unary, stream int64) {
 		t.Helper()
-		r, err := client.UnaryCall(ctx, &testpb.SimpleRequest{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		s, err := client.StreamingOutputCall(ctx, &testpb.StreamingOutputCallRequest{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		m, err := s.Recv()
-		if err != nil {
-			t.Fatal(err)
-		}
-		unary, _ = strconv.ParseInt(r.GetUsername(), 10, 64)
-		stream, _ = strconv.ParseInt(string(m.GetPayload().GetBody()), 10, 64)
+		u, st := callBoth(t, ctx, client)
+		unary, _ = strconv.ParseInt(u, 10, 64)
+		stream, _ = strconv.ParseInt(st, 10, 64)
 		return unary, stream
 	}
 	if u, s := seen(context.Background()); u < 2500 || u > 3000 || s < 2500 || s > 3000 {
@@ -79,6 +68,25 @@ func TestCallTimeoutAppliesOnlyWithoutADeadline(t *testing.T) {
 	if u, _ := seen(ctx); u < 50_000 {
 		t.Fatalf("a deadline longer than the call timeout was cut to %d ms", u)
 	}
+}
+
+// callBoth makes one unary and one server-streaming call and returns what the test server wrote
+// back in each (the unary reply's username, the first stream message's body).
+func callBoth(t *testing.T, ctx context.Context, client testpb.TestServiceClient) (unary, stream string) {
+	t.Helper()
+	r, err := client.UnaryCall(ctx, &testpb.SimpleRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := client.StreamingOutputCall(ctx, &testpb.StreamingOutputCallRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := s.Recv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r.GetUsername(), string(m.GetPayload().GetBody())
 }
 
 func serveOn(t *testing.T, srv *grpc.Server) string {

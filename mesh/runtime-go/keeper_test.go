@@ -331,7 +331,7 @@ func TestKeeperReRegistersAfterConsulRestart(t *testing.T) {
 	if n := logs.count("re-registered in Consul"); n != 1 {
 		t.Fatalf("%d re-registered lines, want 1:\n%s", n, logs.String())
 	}
-	if n := logs.count("consul unreachable at "+c.addr()+"; will register when it is back"); n != 1 {
+	if n := logs.count("consul unreachable at " + c.addr() + "; will register when it is back"); n != 1 {
 		t.Fatalf("%d outage warnings, want 1:\n%s", n, logs.String())
 	}
 }

@@ -45,19 +45,7 @@ func TestListedHeadersTravelFromTheIncomingCall(t *testing.T) {
 	client := testpb.NewTestServiceClient(conn)
 	seen := func(ctx context.Context) (unary, stream string) {
 		t.Helper()
-		r, err := client.UnaryCall(ctx, &testpb.SimpleRequest{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		s, err := client.StreamingOutputCall(ctx, &testpb.StreamingOutputCallRequest{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		m, err := s.Recv()
-		if err != nil {
-			t.Fatal(err)
-		}
-		return r.GetUsername(), string(m.GetPayload().GetBody())
+		return callBoth(t, ctx, client)
 	}
 	// What grpc-go hands a handler: the incoming call's metadata in its context.
 	handling := metadata.NewIncomingContext(context.Background(),

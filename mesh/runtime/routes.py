@@ -329,6 +329,13 @@ class _Snapshot:
 _snapshot = _Snapshot()
 
 
+def _route_timeout_of(routes, method: str, metadata: Metadata) -> float | None:
+    """The timeout of the first route the call matches; None without one (or when no route
+    matches: gRPC fails the call, UNAVAILABLE)."""
+    headers = call_headers(metadata)
+    return next((route.timeout for route in routes if route.matches(method, headers)), None)
+
+
 class RouteTimeouts:
     """The route timeouts of one channel to `xds:///NAME:PORT`."""
 
@@ -345,11 +352,8 @@ class RouteTimeouts:
         left = timeout - (time.monotonic() - started)
         if not routes:  # None, _PENDING (the call's time is up) or no routes
             return left
-        headers = call_headers(metadata)
-        for route in routes:
-            if route.matches(method, headers):
-                return left if route.timeout is None else min(left, route.timeout)
-        return left  # no route matches: gRPC fails the call (UNAVAILABLE)
+        timeout = _route_timeout_of(routes, method, metadata)
+        return left if timeout is None else min(left, timeout)
 
     def _wait(self, until: float) -> object:
         """Hold a call on a channel that has no config yet, as gRPC does, until it has one."""
@@ -381,10 +385,8 @@ class AioRouteTimeouts(grpc.aio.UnaryUnaryClientInterceptor):
         if routes and routes is not _PENDING:
             method = client_call_details.method
             method = method.decode() if isinstance(method, bytes) else method
-            headers = call_headers(client_call_details.metadata)
-            route = next((r for r in routes if r.matches(method, headers)), None)
-            if route is not None and route.timeout is not None:
+            timeout = _route_timeout_of(routes, method, client_call_details.metadata)
+            if timeout is not None:
                 own = client_call_details.timeout
-                client_call_details = client_call_details._replace(
-                    timeout=route.timeout if own is None else min(own, route.timeout))
+                client_call_details = client_call_details._replace(timeout=timeout if own is None else min(own, timeout))
         return await continuation(client_call_details, request)

@@ -32,22 +32,23 @@ PYTHON_PROBE = PROBES / "python" / "probe.py"
 LANGUAGES = ("python", "go", "node")
 
 
-def build_go_probe() -> Path:
-    """The Go probe binary (`go build` is incremental: quick once built)."""
-    binary = BUILD / "xds-probe-go"
+def _go_build(package: str, name: str) -> Path:
+    """`go build` of a package of the Go probe module into .build/NAME (incremental: quick once built)."""
+    binary = BUILD / name
     BUILD.mkdir(exist_ok=True)
-    subprocess.run(["go", "build", "-o", str(binary), "."], cwd=PROBES / "go", check=True,
+    subprocess.run(["go", "build", "-o", str(binary), package], cwd=PROBES / "go", check=True,
                    env={**os.environ, "GOFLAGS": "-mod=readonly"})
     return binary
+
+
+def build_go_probe() -> Path:
+    """The Go probe binary."""
+    return _go_build(".", "xds-probe-go")
 
 
 def build_go_certwatch() -> Path:
     """grpc-go's file-watcher certificate provider on one instance's files (probes/go/certwatch)."""
-    binary = BUILD / "certwatch-go"
-    BUILD.mkdir(exist_ok=True)
-    subprocess.run(["go", "build", "-o", str(binary), "./certwatch"], cwd=PROBES / "go", check=True,
-                   env={**os.environ, "GOFLAGS": "-mod=readonly"})
-    return binary
+    return _go_build("./certwatch", "certwatch-go")
 
 
 def install_node_probe() -> Path:
