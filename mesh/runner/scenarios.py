@@ -11,8 +11,11 @@ Applying a scenario first takes off whatever scenario is applied (one at a time:
 define the same host's VirtualService), then copies the scenario's YAML files into the folder the
 running control plane watches (istio/ under `make up`; the copies are .gitignored there) and sets
 its chaos overrides (`mesh/runner/chaos.py`: an instance restarted with injected failures or
-delay), in the order its README walks through. `--off` removes every scenario file from that
-folder and every chaos override: the defaults (istio/pricing.yaml, istio/catalog.yaml) stay.
+delay), in the order its README walks through. A scenario resource replaces the default one of the
+same kind, namespace and name, as `kubectl apply` would: the default's file is parked
+(`inventory.yaml` -> `inventory.yaml.parked`, which the control plane does not read) while the
+scenario is applied. `--off` removes every scenario file from that folder and every chaos
+override, and puts parked defaults back: istio/'s defaults again.
 """
 
 from __future__ import annotations
@@ -31,12 +34,14 @@ import uuid
 from collections.abc import Callable
 
 import grpc
+import yaml
 
-from mesh.runner import chaos, probes, topology
+from mesh.runner import chaos, mtls, probes, topology
 
-__all__ = ["SCENARIOS", "Mesh", "Scenario", "Step", "applied_files", "main", "scenario_files"]
+__all__ = ["PARKED", "SCENARIOS", "Mesh", "Scenario", "Step", "applied_files", "main", "scenario_files"]
 
 FOLDER = topology.ROOT / "istio" / "scenarios"
+PARKED = ".parked"  # suffix of a default file a scenario's resource replaces for now
 SETTLE = 1.0  # seconds: the control plane reads istio/ every 0.2 s and pushes at once
 PRODUCT = "sku-grinder"
 
@@ -271,7 +276,7 @@ def ejected(mesh: Mesh) -> bool:
 def _inventory_directly(mesh: Mesh, instance: str) -> str:
     from shop.inventory.v1 import inventory_pb2, inventory_pb2_grpc
 
-    with grpc.insecure_channel(f"127.0.0.1:{mesh.process(instance)['port']}") as channel:
+    with mtls.direct_channel(mesh.run_dir, mesh.process(instance)["port"], "inventory") as channel:
         try:
             reply = inventory_pb2_grpc.InventoryServiceStub(channel).GetStock(
                 inventory_pb2.GetStockRequest(product_id=PRODUCT), timeout=5)
@@ -371,11 +376,41 @@ def applied_files(istio_dir: pathlib.Path) -> list[pathlib.Path]:
     return sorted(path for path in istio_dir.glob("*.yaml") if path.name in names)
 
 
+def resource_keys(path: pathlib.Path) -> set[tuple[str, str, str]]:
+    """(kind, namespace, name) of every resource in a YAML file."""
+    keys = set()
+    for doc in yaml.safe_load_all(path.read_text()):
+        if isinstance(doc, dict):
+            meta = doc.get("metadata") or {}
+            keys.add((str(doc.get("kind")), str(meta.get("namespace") or topology.NAMESPACE), str(meta.get("name"))))
+    return keys
+
+
+def _park_replaced(istio_dir: pathlib.Path, applied: pathlib.Path) -> None:
+    """Park the default files that define a resource `applied` defines too (after copying it: until
+    the control plane sees both changes, the default serves and the copy is the duplicate)."""
+    mine, scenario_names = resource_keys(applied), {p.name for p in applied_files(istio_dir)}
+    for default in sorted(istio_dir.glob("*.yaml")):
+        if default.name not in scenario_names and resource_keys(default) & mine:
+            default.rename(default.with_name(default.name + PARKED))
+            print(f"  parked {default.name} (its {', '.join(sorted(k[0] + ' ' + k[2] for k in resource_keys(default) & mine))}"
+                  f" is replaced by {applied.name} until `make scenario-off`)")
+
+
+def _unpark(istio_dir: pathlib.Path) -> list[pathlib.Path]:
+    restored = []
+    for parked in sorted(istio_dir.glob("*.yaml" + PARKED)):
+        restored.append(parked.rename(parked.with_name(parked.name.removesuffix(PARKED))))
+        print(f"  restored {restored[-1]}")
+    return restored
+
+
 # -- commands ------------------------------------------------------------------------------------------
 def _apply_step(mesh: Mesh, step: Step, source: pathlib.Path) -> bool:
     for name in step.files:
         shutil.copy(source / name, mesh.istio_dir / name)
         print(f"  applied {mesh.istio_dir / name}")
+        _park_replaced(mesh.istio_dir, mesh.istio_dir / name)
     if step.files:
         time.sleep(SETTLE)
         errors, _ = probes.control_plane_problems(f"127.0.0.1:{topology.Ports(mesh.offset).xds}")
@@ -392,6 +427,7 @@ def _apply_step(mesh: Mesh, step: Step, source: pathlib.Path) -> bool:
 
 def take_off(mesh: Mesh, quiet: bool = False) -> int:
     removed = applied_files(mesh.istio_dir)
+    restored = _unpark(mesh.istio_dir)  # first: the default serves again before its replacement goes
     for path in removed:
         path.unlink()
         print(f"  removed {path}")
@@ -401,7 +437,7 @@ def take_off(mesh: Mesh, quiet: bool = False) -> int:
         print(f"  chaos off: {', '.join(overridden)}")
         code = chaos.apply(mesh.run_dir, mesh.offset, mesh.state(), None, {}, off=True)
     if not quiet:
-        if not removed and not overridden:
+        if not removed and not restored and not overridden:
             print("  no scenario was applied")
         defaults = sorted(p.name for p in mesh.istio_dir.glob("*.yaml"))
         print(f"  {mesh.istio_dir} holds the defaults again: {', '.join(defaults) or 'no file'}")

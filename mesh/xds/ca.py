@@ -13,9 +13,11 @@ All cryptography is `cryptography`'s (pyca: OpenSSL underneath), the Python pack
 other one builds on; nothing here is hand-rolled. The CA is an EC P-256 key and a self-signed
 root (10 years) in `ca.key` (mode 0600, refused if group or others may read it) and
 `root-cert.pem`; a folder lock makes two control planes starting at once agree on one CA.
-Workload certificates follow Istio's: a fresh EC P-256 key per issuance, an empty subject and one
-critical URI SAN `spiffe://cluster.local/ns/NAMESPACE/sa/SERVICE`, server and client auth, signed
-by the root directly. Per instance, `cert-chain.pem` (the leaf), `key.pem` (0600) and
+Workload certificates follow Istio's: a fresh EC P-256 key per issuance, an empty subject, a
+critical SAN with the URI `spiffe://cluster.local/ns/NAMESPACE/sa/SERVICE` first, server and client
+auth, signed by the root directly. The SAN also names the service's DNS names (`SERVICE`, ...,
+`SERVICE.NAMESPACE.svc.cluster.local`; Istio's have none), so that a plain TLS client (grpcurl, the
+tests) can verify a server by host name; xDS clients check the SPIFFE URI. Per instance, `cert-chain.pem` (the leaf), `key.pem` (0600) and
 `root-cert.pem` are each replaced atomically (temp file + rename). Key material is never logged.
 """
 
@@ -40,13 +42,13 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from mesh.xds.bootstrap import CERT_FILES, NodeIdentity
+from mesh.xds.names import TRUST_DOMAIN, ServiceKey, spiffe_id
 
 __all__ = ["CAError", "CA_KEY", "CA_ROOT", "TRUST_DOMAIN", "Issued", "Issuer", "MeshCA", "WorkloadId",
            "write_workload_files"]
 
 log = logging.getLogger(__name__)
 
-TRUST_DOMAIN = "cluster.local"
 CA_KEY, CA_ROOT, CA_LOCK = "ca.key", "root-cert.pem", ".lock"
 ROOT_LIFETIME = datetime.timedelta(days=3650)
 CHAIN_FILE, KEY_FILE, ROOT_FILE = (CERT_FILES[k] for k in ("certificate_file", "private_key_file",
@@ -68,7 +70,12 @@ class WorkloadId:
 
     @property
     def spiffe_id(self) -> str:
-        return f"spiffe://{TRUST_DOMAIN}/ns/{self.namespace}/sa/{self.service_account}"
+        return spiffe_id(self.namespace, self.service_account)
+
+    @property
+    def dns_names(self) -> list[str]:
+        """The service's host names (`NAME`, `NAME.NS`, ..., `NAME.NS.svc.cluster.local`)."""
+        return ServiceKey(self.service_account, self.namespace).hosts()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -175,7 +182,7 @@ class MeshCA:
         key_path, root_path = folder / CA_KEY, folder / CA_ROOT
         with _locked(folder):
             if key_path.exists() or root_path.exists():
-                return cls._load(folder)
+                return cls.load(folder)
             ca = cls.create(folder)
             # the root last: a folder with a key and no root is a broken CA, never a silent new one
             _write_atomically(key_path, ca._key.private_bytes(serialization.Encoding.PEM,
@@ -187,7 +194,8 @@ class MeshCA:
             return ca
 
     @classmethod
-    def _load(cls, folder: Path) -> MeshCA:
+    def load(cls, folder: Path) -> MeshCA:
+        """The CA kept in `folder`; CAError if there is none (or it is unsafe or broken)."""
         key_path, root_path = folder / CA_KEY, folder / CA_ROOT
         for path in (key_path, root_path):
             if not path.exists():
@@ -215,7 +223,8 @@ class MeshCA:
             .subject_name(x509.Name([])).issuer_name(self.root.subject).public_key(key.public_key())
             .serial_number(x509.random_serial_number())
             .not_valid_before(now).not_valid_after(now + datetime.timedelta(seconds=max(1, round(ttl))))
-            .add_extension(x509.SubjectAlternativeName([x509.UniformResourceIdentifier(workload.spiffe_id)]),
+            .add_extension(x509.SubjectAlternativeName([x509.UniformResourceIdentifier(workload.spiffe_id),
+                                                         *map(x509.DNSName, workload.dns_names)]),
                            critical=True)  # critical: the subject is empty (RFC 5280 4.2.1.6)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(x509.KeyUsage(digital_signature=True, key_encipherment=False, content_commitment=False,

@@ -70,7 +70,8 @@ _TRAFFIC_POLICY = ("loadBalancer.simple", "loadBalancer.consistentHash.httpHeade
                    "loadBalancer.consistentHash.minimumRingSize", "outlierDetection.consecutive5xxErrors",
                    "outlierDetection.consecutiveGatewayErrors", "outlierDetection.consecutiveErrors",
                    "outlierDetection.interval", "outlierDetection.baseEjectionTime",
-                   "outlierDetection.maxEjectionPercent", "connectionPool.http.http2MaxRequests")
+                   "outlierDetection.maxEjectionPercent", "connectionPool.http.http2MaxRequests", "tls.mode",
+                   "tls.subjectAltNames")
 SUPPORTED = {
     "VirtualService": ("hosts", "http[].name", "http[].match[].name", "http[].match[].headers.*.exact",
                        "http[].match[].headers.*.prefix", "http[].match[].headers.*.regex", "http[].match[].uri.exact",
@@ -83,7 +84,9 @@ SUPPORTED = {
                        "http[].fault.abort.percentage.value"),
     "DestinationRule": ("host", "subsets[].name", "subsets[].labels",
                         *(f"trafficPolicy.{path}" for path in _TRAFFIC_POLICY),
-                        *(f"subsets[].trafficPolicy.{path}" for path in _TRAFFIC_POLICY)),
+                        *(f"subsets[].trafficPolicy.{path}" for path in _TRAFFIC_POLICY),
+                        *(f"{level}portLevelSettings[].{path}" for level in ("trafficPolicy.", "subsets[].trafficPolicy.")
+                          for path in ("port.number", "tls.mode", "tls.subjectAltNames"))),
     "PeerAuthentication": ("selector.matchLabels", "mtls.mode", "portLevelMtls.*.mode"),
     "AuthorizationPolicy": ("selector.matchLabels", "action",
                             *(f"rules[].from[].source.{field}" for field in (
@@ -125,6 +128,8 @@ CANNOT = ("mirror", "mirrors", "mirrorPercentage", "mirrorPercent", "corsPolicy"
           "directResponse", "headers", "delegate", "gateways", "tcp", "tls", "exportTo", "match[].sourceLabels",
           "match[].gateways", "match[].queryParams", "match[].withoutHeaders", "match[].method", "match[].authority",
           "match[].scheme", "match[].ignoreUriCase", "match[].port", "match[].sourceNamespace", "workloadSelector")
+FILE_TLS_NOTE = ("proxyless gRPC clients get TLS only from ISTIO_MUTUAL (the mesh's certificates, as from "
+                 "istiod): SIMPLE and MUTUAL name files no proxyless client reads, so calls stay plaintext")
 SUPPORTED_LB = ("ROUND_ROBIN", "LEAST_REQUEST", "UNSPECIFIED")
 # grpcio 1.85 NACKs a cluster with lb_policy LEAST_REQUEST ("LB policy is not supported"), and
 # istiod's grpcgen sends ROUND_ROBIN for it too (with a warning): so do we.
@@ -262,6 +267,10 @@ def unsupported_fields(resource: IstioResource) -> list[tuple[str, str]]:
         for where, policy in policies:
             if policy.load_balancer.simple == destination_rule_pb2.LoadBalancerSettings.LEAST_REQUEST:
                 out.append((f"{where}.loadBalancer.simple", LEAST_REQUEST_NOTE))
+            for tls_where, tls in [(f"{where}.tls", policy.tls)] + [
+                    (f"{where}.portLevelSettings[{i}].tls", p.tls) for i, p in enumerate(policy.port_level_settings)]:
+                if tls.mode in (destination_rule_pb2.ClientTLSSettings.SIMPLE, destination_rule_pb2.ClientTLSSettings.MUTUAL):
+                    out.append((f"{tls_where}.mode", FILE_TLS_NOTE))
     return out
 
 

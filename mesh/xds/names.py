@@ -4,7 +4,9 @@
   `NAME.NS.svc.cluster.local`; its listener is named exactly as asked;
 - that listener's route configuration, its cluster and the cluster's EDS name are all
   `outbound|PORT||NAME.NS.svc.cluster.local` (subsets: `outbound|PORT|SUBSET|FQDN`);
-- an xDS-managed server asks for `xds.istio.io/grpc/lds/inbound/HOST:PORT`.
+- an xDS-managed server asks for `xds.istio.io/grpc/lds/inbound/HOST:PORT`;
+- a workload's identity is `spiffe://cluster.local/ns/NS/sa/SERVICE_ACCOUNT` (Istio's), and every
+  instance of a service runs as the service account named like the service.
 Only parsing and formatting here; what a name resolves to is `resources`' business.
 """
 
@@ -14,10 +16,15 @@ import dataclasses
 
 from mesh.xds.bootstrap import DNS_SUFFIX, SERVER_LISTENER_PREFIX
 
-__all__ = ["ClientTarget", "ServiceKey", "cluster_name", "parse_client_listener", "parse_cluster_name",
+__all__ = ["TRUST_DOMAIN", "ClientTarget", "ServiceKey", "spiffe_id", "cluster_name", "parse_client_listener", "parse_cluster_name",
            "parse_server_listener", "SERVER_LISTENER_PREFIX"]
 
 OUTBOUND = "outbound"
+TRUST_DOMAIN = "cluster.local"
+
+
+def spiffe_id(namespace: str, service_account: str) -> str:
+    return f"spiffe://{TRUST_DOMAIN}/ns/{namespace}/sa/{service_account}"
 
 
 @dataclasses.dataclass(frozen=True, order=True)
@@ -30,6 +37,11 @@ class ServiceKey:
     @property
     def fqdn(self) -> str:
         return f"{self.name}.{self.namespace}.{DNS_SUFFIX}"
+
+    @property
+    def spiffe_id(self) -> str:
+        """The identity its instances serve with (service account = service name)."""
+        return spiffe_id(self.namespace, self.name)
 
     def hosts(self) -> list[str]:
         """Every host form a client may dial this service by (a route's virtual host matches all)."""

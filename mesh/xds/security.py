@@ -1,5 +1,17 @@
-"""PeerAuthentication and AuthorizationPolicy -> what an xDS-managed gRPC server gets. Pure functions,
-no I/O. `translate.server_http_filters` puts `rbac_filters` before the router; mTLS is not used yet.
+"""PeerAuthentication, AuthorizationPolicy and a DestinationRule's `tls` -> what xDS-managed gRPC
+servers and clients get. Pure functions, no I/O. `translate.server_listener` puts `downstream_tls`
+on a STRICT port's filter chain and `rbac_filters` before the router; `translate.cluster` puts
+`upstream_tls` on a cluster whose DestinationRule says ISTIO_MUTUAL.
+
+Certificates come from the bootstrap's `default` certificate provider (gRPC's file_watcher on the
+files the mesh CA writes, `mesh.xds.ca`), as istiod's grpcgen refers to them: the instance's own
+certificate and the mesh root both. A server asks every client for a certificate of the mesh CA
+(which identity may call what is the RBAC filter's business); a client checks that the server's
+certificate names the SPIFFE identity of the service it dialled (Istio's service account: the
+service's name), or the DestinationRule's `subjectAltNames` when it pins others. The shape is
+the prototype's (FINDINGS.md: `tls_certificate_provider_instance` and the validation context's
+`ca_certificate_provider_instance`, which grpcio, grpc-go and grpc-js all read) rather than
+istiod's deprecated `*_certificate_provider_instance` fields of the same meaning.
 
 mTLS (`mtls_mode`): the PeerAuthentications that apply to a workload are composed as istiod's
 ComposePeerAuthentication composes them: the mesh-wide one (no selector, root namespace
@@ -33,25 +45,34 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable
 
-from envoy.config.core.v3 import address_pb2
+from envoy.config.core.v3 import address_pb2, base_pb2
 from envoy.config.rbac.v3 import rbac_pb2
 from envoy.config.route.v3 import route_components_pb2
 from envoy.extensions.filters.http.rbac.v3 import rbac_pb2 as rbac_http_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
+from envoy.extensions.transport_sockets.tls.v3 import common_pb2 as tls_common_pb2, tls_pb2
+from google.protobuf import wrappers_pb2
 from envoy.type.matcher.v3 import path_pb2, regex_pb2, string_pb2
 from google.protobuf import any_pb2
+from istio.networking.v1alpha3 import destination_rule_pb2
 from istio.security.v1beta1 import authorization_policy_pb2, peer_authentication_pb2
+
+from mesh.xds.bootstrap import CERT_PROVIDER
+from mesh.xds.names import ServiceKey
 
 from mesh.xds.istio import ROOT_NAMESPACE, Policy, ScopedSpec, when_key_kind
 
-__all__ = ["RBAC_FILTER", "RBAC_FILTER_DENY", "TLS_MODE_LABEL", "authorization_policies", "istio_mtls_mode",
-           "mtls_mode", "rbac_filters", "rbac_rules", "server_mtls"]
+__all__ = ["RBAC_FILTER", "RBAC_FILTER_DENY", "TLS_MODE_LABEL", "TLS_TRANSPORT_SOCKET", "authorization_policies",
+           "downstream_tls", "istio_mtls_mode", "mtls_mode", "rbac_filters", "rbac_rules", "server_mtls",
+           "upstream_tls"]
 
 RBAC_FILTER = "envoy.filters.http.rbac"  # istiod's grpcgen names
 RBAC_FILTER_DENY = "envoy.filters.http.rbac.DENY"
 TLS_MODE_LABEL = "security.istio.io/tlsMode"
 SPIFFE = "spiffe://"
+TLS_TRANSPORT_SOCKET = "envoy.transport_sockets.tls"
 _MODE = peer_authentication_pb2.PeerAuthentication.MutualTLS.Mode
+_CLIENT_TLS = destination_rule_pb2.ClientTLSSettings.TLSmode
 _ACTION = authorization_policy_pb2.AuthorizationPolicy.Action
 
 
@@ -97,6 +118,38 @@ def mtls_mode(namespace: str, labels: dict[str, str], port: int, policy: Policy)
 def server_mtls(identity, port: int, policy: Policy) -> str:
     """`mtls_mode` for a `translate.WorkloadIdentity`."""
     return mtls_mode(identity.namespace, dict(identity.labels), port, policy)
+
+
+def _common_tls(sans: Iterable[str] = ()) -> tls_pb2.CommonTlsContext:
+    provider = tls_common_pb2.CertificateProviderPluginInstance(instance_name=CERT_PROVIDER)
+    validation = tls_common_pb2.CertificateValidationContext(ca_certificate_provider_instance=provider)
+    for san in sans:
+        validation.match_subject_alt_names.add(exact=san)
+    return tls_pb2.CommonTlsContext(tls_certificate_provider_instance=provider, validation_context=validation)
+
+
+def _transport_socket(context) -> base_pb2.TransportSocket:
+    packed = any_pb2.Any()
+    packed.Pack(context)
+    return base_pb2.TransportSocket(name=TLS_TRANSPORT_SOCKET, typed_config=packed)
+
+
+def downstream_tls() -> base_pb2.TransportSocket:
+    """A STRICT server's: its own certificate, and a client certificate of the mesh root required."""
+    context = tls_pb2.DownstreamTlsContext(common_tls_context=_common_tls(),
+                                           require_client_certificate=wrappers_pb2.BoolValue(value=True))
+    return _transport_socket(context)
+
+
+def upstream_tls(service: ServiceKey, tls) -> base_pb2.TransportSocket | None:
+    """A client's mTLS to `service` when `tls` (a ClientTLSSettings) is ISTIO_MUTUAL: its own
+    certificate, and the server's verified against the mesh root and the service's SPIFFE identity
+    (or `tls.subjectAltNames`, when set). None (plaintext) for every other mode, as from istiod:
+    SIMPLE and MUTUAL name certificate files a proxyless client does not read (mesh.xds.istio warns)."""
+    if tls.mode != _CLIENT_TLS.ISTIO_MUTUAL:
+        return None
+    sans = list(tls.subject_alt_names) or [service.spiffe_id]
+    return _transport_socket(tls_pb2.UpstreamTlsContext(common_tls_context=_common_tls(sans)))
 
 
 # ---- authorization: Istio's attributes -> RBAC matchers ---------------------------------------------

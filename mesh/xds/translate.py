@@ -18,8 +18,11 @@ filter before the router); DestinationRule -> `cluster` (RING_HASH, outlier dete
 breakers), `load_assignment` (subsets
 `outbound|PORT|SUBSET|FQDN`: the endpoints whose Consul Meta has the subset's labels);
 AuthorizationPolicy -> `server_http_filters`: RBAC (`mesh.xds.security.rbac_filters`, per workload
-labels) before the router. Still to come: PeerAuthentication -> `server_transport_socket`
-(DownstreamTlsContext), `cluster` (Upstream).
+labels) before the router; PeerAuthentication -> `server_transport_socket` (a DownstreamTlsContext
+requiring a client certificate when the port is STRICT: `mesh.xds.security.server_mtls`); a
+DestinationRule's `tls.mode: ISTIO_MUTUAL` -> the cluster's UpstreamTlsContext, verifying the
+server's SPIFFE identity (`mesh.xds.security.upstream_tls`). Without ISTIO_MUTUAL a client dials
+plaintext, as istiod's proxyless generator has it.
 """
 
 from __future__ import annotations
@@ -266,6 +269,22 @@ def traffic_policy(rule, subset: str):
     return merged
 
 
+def client_tls(rule, subset: str, port: int, merged=None):
+    """The ClientTLSSettings that apply to calls to `port` of a subset: the merged trafficPolicy's,
+    unless a portLevelSettings entry for the port sets tls (the subset's port-level entry over the
+    rule's), as istiod's MergeTrafficPolicy and its port selection do."""
+    merged = merged if merged is not None else traffic_policy(rule, subset)
+    tls = merged.tls
+    if rule is None:
+        return tls
+    levels = [rule.traffic_policy] + [s.traffic_policy for s in rule.subsets if s.name == subset]
+    for level in levels:
+        for settings in level.port_level_settings:
+            if settings.port.number == port and settings.HasField("tls"):
+                tls = settings.tls
+    return tls
+
+
 def subset_labels(rule, subset: str) -> dict[str, str] | None:
     """The labels a subset selects; None if no rule defines it."""
     for candidate in (rule.subsets if rule is not None else ()):
@@ -278,7 +297,8 @@ def cluster(name: str, policy: Policy) -> cluster_pb2.Cluster:
     """An EDS cluster named as istiod names it (the EDS name is the cluster name), its load
     balancer from the DestinationRule as istiod's grpcgen sets it: ROUND_ROBIN, or RING_HASH for
     consistentHash (the route carries the hash policy), ring size as istiod's default when unset;
-    outlier detection and circuit breakers from the merged trafficPolicy (`mesh.xds.traffic`)."""
+    outlier detection and circuit breakers from the merged trafficPolicy (`mesh.xds.traffic`);
+    mTLS when the merged (and port-level) `tls.mode` is ISTIO_MUTUAL (`mesh.xds.security`)."""
     eds = cluster_pb2.Cluster.EdsClusterConfig(eds_config=_ads(), service_name=name)
     out = cluster_pb2.Cluster(name=name, type=cluster_pb2.Cluster.EDS, eds_cluster_config=eds,
                               lb_policy=cluster_pb2.Cluster.ROUND_ROBIN)
@@ -300,6 +320,10 @@ def cluster(name: str, policy: Policy) -> cluster_pb2.Cluster:
     breakers = traffic.circuit_breakers(merged.connection_pool)
     if breakers is not None:
         out.circuit_breakers.CopyFrom(breakers)
+    tls = security.upstream_tls(target.service, client_tls(policy.of(target.service).destination_rule, subset,
+                                                           target.port, merged))
+    if tls is not None:
+        out.transport_socket.CopyFrom(tls)
     return out  # ROUND_ROBIN, LEAST_REQUEST too (grpcio NACKs it: mesh.xds.istio warns)
 
 
@@ -336,8 +360,10 @@ def server_http_filters(identity: WorkloadIdentity, policy: Policy) -> list[hcm_
     return [*security.rbac_filters(identity, policy), _router()]
 
 
-def server_transport_socket(identity: WorkloadIdentity, policy: Policy) -> base_pb2.TransportSocket | None:
-    return None  # DownstreamTlsContext from PeerAuthentication; None = plaintext
+def server_transport_socket(identity: WorkloadIdentity, port: int, policy: Policy) -> base_pb2.TransportSocket | None:
+    """mTLS (a client certificate of the mesh CA required) when the workload's PeerAuthentication
+    makes `port` STRICT; None (plaintext) for DISABLE."""
+    return security.downstream_tls() if security.server_mtls(identity, port, policy) == "STRICT" else None
 
 
 def server_listener(name: str, host: str, port: int, identity: WorkloadIdentity,
@@ -351,7 +377,7 @@ def server_listener(name: str, host: str, port: int, identity: WorkloadIdentity,
     hcm = hcm_pb2.HttpConnectionManager(
         stat_prefix="inbound", route_config=route_pb2.RouteConfiguration(name="inbound", virtual_hosts=[host_routes]),
         http_filters=server_http_filters(identity, policy))
-    transport_socket = server_transport_socket(identity, policy)
+    transport_socket = server_transport_socket(identity, port, policy)
     suffix = "plaintext" if transport_socket is None else "mtls"
     chain = listener_components_pb2.FilterChain(
         name=f"inbound-{suffix}", filters=[listener_components_pb2.Filter(name=HCM_FILTER, typed_config=pack(hcm))])

@@ -79,6 +79,8 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
     applied = set(scenarios.applied_files(ROOT / "istio"))  # a developer's `make scenario`: not for tests
     for default in sorted(set((ROOT / "istio").glob("*.yaml")) - applied):
         shutil.copy(default, run_dir / "istio")
+    for parked in (ROOT / "istio").glob("*.yaml" + scenarios.PARKED):  # a default a scenario replaces there
+        shutil.copy(parked, run_dir / "istio" / parked.name.removesuffix(scenarios.PARKED))
     for offset in _offsets(run_dir):
         env = {**os.environ, "MESH_RUN_DIR": str(run_dir), "MESH_PORT_OFFSET": str(offset),
                "MESH_ISTIO_DIR": str(run_dir / "istio")}

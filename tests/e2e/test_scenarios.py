@@ -16,6 +16,7 @@ import grpc
 import httpx
 import pytest
 
+from mesh.runner import mtls
 from mesh.runner.topology import ROOT
 from shop.inventory.v1 import inventory_pb2, inventory_pb2_grpc
 from support.poll import poll_until
@@ -74,7 +75,7 @@ def _state(mesh) -> dict[str, dict]:
 
 def _directly(mesh, instance: str) -> grpc.StatusCode:
     """GetStock asked of one inventory instance itself, not through the mesh."""
-    with grpc.insecure_channel(f"127.0.0.1:{_state(mesh)[instance]['port']}") as channel:
+    with mtls.direct_channel(mesh.run_dir, _state(mesh)[instance]["port"], "inventory") as channel:
         try:
             inventory_pb2_grpc.InventoryServiceStub(channel).GetStock(
                 inventory_pb2.GetStockRequest(product_id="sku-grinder"), timeout=5)

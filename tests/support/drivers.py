@@ -9,6 +9,9 @@ service, and that service's own runtime-made gRPC client calls the upstream unde
 |            | (inventory-1's port; a new reservation asks   |                      |
 |            | the catalog first)                            |                      |
 
+The test calls over mTLS as the service that makes that call in the shop (`Driver.caller`: the
+gateway calls orders and pricing, orders calls inventory), as istio/security.yaml allows.
+
 Nothing is used up: the order asks for more grinders than exist (orders prices it, then inventory
 answers out of stock: FAILED_PRECONDITION means pricing answered), and every reservation is released.
 
@@ -36,7 +39,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 
-from mesh.runner import topology
+from mesh.runner import mtls, topology
 from shop.inventory.v1 import inventory_pb2, inventory_pb2_grpc
 from shop.orders.v1 import orders_pb2, orders_pb2_grpc
 from shop.pricing.v1 import pricing_pb2, pricing_pb2_grpc
@@ -75,6 +78,7 @@ class Driver:
     language: str
     client_service: str
     upstream: str
+    caller: str  # the service account the test's calls present (the shop's own caller of client_service)
     # the default concurrency of run(): orders is a 16-thread Python server that serializes the
     # requests whose ids share one of its 64 lock stripes; the others take more
     concurrency = 16
@@ -82,7 +86,8 @@ class Driver:
     def __init__(self, mesh) -> None:
         self.mesh = mesh
         self.client = instances(mesh, self.client_service)[0]
-        self.channel = grpc.insecure_channel(f"127.0.0.1:{self.client.port}")
+        # mTLS as the service that makes this call in the shop (istio/security.yaml allows it)
+        self.channel = mtls.direct_channel(mesh.run_dir, self.client.port, self.client_service, caller=self.caller)
 
     # -- what the test reads ---------------------------------------------------------------------------
     @property
@@ -165,6 +170,7 @@ class OrdersDriver(Driver):
     catalog, asks pricing for a quote, then inventory answers out of stock and orders undoes it."""
 
     language, client_service, upstream = "python", "orders", "pricing"
+    caller = "gateway"
 
     def __init__(self, mesh) -> None:
         super().__init__(mesh)
@@ -206,6 +212,7 @@ class PricingDriver(Driver):
     """TypeScript: pricing -> catalog. GetQuote on pricing-v1 reads base prices from the catalog."""
 
     language, client_service, upstream = "typescript", "pricing", "catalog"
+    caller = "gateway"
     concurrency = 32
 
     def __init__(self, mesh) -> None:
@@ -232,6 +239,7 @@ class InventoryDriver(Driver):
     product exists; the reservation is released right after."""
 
     language, client_service, upstream = "go", "inventory", "catalog"
+    caller = "orders"
     concurrency = 32
 
     def __init__(self, mesh) -> None:

@@ -52,13 +52,13 @@ def virtual_service(service: str, *http: dict) -> dict:
 
 def destination_rule(service: str, extra_subsets: Mapping[str, Mapping] | None = None,
                      traffic_policy: Mapping | None = None) -> dict:
-    """The service's rule as istio/ has it (subsets v1 and v2, named like the file istio/SERVICE.yaml
-    names it), plus `extra_subsets` (name -> {"labels": ..., "trafficPolicy": ...}) and a policy."""
+    """The service's rule as istio/ has it (subsets v1 and v2, mTLS: ISTIO_MUTUAL, named like the file
+    istio/SERVICE.yaml names it), plus `extra_subsets` (name -> {"labels": ..., "trafficPolicy": ...})
+    and more of a policy."""
     subsets = [{"name": v, "labels": {"version": v}} for v in ("v1", "v2")]
     subsets += [{"name": name, **dict(subset)} for name, subset in (extra_subsets or {}).items()]
-    spec: dict = {"host": host(service), "subsets": subsets}
-    if traffic_policy:
-        spec["trafficPolicy"] = dict(traffic_policy)
+    spec: dict = {"host": host(service), "subsets": subsets,
+                  "trafficPolicy": {"tls": {"mode": "ISTIO_MUTUAL"}, **dict(traffic_policy or {})}}
     return {"apiVersion": "networking.istio.io/v1", "kind": "DestinationRule",
             "metadata": {"name": service, "namespace": topology.NAMESPACE}, "spec": spec}
 

@@ -83,6 +83,9 @@ def test_workload_certificate_is_istios_shape(tmp_path):
     san = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName)
     assert san.critical and san.value.get_values_for_type(x509.UniformResourceIdentifier) == [
         "spiffe://cluster.local/ns/shop/sa/orders"]
+    # and the service's host names, so that plain TLS clients can check whom they reached
+    assert san.value.get_values_for_type(x509.DNSName) == ["orders", "orders.shop", "orders.shop.svc",
+                                                            "orders.shop.svc.cluster.local"]
     assert leaf.subject == x509.Name([])
     assert not leaf.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
     usages = leaf.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value

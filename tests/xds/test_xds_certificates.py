@@ -42,12 +42,16 @@ def load(folder: Path) -> tuple[x509.Certificate, bytes, bytes]:
 
 def check_files(folder: Path, spiffe_id: str) -> x509.Certificate:
     """The three files are a working identity: the chain verifies against root-cert.pem, the SAN
-    is the SPIFFE id, the key is the certificate's and nobody else may read it."""
+    is the SPIFFE id (then the service's DNS names), the key is the certificate's and nobody else
+    may read it."""
     leaf, key_pem, root_pem = load(folder)
     store = verification.Store([x509.load_pem_x509_certificate(root_pem)])
     verifier = verification.PolicyBuilder().store(store).build_client_verifier()
     verified = verifier.verify(leaf, [])
-    assert [str(san) for san in verified.subjects] == [f"<UniformResourceIdentifier(value='{spiffe_id}')>"]
+    namespace, service = spiffe_id.split("/")[-3], spiffe_id.split("/")[-1]
+    assert [san.value for san in verified.subjects] == [spiffe_id, service, f"{service}.{namespace}",
+                                                         f"{service}.{namespace}.svc",
+                                                         f"{service}.{namespace}.svc.cluster.local"]
     assert serialization.load_pem_private_key(key_pem, None).public_key() == leaf.public_key()
     assert stat.S_IMODE((folder / "key.pem").stat().st_mode) == 0o600
     return leaf
@@ -192,7 +196,7 @@ def test_a_ca_key_others_may_read_is_refused(consul_agent, start_control_plane, 
 
 def test_two_instances_complete_a_mutual_tls_handshake_with_their_files(control_plane: ControlPlane):
     """OpenSSL (Python's ssl) as both ends of mutual TLS with the issued files: the server sees the
-    client's SPIFFE id and the client the server's. (gRPC serves TLS with them in a later slice.)"""
+    client's SPIFFE id and the client the server's (tests/conformance/test_mtls.py: gRPC's)."""
     run(first_files(control_plane, "orders-1", "orders"))
     run(first_files(control_plane, "payments", "payments"))
 
@@ -219,5 +223,5 @@ def test_two_instances_complete_a_mutual_tls_handshake_with_their_files(control_
         peers["server"] = tls.getpeercert()
         assert tls.recv(2) == b"ok"
     thread.join(5)
-    assert peers["client"]["subjectAltName"] == (("URI", ORDERS_SPIFFE),)
-    assert peers["server"]["subjectAltName"] == (("URI", "spiffe://cluster.local/ns/default/sa/payments"),)
+    assert peers["client"]["subjectAltName"][0] == ("URI", ORDERS_SPIFFE)
+    assert peers["server"]["subjectAltName"][0] == ("URI", "spiffe://cluster.local/ns/default/sa/payments")

@@ -224,7 +224,7 @@ def test_fields_not_translated_yet_and_fields_grpc_ignores_are_named(tmp_path):
     http = ("[{route: [{destination: {host: pricing, subset: v2}}],"
             " retries: {attempts: 6, perTryTimeout: 1s, retryOn: 'unavailable,5xx,connect-failure',"
             " retryRemoteLocalities: true}}]")
-    rule = RULE.replace("  subsets:\n", "  trafficPolicy: {tls: {mode: ISTIO_MUTUAL}, outlierDetection: {"
+    rule = RULE.replace("  subsets:\n", "  trafficPolicy: {tls: {mode: ISTIO_MUTUAL, sni: a.example}, outlierDetection: {"
                         "minHealthPercent: 50}, connectionPool: {tcp: {maxConnections: 3}, http: {"
                         "http2MaxRequests: 10, maxRetries: 2}}}\n  subsets:\n")
     _, rejections, warnings = compile_dir(folder(tmp_path, rule=rule, vs=service(http)))
@@ -238,7 +238,7 @@ def test_fields_not_translated_yet_and_fields_grpc_ignores_are_named(tmp_path):
         ("spec.trafficPolicy.connectionPool.http.maxRetries", IGNORED["connectionPool.http"]),
         ("spec.trafficPolicy.connectionPool.tcp.maxConnections", IGNORED["connectionPool.tcp"]),
         ("spec.trafficPolicy.outlierDetection.minHealthPercent", IGNORED["outlierDetection.minHealthPercent"]),
-        ("spec.trafficPolicy.tls.mode", "not translated yet")]
+        ("spec.trafficPolicy.tls.sni", "not translated yet")]
 
 
 POLICY_INVALID = {

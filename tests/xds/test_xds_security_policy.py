@@ -10,11 +10,12 @@ from pathlib import Path
 import pytest
 from envoy.extensions.filters.http.rbac.v3 import rbac_pb2 as rbac_http_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
+from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
 from google.protobuf import json_format
 
 from mesh.xds.istio import Policy, _State, compile_policy
 from mesh.xds.security import RBAC_FILTER, RBAC_FILTER_DENY, istio_mtls_mode, mtls_mode, rbac_filters
-from mesh.xds.translate import ROUTER_FILTER, WorkloadIdentity, server_listener
+from mesh.xds.translate import ROUTER_FILTER, WorkloadIdentity, cluster, server_listener
 
 REPO = Path(__file__).resolve().parents[2]
 ISTIO = REPO / "istio"
@@ -46,8 +47,16 @@ def policy_of(tmp_path: Path, text: str) -> Policy:
 # ---- the default changes nothing ----------------------------------------------------------------
 
 
-def test_without_security_resources_nothing_changes(tmp_path):
+def test_the_shipped_istio_files_are_read_without_a_complaint():
     policy, rejections, warnings = compile_policy(ISTIO.glob("*.yaml"), "default", _State())
+    assert (rejections, warnings) == ({}, [])
+    assert mtls_mode("default", ORDERS, 50091, policy) == "STRICT"
+    assert [f.name for f in rbac_filters(WorkloadIdentity.of("default", ORDERS), policy)] == [RBAC_FILTER]
+
+
+def test_without_security_resources_nothing_changes(tmp_path):
+    files = [path for path in ISTIO.glob("*.yaml") if path.name != "security.yaml"]
+    policy, rejections, warnings = compile_policy(files, "default", _State())
     assert (rejections, warnings) == ({}, [])
     assert (policy.peer_authentications, policy.authorization_policies) == ((), ())
     identity = WorkloadIdentity.of("default", ORDERS)
@@ -77,11 +86,82 @@ def test_an_authorization_policy_puts_rbac_before_the_router_of_the_servers_it_s
         server_listener("l", "127.0.0.1", 1, other, Policy()).SerializeToString(deterministic=True)
 
 
-def test_peer_authentication_is_not_wired_into_server_listeners_yet(tmp_path):
-    policy = policy_of(tmp_path, peer("default", "{mtls: {mode: STRICT}}", "istio-system"))
+def transport(listener_or_cluster):
+    """(message name, the TLS context) of a filter chain's or cluster's transport socket; None: plaintext."""
+    socket = listener_or_cluster.transport_socket
+    if not socket.name:
+        return None
+    assert socket.name == "envoy.transport_sockets.tls"
+    context = tls_pb2.DownstreamTlsContext() if socket.typed_config.Is(
+        tls_pb2.DownstreamTlsContext.DESCRIPTOR) else tls_pb2.UpstreamTlsContext()
+    assert socket.typed_config.Unpack(context)
+    return context
+
+
+def uses_the_default_provider(common) -> None:
+    """Own certificate and the root both from the bootstrap's `default` file_watcher instance."""
+    assert common.tls_certificate_provider_instance.instance_name == "default"
+    assert common.validation_context.ca_certificate_provider_instance.instance_name == "default"
+
+
+def test_a_strict_port_serves_mtls_requiring_a_client_certificate_and_a_disabled_port_plaintext(tmp_path):
+    policy = policy_of(tmp_path, MESH_STRICT + peer("orders", "{selector: {matchLabels: {app: orders}}, "
+                                                               "portLevelMtls: {8080: {mode: DISABLE}}}"))
     identity = WorkloadIdentity.of("default", ORDERS)
-    assert server_listener("l", "127.0.0.1", 1, identity, policy) == server_listener("l", "127.0.0.1", 1, identity,
-                                                                                      Policy())
+    strict = transport(server_listener("l", "127.0.0.1", 50051, identity, policy).filter_chains[0])
+    assert isinstance(strict, tls_pb2.DownstreamTlsContext) and strict.require_client_certificate.value
+    uses_the_default_provider(strict.common_tls_context)
+    assert list(strict.common_tls_context.validation_context.match_subject_alt_names) == []  # RBAC decides who
+    assert transport(server_listener("l", "127.0.0.1", 8080, identity, policy).filter_chains[0]) is None
+    assert server_listener("l", "127.0.0.1", 50051, identity, policy).filter_chains[0].name == "inbound-mtls"
+
+
+def destination_rule(spec: str) -> str:
+    return ("apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: catalog, namespace: default}\n"
+            f"spec: {{host: catalog.default.svc.cluster.local, {spec}}}\n---\n")
+
+
+CATALOG_SPIFFE = "spiffe://cluster.local/ns/default/sa/catalog"
+SUBSETS = "subsets: [{name: v1, labels: {version: v1}}, {name: v2, labels: {version: v2}, trafficPolicy: {tls: {mode: DISABLE}}}]"
+
+
+@pytest.mark.parametrize("spec, cluster_name, sans", [
+    ("trafficPolicy: {tls: {mode: ISTIO_MUTUAL}}", "outbound|50051||catalog.default.svc.cluster.local",
+     [CATALOG_SPIFFE]),  # the service's own identity (service account = service name)
+    ("trafficPolicy: {tls: {mode: ISTIO_MUTUAL, subjectAltNames: [spiffe://cluster.local/ns/default/sa/x]}}",
+     "outbound|50051||catalog.default.svc.cluster.local", ["spiffe://cluster.local/ns/default/sa/x"]),  # pinned
+    ("trafficPolicy: {tls: {mode: ISTIO_MUTUAL}}, " + SUBSETS, "outbound|50051|v1|catalog.default.svc.cluster.local",
+     [CATALOG_SPIFFE]),  # a subset inherits the rule's tls
+    ("trafficPolicy: {tls: {mode: ISTIO_MUTUAL}}, " + SUBSETS, "outbound|50051|v2|catalog.default.svc.cluster.local",
+     None),  # ... unless it sets its own
+    ("trafficPolicy: {tls: {mode: ISTIO_MUTUAL}, portLevelSettings: [{port: {number: 9090}, tls: {mode: DISABLE}}]}",
+     "outbound|9090||catalog.default.svc.cluster.local", None),  # port-level over the rule
+    ("trafficPolicy: {tls: {mode: ISTIO_MUTUAL}, portLevelSettings: [{port: {number: 9090}, tls: {mode: DISABLE}}]}",
+     "outbound|50051||catalog.default.svc.cluster.local", [CATALOG_SPIFFE]),  # only on that port
+    ("trafficPolicy: {tls: {mode: DISABLE}}", "outbound|50051||catalog.default.svc.cluster.local", None),
+    ("trafficPolicy: {tls: {mode: SIMPLE}}", "outbound|50051||catalog.default.svc.cluster.local", None),  # files: not proxyless
+    ("subsets: [{name: v1, labels: {version: v1}}]", "outbound|50051||catalog.default.svc.cluster.local", None),
+])
+def test_istio_mutual_gives_clients_mtls_verifying_the_servers_spiffe_identity(spec, cluster_name, sans, tmp_path):
+    policy = policy_of(tmp_path, destination_rule(spec))
+    context = transport(cluster(cluster_name, policy))
+    if sans is None:
+        assert context is None  # plaintext, as istiod gives proxyless clients without ISTIO_MUTUAL
+        return
+    assert isinstance(context, tls_pb2.UpstreamTlsContext)
+    uses_the_default_provider(context.common_tls_context)
+    assert [m.exact for m in context.common_tls_context.validation_context.match_subject_alt_names] == sans
+
+
+@pytest.mark.parametrize("spec, field", [
+    ("trafficPolicy: {tls: {mode: SIMPLE}}", "spec.trafficPolicy.tls.mode"),
+    ("trafficPolicy: {portLevelSettings: [{port: {number: 1}, tls: {mode: MUTUAL}}]}",
+     "spec.trafficPolicy.portLevelSettings[0].tls.mode"),
+])
+def test_file_based_client_tls_is_warned_about(spec, field, tmp_path):
+    _, rejections, warnings = compile_text(tmp_path, destination_rule(spec))
+    assert rejections == {}
+    assert [w for w in warnings if w[2] == field and "only from ISTIO_MUTUAL" in w[3]], warnings
 
 
 # ---- PeerAuthentication: selection, precedence, PERMISSIVE -----------------------------------------
