@@ -205,6 +205,10 @@ bench-controlplane: $(VENV)/.installed $(TOOLS)/consul ## Control plane at scale
 
 # Its Go and Node xDS probes are built as the tests build them (tests/support/xds_probes.py: an
 # incremental go build to .build/xds-probe-go, npm ci when their node_modules is missing or stale).
+.PHONY: bench-mtls
+bench-mtls: build $(TOOLS)/consul ## mTLS against plaintext per server language: p50, p99, new connections (~1 min)
+	$(PY) -m benchmarks.mtls
+
 .PHONY: bench-propagation
 bench-propagation: $(VENV)/.installed $(TOOLS)/consul ## Istio edit / instance kill -> Python, Go, Node xDS clients: p50, p99 (~1 min)
 	$(PY) -m benchmarks.propagation

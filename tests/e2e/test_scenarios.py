@@ -35,10 +35,12 @@ def scenarios(mesh):
         done = mesh.runner("scenario", name, "--apply-only", check=False)
         assert done.returncode == 0, done.stdout + done.stderr
 
+    defaults = {p.name: p.read_text() for p in mesh.istio_dir.glob("*.yaml")}
     yield apply
     done = mesh.runner("scenario", "--off", check=False)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert not [p for p in mesh.istio_dir.glob("*.yaml") if p.name not in ("pricing.yaml", "catalog.yaml")]
+    # the defaults again, as they were (a rule a scenario replaced is back), and nothing else
+    assert {p.name: p.read_text() for p in mesh.istio_dir.glob("*")} == defaults
     with httpx.Client(base_url=mesh.gateway, timeout=30) as http:
         poll_until(lambda: all(_timed(http.get, PAGE)[0].status_code == 200 for _ in range(20)), 30, 0.2,
                    "product pages answering again")
@@ -139,6 +141,7 @@ def test_outlier_detection_ejects_the_failing_inventory_replica(mesh, http, scen
 
     poll_until(half_fail, 15, 0.1, "about half of the product pages failing (every other GetStock)")
     shutil.copy(folder / "inventory-outlier-detection.yaml", mesh.istio_dir)
+    (mesh.istio_dir / "inventory.yaml").rename(mesh.istio_dir / "inventory.yaml.parked")  # as the README says
     started = time.monotonic()
     poll_until(lambda: all(http.get(PAGE).status_code == 200 for _ in range(50)), 20, 0.05,
                "50 product pages in a row without an error")
@@ -163,6 +166,7 @@ def test_circuit_breaker_sheds_load_with_unavailable_instead_of_queueing(mesh, h
 
     poll_until(everyone_waits, 20, 0.1, "20 pages at once, all answered after inventory's second")
     shutil.copy(SCENARIOS / "circuit-breaker" / "inventory-circuit-breaker.yaml", mesh.istio_dir)
+    (mesh.istio_dir / "inventory.yaml").rename(mesh.istio_dir / "inventory.yaml.parked")  # as the README says
 
     def shed():
         replies = _burst(mesh)
