@@ -25,7 +25,7 @@ import sys
 import time
 from collections.abc import Iterator
 
-from mesh.runner import probes, topology
+from mesh.runner import consul_acl, probes, topology
 
 __all__ = ["FILE", "VARIABLES", "Rejected", "apply", "describe", "read", "request", "validate", "wait_applied"]
 
@@ -152,11 +152,11 @@ def wait_applied(run_dir: pathlib.Path, before: dict[str, dict], wanted: dict[st
         time.sleep(0.1)
 
 
-def _ready_now(process: dict, consul_http: str) -> bool:
+def _ready_now(process: dict, consul_http: str, consul_token: str = "") -> bool:
     """Is this process (a row of state.json) ready by its own probe?"""
     kind, target = process.get("ready") or ("", "")
     if kind == "consul":
-        return probes.consul_checks(consul_http).get(target) == "passing"
+        return probes.consul_checks(consul_http, consul_token).get(target) == "passing"
     if kind == "http":
         return probes.http_ok(target)
     return kind == "grpc" and probes.grpc_serving(target)
@@ -191,8 +191,10 @@ def apply(run_dir: pathlib.Path, offset: int, state: dict, target: str | None, e
         return 2
     wanted = {name: table.get(name, {}) for name in chosen}
     consul_http = f"127.0.0.1:{topology.Ports(offset).consul_http}"
+    consul_token = consul_acl.read_token(run_dir, consul_acl.READ)
     try:
-        done = wait_applied(run_dir, before, wanted, lambda process: _ready_now(process, consul_http), timeout)
+        done = wait_applied(run_dir, before, wanted, lambda process: _ready_now(process, consul_http, consul_token),
+                            timeout)
     except TimeoutError as error:
         print(f"{error} (make status; make logs service=NAME)", file=sys.stderr)
         return 1

@@ -13,7 +13,7 @@ import subprocess
 import sys
 import time
 
-from mesh.runner import chaos, probes, scenarios, topology
+from mesh.runner import chaos, consul_acl, probes, scenarios, topology
 from mesh.runner.supervisor import Supervisor
 
 UP_TIMEOUT = 120.0
@@ -83,7 +83,8 @@ def _health(process: dict, spec: topology.Process, checks: dict[str, str]) -> st
 def _table(run_dir: pathlib.Path, offset: int) -> tuple[str, bool]:
     state = _state(run_dir) or {"processes": []}
     specs = {p.name: p for p in topology.build(run_dir, offset)}
-    checks = probes.consul_checks(f"127.0.0.1:{topology.Ports(offset).consul_http}")
+    checks = probes.consul_checks(f"127.0.0.1:{topology.Ports(offset).consul_http}",
+                                  consul_acl.read_token(run_dir, consul_acl.READ))
     # HEALTH stays last (scripts and tests read it there); OVERRIDES is one word
     rows = [("INSTANCE", "SERVICE", "LANGUAGE", "VERSION", "ADDRESS", "ADMIN", "PID", "OVERRIDES", "RESTARTS", "HEALTH")]
     healthy = True
@@ -112,8 +113,8 @@ def _overrides(process: dict) -> str:
     return chaos.describe(process.get("overrides"))
 
 
-def _addresses(offset: int) -> str:
-    return "\n".join(f"  {name:<26} {url}" for name, url in topology.addresses(offset).items())
+def _addresses(run_dir: pathlib.Path, offset: int) -> str:
+    return "\n".join(f"  {name:<26} {url}" for name, url in topology.addresses(offset, run_dir).items())
 
 
 def up(run_dir: pathlib.Path, offset: int) -> int:
@@ -139,7 +140,7 @@ def up(run_dir: pathlib.Path, offset: int) -> int:
     consul_http = f"127.0.0.1:{topology.Ports(offset).consul_http}"
     deadline = started + UP_TIMEOUT
     while time.monotonic() < deadline:
-        checks = probes.consul_checks(consul_http)
+        checks = probes.consul_checks(consul_http, consul_acl.read_token(run_dir, consul_acl.READ))
         state = _state(run_dir) or {"processes": []}
         pids = {p["name"]: p["pid"] for p in state["processes"]}
         for spec in processes:
@@ -160,7 +161,7 @@ def up(run_dir: pathlib.Path, offset: int) -> int:
         down(run_dir, offset)
         return 1
     table, _ = _table(run_dir, offset)
-    print(f"\nthe mesh is up in {time.monotonic() - started:.1f} s\n\n{table}\n\n{_addresses(offset)}")
+    print(f"\nthe mesh is up in {time.monotonic() - started:.1f} s\n\n{table}\n\n{_addresses(run_dir, offset)}")
     return 0
 
 
@@ -196,7 +197,7 @@ def status(run_dir: pathlib.Path, offset: int) -> int:
         print("the mesh is down (make up starts it)")
         return 1
     table, healthy = _table(run_dir, offset)
-    print(f"{table}\n\n{_addresses(offset)}")
+    print(f"{table}\n\n{_addresses(run_dir, offset)}")
     errors, warnings = probes.control_plane_problems(f"127.0.0.1:{topology.Ports(offset).xds}")
     if errors or warnings:
         print(f"\ncontrol plane (Istio resources in {topology.istio_dir_from_env()}):")
@@ -271,7 +272,11 @@ def main(argv: list[str] | None = None) -> int:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
         topology.write_bootstraps(run_dir, offset)
         processes = topology.build(run_dir, offset)
-        Supervisor(processes, run_dir, f"127.0.0.1:{topology.Ports(offset).consul_http}").run()
+        consul_http = f"127.0.0.1:{topology.Ports(offset).consul_http}"
+        services = [s.name for s in topology.SERVICES]
+        tokens = consul_acl.prepare(run_dir, services)
+        setup = {"consul": lambda: consul_acl.bootstrap(consul_http, tokens, services, topology.CONSUL_NODE)}
+        Supervisor(processes, run_dir, consul_http, tokens[consul_acl.READ], on_ready=setup).run()
         return 0
     if args.command == "logs":
         return logs(run_dir, offset, args.service, args.lines, args.follow)

@@ -34,10 +34,12 @@ def grpc_serving(address: str) -> bool:
     return reply.status == health_pb2.HealthCheckResponse.SERVING
 
 
-def consul_checks(consul_http: str) -> dict[str, str]:
-    """Service id -> worst check status among that service's checks on the local agent."""
+def consul_checks(consul_http: str, token: str = "") -> dict[str, str]:
+    """Service id -> worst check status among that service's checks on the local agent, as far as
+    `token` may read them (Consul leaves out what it may not: nothing, without a token)."""
+    request = urllib.request.Request(f"http://{consul_http}/v1/agent/checks", headers={"X-Consul-Token": token} if token else {})
     try:
-        with urllib.request.urlopen(f"http://{consul_http}/v1/agent/checks", timeout=TIMEOUT) as reply:
+        with urllib.request.urlopen(request, timeout=TIMEOUT) as reply:
             checks = json.load(reply)
     except (OSError, urllib.error.URLError, ValueError):
         return {}

@@ -8,6 +8,10 @@ Chaos overrides (`mesh/runner/chaos.py`): every tick it looks at `<run dir>/over
 instance whose overrides changed is stopped (SIGTERM, SIGKILL after STOP_TIMEOUT) and started
 again at once with them in its environment. That restart is not counted in `restarts` (crashes
 only) and has no backoff.
+
+Hooks (`on_ready`, by process name) run once after every start of that process, as soon as it is
+ready, and again each tick until they succeed; the process counts as ready only then. The runner
+uses one to create Consul's ACL tokens in every new (empty) `consul agent -dev`.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import signal
 import subprocess
 import threading
 import time
+from collections.abc import Callable, Mapping
 
 from mesh.runner import chaos, probes
 from mesh.runner.topology import Process
@@ -47,14 +52,19 @@ class Child:
     overrides: dict[str, str] = dataclasses.field(default_factory=dict)  # chaos env it runs with
     pending: dict[str, str] | None = None  # overrides it is being restarted for
     kill_at: float = 0.0  # when a stop for new overrides gives up waiting and kills
+    hooked: bool = False  # its on_ready hook has succeeded since it last started
 
 
 class Supervisor:
-    def __init__(self, processes: list[Process], run_dir: pathlib.Path, consul_http: str) -> None:
+    def __init__(self, processes: list[Process], run_dir: pathlib.Path, consul_http: str, consul_token: str = "",
+                 on_ready: Mapping[str, Callable[[], None]] | None = None) -> None:
         self.run_dir = run_dir
         self.logs = run_dir / "logs"
         self.logs.mkdir(parents=True, exist_ok=True)
         self.consul_http = consul_http
+        self.consul_token = consul_token
+        self.on_ready = dict(on_ready or {})
+        self._hook_error = ""
         self.children = [Child(p) for p in processes]
         self.stopping = threading.Event()
         self.overrides_file = run_dir / chaos.FILE
@@ -72,6 +82,7 @@ class Supervisor:
         )
         log_file.close()
         child.started_at = time.monotonic()
+        child.hooked = child.spec.name not in self.on_ready
         log.info("started %s pid %d%s", child.spec.name, child.popen.pid,
                  f" with {chaos.describe(child.overrides)}" if child.overrides else "")
         self._save()
@@ -82,7 +93,22 @@ class Supervisor:
             return probes.http_ok(target)
         if kind == "grpc":
             return probes.grpc_serving(target)
-        return probes.consul_checks(self.consul_http).get(target) == "passing"
+        return probes.consul_checks(self.consul_http, self.consul_token).get(target) == "passing"
+
+    def _run_hooks(self) -> None:
+        for child in self.children:
+            if child.hooked or child.popen is None or not self._ready(child.spec):
+                continue
+            try:
+                self.on_ready[child.spec.name]()
+            except Exception as error:  # noqa: BLE001 - retried next tick; said once
+                if str(error) != self._hook_error:
+                    log.warning("%s is up, its setup not yet done (retrying): %s", child.spec.name, error)
+                self._hook_error = str(error)
+                continue
+            child.hooked = True
+            self._hook_error = ""
+            log.info("%s set up", child.spec.name)
 
     def _reap(self) -> None:
         """Notice exits and schedule restarts with backoff."""
@@ -173,7 +199,8 @@ class Supervisor:
                 self._check_overrides()
                 self._reap()
                 self._restart_due()
-                if all(c.popen is not None and self._ready(c.spec) for c in members):
+                self._run_hooks()
+                if all(c.popen is not None and c.hooked and self._ready(c.spec) for c in members):
                     break
                 time.sleep(TICK)
             log.info("wave %d started", wave)
@@ -181,6 +208,7 @@ class Supervisor:
             self._check_overrides()
             self._reap()
             self._restart_due()
+            self._run_hooks()
         self.stop_all()
 
     def stop_all(self) -> None:

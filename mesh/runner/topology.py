@@ -7,6 +7,7 @@ import dataclasses
 import os
 import pathlib
 
+from mesh.runner import consul_acl
 from mesh.xds import bootstrap
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -45,6 +46,7 @@ BASE_PORTS = {
 }
 
 NAMESPACE = "default"
+CONSUL_NODE = "polymesh"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -119,7 +121,7 @@ def build(run_dir: pathlib.Path, offset: int = 0) -> list[Process]:
         Process(
             "consul", 1,
             (str(TOOLS / "consul"), "agent", "-dev", "-bind=127.0.0.1", "-client=127.0.0.1", "-log-json",
-             "-node=polymesh", f"-http-port={p.consul_http}", f"-grpc-port={p.consul_grpc}",
+             f"-node={CONSUL_NODE}", "-config-file", str(consul_acl.config_path(run_dir)), f"-http-port={p.consul_http}", f"-grpc-port={p.consul_grpc}",
              f"-grpc-tls-port={p.consul_grpc_tls}", f"-server-port={p.consul_server}",
              f"-serf-lan-port={p.consul_serf_lan}", f"-serf-wan-port={p.consul_serf_wan}", "-dns-port=-1"),
             {}, ("http", f"http://{consul_addr}/v1/status/leader"), port=p.consul_http,
@@ -137,6 +139,7 @@ def build(run_dir: pathlib.Path, offset: int = 0) -> list[Process]:
         Process(
             "control-plane", 2, (str(PYTHON), "-m", "mesh.xds"),
             {"MESH_XDS_HOST": "127.0.0.1", "MESH_XDS_PORT": str(p.xds), "CONSUL_HTTP_ADDR": consul_addr,
+             **_consul_token(run_dir, consul_acl.CONTROL_PLANE),
              "MESH_NAMESPACE": NAMESPACE, "MESH_ISTIO_DIR": str(istio_dir_from_env()), "OTEL_SERVICE_NAME": "control-plane",
              # the mesh CA and the certificates it issues to the folders every bootstrap names
              "MESH_RUN_DIR": str(run_dir), "MESH_CA_DIR": str(run_dir / "ca"), "MESH_CERTS_DIR": str(run_dir / "certs")},
@@ -153,6 +156,7 @@ def build(run_dir: pathlib.Path, offset: int = 0) -> list[Process]:
                 "MESH_HOST": "127.0.0.1", "MESH_PORT": str(port), "MESH_ADMIN_PORT": str(admin),
                 "MESH_SERVICE_PORTS": service_ports(offset),
                 "MESH_DATA_DIR": str(run_dir / "data"), "CONSUL_HTTP_ADDR": consul_addr,
+                **_consul_token(run_dir, service.name),
                 "GRPC_XDS_BOOTSTRAP": str(bootstrap_path(run_dir, instance.name)),
                 "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{p.otlp_grpc}",
                 # Batches leave within a second, so a trace is in Jaeger by the time a person looks.
@@ -169,11 +173,18 @@ def build(run_dir: pathlib.Path, offset: int = 0) -> list[Process]:
     return infra + instances
 
 
-def addresses(offset: int = 0) -> dict[str, str]:
+def _consul_token(run_dir: pathlib.Path, name: str) -> dict[str, str]:
+    """The path of a process's Consul token (mesh/runner/consul_acl.py), not the secret; and an empty
+    CONSUL_HTTP_TOKEN so that one set in the developer's shell does not reach the process."""
+    return {"CONSUL_HTTP_TOKEN_FILE": str(consul_acl.token_path(run_dir, name)), "CONSUL_HTTP_TOKEN": ""}
+
+
+def addresses(offset: int = 0, run_dir: pathlib.Path | None = None) -> dict[str, str]:
     p = Ports(offset)
+    login = consul_acl.token_path(run_dir or run_dir_from_env(), consul_acl.READ)
     return {
         "gateway": f"http://127.0.0.1:{p.gateway}",
-        "consul UI": f"http://127.0.0.1:{p.consul_http}/ui",
+        "consul UI": f"http://127.0.0.1:{p.consul_http}/ui  (Log in with the read-only token in {login})",
         "jaeger query API": f"http://127.0.0.1:{p.jaeger_query}/api/v3/services",
         "control plane (ADS, CSDS)": f"127.0.0.1:{p.xds}",
     }

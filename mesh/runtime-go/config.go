@@ -15,26 +15,28 @@ import (
 // Environment variables of the runtime contract (docs/runtime-contract.md), with their defaults.
 // Standard names (OTEL_*, GRPC_XDS_BOOTSTRAP, CONSUL_HTTP_ADDR) are used where they exist.
 const (
-	EnvServiceName    = "OTEL_SERVICE_NAME"           // default: the service's own name
-	EnvServiceVersion = "MESH_SERVICE_VERSION"        // default: DefaultServiceVersion
-	EnvInstanceID     = "MESH_INSTANCE_ID"            // default: NAME-<pid>
-	EnvNamespace      = "MESH_NAMESPACE"              // default: DefaultNamespace
-	EnvHost           = "MESH_HOST"                   // default: DefaultHost
-	EnvPort           = "MESH_PORT"                   // default: 0 (any free port)
-	EnvAdminPort      = "MESH_ADMIN_PORT"             // default: 0 (any free port)
-	EnvServicePorts   = "MESH_SERVICE_PORTS"          // name=port,...; default: none
-	EnvCallTimeout    = "MESH_CALL_TIMEOUT"           // seconds; default: DefaultCallTimeout
-	EnvPropagate      = "MESH_PROPAGATE_HEADERS"      // header names, comma-separated; default: DefaultPropagate
-	EnvDataDir        = "MESH_DATA_DIR"               // default: DefaultDataDir
-	EnvDrainTimeout   = "MESH_DRAIN_TIMEOUT"          // seconds; default: DefaultDrainTimeout
-	EnvLogLevel       = "MESH_LOG_LEVEL"              // debug, info, warn, error; default: info
-	EnvRegister       = "MESH_REGISTER"               // default: true
-	EnvInjectFailure  = "MESH_INJECT_FAILURE_PERCENT" // 0 to 100; default: 0
-	EnvInjectDelay    = "MESH_INJECT_DELAY_MS"        // 0 to MaxInjectDelayMs; default: 0
-	EnvConsulAddr     = "CONSUL_HTTP_ADDR"            // default: DefaultConsulAddr
-	EnvXDSBootstrap   = "GRPC_XDS_BOOTSTRAP"          // required
-	EnvOTLPEndpoint   = "OTEL_EXPORTER_OTLP_ENDPOINT" // default: DefaultOTLPEndpoint
-	EnvTracesExporter = "OTEL_TRACES_EXPORTER"        // otlp or none; default: otlp
+	EnvServiceName     = "OTEL_SERVICE_NAME"           // default: the service's own name
+	EnvServiceVersion  = "MESH_SERVICE_VERSION"        // default: DefaultServiceVersion
+	EnvInstanceID      = "MESH_INSTANCE_ID"            // default: NAME-<pid>
+	EnvNamespace       = "MESH_NAMESPACE"              // default: DefaultNamespace
+	EnvHost            = "MESH_HOST"                   // default: DefaultHost
+	EnvPort            = "MESH_PORT"                   // default: 0 (any free port)
+	EnvAdminPort       = "MESH_ADMIN_PORT"             // default: 0 (any free port)
+	EnvServicePorts    = "MESH_SERVICE_PORTS"          // name=port,...; default: none
+	EnvCallTimeout     = "MESH_CALL_TIMEOUT"           // seconds; default: DefaultCallTimeout
+	EnvPropagate       = "MESH_PROPAGATE_HEADERS"      // header names, comma-separated; default: DefaultPropagate
+	EnvDataDir         = "MESH_DATA_DIR"               // default: DefaultDataDir
+	EnvDrainTimeout    = "MESH_DRAIN_TIMEOUT"          // seconds; default: DefaultDrainTimeout
+	EnvLogLevel        = "MESH_LOG_LEVEL"              // debug, info, warn, error; default: info
+	EnvRegister        = "MESH_REGISTER"               // default: true
+	EnvInjectFailure   = "MESH_INJECT_FAILURE_PERCENT" // 0 to 100; default: 0
+	EnvInjectDelay     = "MESH_INJECT_DELAY_MS"        // 0 to MaxInjectDelayMs; default: 0
+	EnvConsulAddr      = "CONSUL_HTTP_ADDR"            // default: DefaultConsulAddr
+	EnvConsulToken     = "CONSUL_HTTP_TOKEN"           // default: none
+	EnvConsulTokenFile = "CONSUL_HTTP_TOKEN_FILE"      // a file holding the token; default: none
+	EnvXDSBootstrap    = "GRPC_XDS_BOOTSTRAP"          // required
+	EnvOTLPEndpoint    = "OTEL_EXPORTER_OTLP_ENDPOINT" // default: DefaultOTLPEndpoint
+	EnvTracesExporter  = "OTEL_TRACES_EXPORTER"        // otlp or none; default: otlp
 )
 
 // Defaults of the runtime contract.
@@ -77,9 +79,12 @@ type Config struct {
 	InjectFailurePercent int
 	InjectDelay          time.Duration
 	ConsulAddr           string
-	XDSBootstrap         string
-	OTLPEndpoint         string
-	TracesExporter       string // "otlp" or "none"
+	// ConsulToken is Consul's ACL token ("" for none), from CONSUL_HTTP_TOKEN or the file
+	// CONSUL_HTTP_TOKEN_FILE names. A secret: never logged.
+	ConsulToken    string
+	XDSBootstrap   string
+	OTLPEndpoint   string
+	TracesExporter string // "otlp" or "none"
 }
 
 // ConfigError lists every bad variable; its message is the contract's one line.
@@ -113,6 +118,7 @@ func LoadConfig(defaultServiceName string, getenv func(string) string) (Config, 
 	c.InjectFailurePercent = p.integer(EnvInjectFailure, 0, 0, 100)
 	c.InjectDelay = time.Duration(p.integer(EnvInjectDelay, 0, 0, MaxInjectDelayMs)) * time.Millisecond
 	c.ConsulAddr = p.str(EnvConsulAddr, DefaultConsulAddr)
+	c.ConsulToken = p.consulToken(EnvConsulToken, EnvConsulTokenFile)
 	c.XDSBootstrap = p.str(EnvXDSBootstrap, "")
 	if c.XDSBootstrap == "" {
 		p.bad(EnvXDSBootstrap, "required")
@@ -147,6 +153,36 @@ func (p *parser) str(name, def string) string {
 		return v
 	}
 	return def
+}
+
+// consulTokenPattern: printable ASCII without spaces, as it travels in the X-Consul-Token header.
+var consulTokenPattern = regexp.MustCompile(`^[\x21-\x7e]+$`)
+
+// consulToken returns Consul's ACL token as Consul's own CLI takes it: the value of name, or the
+// contents of the file fileName names (read once, here); "" for none. A problem never shows the secret.
+func (p *parser) consulToken(name, fileName string) string {
+	value, path, source := p.str(name, ""), p.str(fileName, ""), name
+	if value != "" && path != "" {
+		p.bad(fileName, name+" is set too; give one")
+		return ""
+	}
+	if path != "" {
+		source = fileName
+		data, err := os.ReadFile(path)
+		if err != nil {
+			p.bad(fileName, fmt.Sprintf("cannot read %q", path))
+			return ""
+		}
+		if value = strings.TrimSpace(string(data)); value == "" {
+			p.bad(fileName, fmt.Sprintf("%q is empty", path))
+			return ""
+		}
+	}
+	if value != "" && !consulTokenPattern.MatchString(value) {
+		p.bad(source, "not a token (printable ASCII, no spaces)")
+		return ""
+	}
+	return value
 }
 
 func (p *parser) port(name string) int { return p.integer(name, 0, 0, 65535) }

@@ -149,3 +149,41 @@ func TestInjectedFailuresAreChecked(t *testing.T) {
 		t.Fatalf("err = %v\nwant  %s", err, want)
 	}
 }
+
+// CONSUL_HTTP_TOKEN, or the file CONSUL_HTTP_TOKEN_FILE names, as Consul's CLI takes them; the
+// messages (which never show the secret) match the Python and TypeScript runtimes'.
+func TestConsulTokenFromTheVariableOrItsFile(t *testing.T) {
+	dir := t.TempDir()
+	file, empty, missing := dir+"/payments.token", dir+"/empty.token", dir+"/missing.token"
+	if err := os.WriteFile(file, []byte("9a50b0ec-62eb-4e5e-8323-c026d0b467ff\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(empty, []byte("\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	good := []struct{ token, file, want string }{
+		{"", "", ""},
+		{"s3cret", "", "s3cret"},
+		{"", file, "9a50b0ec-62eb-4e5e-8323-c026d0b467ff"},
+	}
+	for _, c := range good {
+		cfg, err := LoadConfig("payments", env(map[string]string{
+			"GRPC_XDS_BOOTSTRAP": "b", "CONSUL_HTTP_TOKEN": c.token, "CONSUL_HTTP_TOKEN_FILE": c.file}))
+		if err != nil || cfg.ConsulToken != c.want {
+			t.Errorf("token %q, file %q: got %q, %v; want %q", c.token, c.file, cfg.ConsulToken, err, c.want)
+		}
+	}
+	bad := []struct{ token, file, want string }{
+		{"s3cret", file, "CONSUL_HTTP_TOKEN_FILE: CONSUL_HTTP_TOKEN is set too; give one"},
+		{"", missing, "CONSUL_HTTP_TOKEN_FILE: cannot read \"" + missing + "\""},
+		{"", empty, "CONSUL_HTTP_TOKEN_FILE: \"" + empty + "\" is empty"},
+		{"two words", "", "CONSUL_HTTP_TOKEN: not a token (printable ASCII, no spaces)"},
+	}
+	for _, c := range bad {
+		_, err := LoadConfig("payments", env(map[string]string{
+			"GRPC_XDS_BOOTSTRAP": "b", "CONSUL_HTTP_TOKEN": c.token, "CONSUL_HTTP_TOKEN_FILE": c.file}))
+		if err == nil || err.Error() != "invalid configuration: "+c.want {
+			t.Errorf("token %q, file %q: got %v; want %q", c.token, c.file, err, c.want)
+		}
+	}
+}

@@ -62,9 +62,12 @@ type consulAgent interface {
 	Service(string, *consul.QueryOptions) (*consul.AgentService, *consul.QueryMeta, error)
 }
 
-func newConsulAgent(addr string, timeout time.Duration) (consulAgent, error) {
+// newConsulAgent talks to the agent at addr with token ("" for none), whatever CONSUL_HTTP_*
+// variables the process has (the Config has read them already).
+func newConsulAgent(addr, token string, timeout time.Duration) (consulAgent, error) {
 	c := consul.DefaultConfig()
 	c.Address = addr
+	c.Token, c.TokenFile = token, ""
 	c.HttpClient = &http.Client{Timeout: timeout, Transport: http.DefaultTransport.(*http.Transport).Clone()}
 	client, err := consul.NewClient(c)
 	if err != nil {

@@ -273,7 +273,7 @@ func adminHealth(t *testing.T) int {
 func register(t *testing.T, c *devConsul, id string, admin int) (*consulRegistration, *syncBuffer) {
 	t.Helper()
 	cfg := Config{ServiceName: "inventory", ServiceVersion: "v2", InstanceID: id, Host: "127.0.0.1", ConsulAddr: c.addr()}
-	agent, err := newConsulAgent(cfg.ConsulAddr, consulRequestTimeout)
+	agent, err := newConsulAgent(cfg.ConsulAddr, cfg.ConsulToken, consulRequestTimeout)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -238,7 +238,7 @@ func (inst *instance) serve(ctx context.Context) int {
 			inst.log.Info("serving", "port", inst.bizAddr.Port, "admin_port", inst.adminAddr.Port)
 			if inst.cfg.Register && !registering {
 				registering = true
-				if agent, err := newConsulAgent(inst.cfg.ConsulAddr, consulRequestTimeout); err != nil {
+				if agent, err := newConsulAgent(inst.cfg.ConsulAddr, inst.cfg.ConsulToken, consulRequestTimeout); err != nil {
 					inst.log.Error("consul client", "error", err.Error())
 				} else {
 					reg := Registration(inst.cfg, inst.bizAddr.Port, inst.adminAddr.Port)

@@ -20,6 +20,7 @@ FALSE_WORDS = frozenset({"0", "false", "no", "off"})
 LOG_LEVELS = ("debug", "info", "warn", "error")
 MAX_INJECT_DELAY_MS = 3_600_000  # an hour: MESH_INJECT_DELAY_MS is for demos and tests
 HEADER_NAME = re.compile(r"[a-z0-9][a-z0-9_.-]*")  # lower-case gRPC metadata keys
+CONSUL_TOKEN = re.compile(r"[\x21-\x7e]+")  # it travels in the X-Consul-Token header
 
 
 class ConfigError(ValueError):
@@ -49,6 +50,29 @@ class EnvReader:
             self._problems.append(f"{name}: must be one of {', '.join(choices)}: {json.dumps(value)}")
             return default
         return value.lower() if choices is not None else value
+
+    def consul_token(self, name: str = "CONSUL_HTTP_TOKEN", file_name: str = "CONSUL_HTTP_TOKEN_FILE") -> str:
+        """Consul's ACL token, as Consul's own CLI takes it: the value of `name`, or the contents of
+        the file `file_name` names (read once, here); "" for none. A problem never shows the secret."""
+        value, path, source = self._raw(name), self._raw(file_name), name
+        if value is not None and path is not None:
+            self._problems.append(f"{file_name}: {name} is set too; give one")
+            return ""
+        if path is not None:
+            source = file_name
+            try:
+                with open(path, encoding="utf-8") as file:
+                    value = file.read().strip()
+            except (OSError, UnicodeDecodeError):
+                self._problems.append(f"{file_name}: cannot read {json.dumps(path)}")
+                return ""
+            if not value:
+                self._problems.append(f"{file_name}: {json.dumps(path)} is empty")
+                return ""
+        if value is not None and not CONSUL_TOKEN.fullmatch(value):
+            self._problems.append(f"{source}: not a token (printable ASCII, no spaces)")
+            return ""
+        return value or ""
 
     def required(self, name: str) -> str:
         value = self._raw(name)
@@ -164,6 +188,7 @@ class InstanceConfig:
     inject_failure_percent: int
     inject_delay_ms: int
     consul_http_addr: str
+    consul_token: str = dataclasses.field(repr=False)  # a secret: never in a log line
     xds_bootstrap: str
     otlp_endpoint: str
     traces_exporter: str
@@ -195,6 +220,7 @@ def load_instance_config(
         inject_failure_percent=r.integer("MESH_INJECT_FAILURE_PERCENT", 0, minimum=0, maximum=100),
         inject_delay_ms=r.integer("MESH_INJECT_DELAY_MS", 0, minimum=0, maximum=MAX_INJECT_DELAY_MS),
         consul_http_addr=r.string("CONSUL_HTTP_ADDR", "127.0.0.1:8500"),
+        consul_token=r.consul_token(),
         xds_bootstrap=r.required("GRPC_XDS_BOOTSTRAP"),
         otlp_endpoint=r.string("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4317"),
         traces_exporter=r.string("OTEL_TRACES_EXPORTER", "otlp", choices=("otlp", "none")),

@@ -21,6 +21,7 @@ from concurrent import futures
 
 import consul
 import grpc
+from consul.callback import CB
 import grpc_admin
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
@@ -153,6 +154,7 @@ class Instance:
         self._business: grpc.Server | None = None
         self._admin: grpc.Server | None = None
         self._consul = consul.Consul(*_split_host_port(config.consul_http_addr), connections_timeout=CONSUL_TIMEOUT)
+        self._consul.token = config.consul_token  # py-consul would take CONSUL_HTTP_TOKEN from the environment over ours
         self._registered = False
         self._stopped = threading.Event()
         self._keeper: threading.Thread | None = None
@@ -227,7 +229,7 @@ class Instance:
             wait = min(wait * 2, REGISTER_RETRY_MAX)
         while not self._stopped.wait(KEEP_REGISTERED_EVERY):
             try:
-                if self._consul.agent.service_definition(self.config.instance_id) is None:  # 404
+                if not self._agent_knows_me():
                     self._send_registration()
                     log.info("re-registered in Consul")
                 outage.over()
@@ -247,6 +249,12 @@ class Instance:
                 log.log(logging.INFO if serving else logging.WARNING,
                         "business listener %s: %s", "back" if serving else "lost",
                         "SERVING" if serving else "NOT_SERVING", extra={"port": self.port})
+
+    def _agent_knows_me(self) -> bool:
+        """GET /v1/agent/service/<id>: False on 404. (py-consul 1.8's `agent.service_definition`
+        sends no X-Consul-Token, which an agent with ACLs answers with 403.)"""
+        path = f"/v1/agent/service/{self.config.instance_id}"
+        return self._consul.http.get(CB.json(), path, headers=self._consul.prepare_headers()) is not None
 
     def _send_registration(self) -> None:
         c = self.config

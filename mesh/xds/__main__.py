@@ -6,6 +6,9 @@ Environment (defaults in brackets):
 - `MESH_NAMESPACE` [default]: the namespace of every service in the catalog (FQDNs
   `NAME.NAMESPACE.svc.cluster.local`); a node's bare `NAME:PORT` uses the node's own namespace;
 - `CONSUL_HTTP_ADDR` [127.0.0.1:8500]: Consul's HTTP API;
+- `CONSUL_HTTP_TOKEN` or `CONSUL_HTTP_TOKEN_FILE` [none]: Consul's ACL token, or a file holding it
+  (Consul's own variables); it needs only read of every service and node (the runner's
+  `control-plane.token`, mesh/runner/consul_acl.py);
 - `MESH_LOG_LEVEL` [info]: debug, info, warn, error;
 - `MESH_XDS_DEBOUNCE_AFTER` [0.02], `MESH_XDS_DEBOUNCE_MAX` [0.25]: seconds of quiet a rebuild waits
   for after a catalog change, and the most it waits (istiod's PILOT_DEBOUNCE_AFTER/MAX);
@@ -91,6 +94,7 @@ class XdsConfig:
     consul_http_addr: str
     log_level: str
     istio_dir: str = ""
+    consul_token: str = dataclasses.field(default="", repr=False)  # a secret: never in a log line
     debounce_after: float = DEBOUNCE_AFTER
     debounce_max: float = DEBOUNCE_MAX
     unacked_timeout: float = UNACKED_TIMEOUT
@@ -107,6 +111,7 @@ def load_config(environ: Mapping[str, str] | None = None) -> XdsConfig:
         port=reader.integer("MESH_XDS_PORT", 18000, minimum=0, maximum=65535),
         namespace=reader.string("MESH_NAMESPACE", "default"),
         consul_http_addr=reader.string("CONSUL_HTTP_ADDR", "127.0.0.1:8500"),
+        consul_token=reader.consul_token(),
         log_level=reader.string("MESH_LOG_LEVEL", "info", choices=LOG_LEVELS),
         istio_dir=reader.string("MESH_ISTIO_DIR", ""),
         debounce_after=reader.seconds("MESH_XDS_DEBOUNCE_AFTER", DEBOUNCE_AFTER),
@@ -170,7 +175,7 @@ async def serve(config: XdsConfig, issuer: Issuer | None = None) -> None:
             if istio is not None:  # hosts must be mesh services; the policy rebuild coalesces with this one
                 istio.set_services(ServiceKey(name, config.namespace) for name in catalog.services)
 
-        watcher = ConsulWatcher(config.consul_http_addr, on_catalog)
+        watcher = ConsulWatcher(config.consul_http_addr, on_catalog, config.consul_token)
 
         async def healthy_once_ready() -> None:
             await watcher.ready.wait()

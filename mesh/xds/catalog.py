@@ -138,10 +138,12 @@ class ConsulWatcher:
     """`run()` watches Consul and awaits `on_change(catalog)` (never concurrently) on every change
     of the passing endpoints. `ready` is set once the first complete catalog has been handed over."""
 
-    def __init__(self, http_addr: str, on_change: Callable[[Catalog], Awaitable[None]]) -> None:
+    def __init__(self, http_addr: str, on_change: Callable[[Catalog], Awaitable[None]], token: str = "") -> None:
+        """`token`: Consul's ACL token ("" for none); it needs read of every service and node."""
         host, _, port = http_addr.rpartition(":")
         self._consul = consul.aio.Consul(host=host, port=int(port), connections_timeout=HTTP_TIMEOUT,
                                          connections_limit=CONNECTIONS)
+        self._consul.token = token  # py-consul would take CONSUL_HTTP_TOKEN from the environment over ours
         self._node_fetches = asyncio.Semaphore(NODE_FETCHES)
         self._outage = _Outage(http_addr)
         self._on_change = on_change

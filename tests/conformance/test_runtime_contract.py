@@ -55,7 +55,7 @@ def test_bad_configuration_exits_2_naming_every_bad_variable(world: Mesh, langua
     env = {k: v for k, v in os.environ.items() if k != "GRPC_XDS_BOOTSTRAP"}
     env.update({"MESH_PORT": "abc", "MESH_DRAIN_TIMEOUT": "0", "MESH_SERVICE_PORTS": "catalog=x",
                 "MESH_LOG_LEVEL": "loud", "MESH_PROPAGATE_HEADERS": "X-User-Tier", "MESH_INJECT_FAILURE_PERCENT": "101",
-                "MESH_INJECT_DELAY_MS": "-1"})
+                "MESH_INJECT_DELAY_MS": "-1", "CONSUL_HTTP_TOKEN": "", "CONSUL_HTTP_TOKEN_FILE": "/nonexistent/probe.token"})
     done = subprocess.run(command(language), env=env, cwd=REPO, capture_output=True, text=True, timeout=60)
     assert done.returncode == 2, done
     lines = [line for line in done.stderr.splitlines() if line.strip()]
@@ -64,6 +64,7 @@ def test_bad_configuration_exits_2_naming_every_bad_variable(world: Mesh, langua
     for name in ("MESH_PORT", "MESH_DRAIN_TIMEOUT", "MESH_SERVICE_PORTS", "MESH_LOG_LEVEL", "MESH_PROPAGATE_HEADERS",
                  "MESH_INJECT_FAILURE_PERCENT", "MESH_INJECT_DELAY_MS", "GRPC_XDS_BOOTSTRAP"):
         assert name in lines[0], lines[0]
+    assert 'CONSUL_HTTP_TOKEN_FILE: cannot read "/nonexistent/probe.token"' in lines[0], lines[0]
 
 
 # -- logs ------------------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from support.reports import add_failure_report
-from mesh.runner import scenarios, topology
+from mesh.runner import consul_acl, scenarios, topology
 from mesh.runner.cli import ports_in_use
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -45,6 +45,10 @@ class Mesh:
     @property
     def consul(self) -> str:
         return f"http://127.0.0.1:{topology.Ports(self.offset).consul_http}"
+
+    def consul_token(self, name: str) -> str:
+        """The secret in the run folder's Consul token NAME (`read`, `control-plane`, a service)."""
+        return consul_acl.read_token(self.run_dir, name)
 
     def runner(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
         return subprocess.run(

@@ -78,7 +78,8 @@ def test_a_consul_crash_loses_no_order_and_every_instance_registers_again(mesh):
     os.kill(_state(mesh)["consul"]["pid"], signal.SIGKILL)  # `consul agent -dev` comes back empty
 
     def all_registered_and_passing():
-        checks = httpx.get(f"{mesh.consul}/v1/health/state/passing", timeout=2).json()
+        checks = httpx.get(f"{mesh.consul}/v1/health/state/passing", timeout=2,
+                           headers={"X-Consul-Token": mesh.consul_token("read")}).json()
         return set(instances) <= {check["ServiceID"] for check in checks}
 
     poll_until(all_registered_and_passing, timeout=30, interval=0.3, message="every instance registered again")

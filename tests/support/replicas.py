@@ -45,8 +45,9 @@ class Replica:
         return server_calls(self.admin, self.port)
 
 
-def _check_status(consul: str, instance_id: str) -> str:
-    with urllib.request.urlopen(f"{consul}/v1/agent/checks", timeout=2) as reply:
+def _check_status(consul: str, instance_id: str, token: str) -> str:
+    request = urllib.request.Request(f"{consul}/v1/agent/checks", headers={"X-Consul-Token": token})
+    with urllib.request.urlopen(request, timeout=2) as reply:
         checks = json.load(reply)
     statuses = [c["Status"] for c in checks.values() if c.get("ServiceID") == instance_id]
     return statuses[0] if len(statuses) == 1 else f"{len(statuses)} checks"
@@ -68,7 +69,7 @@ def start_replica(procs: Processes, mesh, service: str, version: str, env: Mappi
     replica = Replica(name, service, version, port, admin_port, proc)
 
     def settled() -> bool:  # passing, or gone (reported below)
-        return not proc.alive() or _check_status(mesh.consul, name) == "passing"
+        return not proc.alive() or _check_status(mesh.consul, name, mesh.consul_token("read")) == "passing"
 
     poll_until(settled, timeout, 0.1, f"{name} registered and passing in Consul")
     assert proc.alive(), f"{name} exited with {proc.popen.returncode}:\n{proc.tail()}"

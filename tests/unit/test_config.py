@@ -84,3 +84,32 @@ def test_injected_failures_are_off_by_default_and_checked():
         "MESH_INJECT_FAILURE_PERCENT: must be between 0 and 100: 101",
         "MESH_INJECT_DELAY_MS: must be between 0 and 3600000: -1",
     ]
+
+
+SECRET = "9a50b0ec-62eb-4e5e-8323-c026d0b467ff"
+
+
+def test_the_consul_token_comes_from_the_variable_or_its_file(tmp_path):
+    (tmp_path / "payments.token").write_text(SECRET + "\n")
+    assert load_instance_config("payments", {**BASE}).consul_token == ""
+    assert load_instance_config("payments", {**BASE, "CONSUL_HTTP_TOKEN": "s3cret"}).consul_token == "s3cret"
+    config = load_instance_config("payments", {**BASE, "CONSUL_HTTP_TOKEN_FILE": str(tmp_path / "payments.token")})
+    assert config.consul_token == SECRET
+    assert SECRET not in repr(config)
+
+
+@pytest.mark.parametrize("env, problem", [
+    ({"CONSUL_HTTP_TOKEN": SECRET, "CONSUL_HTTP_TOKEN_FILE": "{dir}/payments.token"},
+     "CONSUL_HTTP_TOKEN_FILE: CONSUL_HTTP_TOKEN is set too; give one"),
+    ({"CONSUL_HTTP_TOKEN_FILE": "{dir}/missing.token"}, 'CONSUL_HTTP_TOKEN_FILE: cannot read "{dir}/missing.token"'),
+    ({"CONSUL_HTTP_TOKEN_FILE": "{dir}/empty.token"}, 'CONSUL_HTTP_TOKEN_FILE: "{dir}/empty.token" is empty'),
+    ({"CONSUL_HTTP_TOKEN": "two words"}, "CONSUL_HTTP_TOKEN: not a token (printable ASCII, no spaces)"),
+])
+def test_a_bad_consul_token_is_named_without_showing_it(tmp_path, env, problem):
+    """The same messages as the Go and TypeScript runtimes (config_test.go, config.test.ts)."""
+    (tmp_path / "payments.token").write_text(SECRET + "\n")
+    (tmp_path / "empty.token").write_text("\n")
+    with pytest.raises(ConfigError) as caught:
+        load_instance_config("payments", {**BASE, **{k: v.format(dir=tmp_path) for k, v in env.items()}})
+    assert caught.value.problems == [problem.format(dir=tmp_path)]
+    assert SECRET not in str(caught.value)

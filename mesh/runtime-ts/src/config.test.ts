@@ -179,3 +179,29 @@ test('injected failures are read and checked', () => {
     },
   );
 });
+
+test('the Consul token comes from CONSUL_HTTP_TOKEN or the file CONSUL_HTTP_TOKEN_FILE names, never shown', () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'runtime-config-token-'));
+  const file = path.join(dir, 'pricing.token');
+  const empty = path.join(dir, 'empty.token');
+  const missing = path.join(dir, 'missing.token');
+  fs.writeFileSync(file, '9a50b0ec-62eb-4e5e-8323-c026d0b467ff\n', { mode: 0o600 });
+  fs.writeFileSync(empty, '\n', { mode: 0o600 });
+  const token = (env: Record<string, string>) => load({ GRPC_XDS_BOOTSTRAP: bootstrap, ...env }).mesh.consulToken;
+  assert.equal(token({}), '');
+  assert.equal(token({ CONSUL_HTTP_TOKEN: 's3cret' }), 's3cret');
+  assert.equal(token({ CONSUL_HTTP_TOKEN_FILE: file }), '9a50b0ec-62eb-4e5e-8323-c026d0b467ff');
+  const bad: [Record<string, string>, string][] = [
+    [{ CONSUL_HTTP_TOKEN: 's3cret', CONSUL_HTTP_TOKEN_FILE: file }, 'CONSUL_HTTP_TOKEN_FILE: CONSUL_HTTP_TOKEN is set too; give one'],
+    [{ CONSUL_HTTP_TOKEN_FILE: missing }, `CONSUL_HTTP_TOKEN_FILE: cannot read ${JSON.stringify(missing)}`],
+    [{ CONSUL_HTTP_TOKEN_FILE: empty }, `CONSUL_HTTP_TOKEN_FILE: ${JSON.stringify(empty)} is empty`],
+    [{ CONSUL_HTTP_TOKEN: 'two words' }, 'CONSUL_HTTP_TOKEN: not a token (printable ASCII, no spaces)'],
+  ];
+  for (const [env, problem] of bad) {
+    assert.throws(() => token(env), (error: unknown) => {
+      assert.ok(error instanceof ConfigError);
+      assert.equal(error.message, `invalid configuration: ${problem}`);
+      return true;
+    });
+  }
+});

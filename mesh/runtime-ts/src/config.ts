@@ -55,6 +55,8 @@ export interface MeshConfig {
   readonly injectDelayMs: number;
   /** Consul's HTTP API as a base URL, e.g. http://127.0.0.1:8500 */
   readonly consulHttpAddr: string;
+  /** Consul's ACL token ('' for none), from CONSUL_HTTP_TOKEN or the file CONSUL_HTTP_TOKEN_FILE names. A secret: never logged. */
+  readonly consulToken: string;
   readonly xdsBootstrap: string;
   readonly otlpEndpoint: string;
   readonly tracesExporter: 'otlp' | 'none';
@@ -227,6 +229,42 @@ function readConsulAddr(r: EnvReader): string {
   }
 }
 
+const CONSUL_TOKEN = /^[\x21-\x7e]+$/; // it travels in the X-Consul-Token header
+
+/**
+ * Consul's ACL token as Consul's own CLI takes it: CONSUL_HTTP_TOKEN, or the contents of the file
+ * CONSUL_HTTP_TOKEN_FILE names (read once, here); '' for none. A problem never shows the secret.
+ */
+export function readConsulToken(r: EnvReader): string {
+  const name = 'CONSUL_HTTP_TOKEN';
+  const fileName = 'CONSUL_HTTP_TOKEN_FILE';
+  let value = r.string(name, '');
+  const path = r.string(fileName, '');
+  let source = name;
+  if (value !== '' && path !== '') {
+    r.fail(fileName, `${name} is set too; give one`);
+    return '';
+  }
+  if (path !== '') {
+    source = fileName;
+    try {
+      value = fs.readFileSync(path, 'utf8').trim();
+    } catch {
+      r.fail(fileName, `cannot read ${JSON.stringify(path)}`);
+      return '';
+    }
+    if (value === '') {
+      r.fail(fileName, `${JSON.stringify(path)} is empty`);
+      return '';
+    }
+  }
+  if (value !== '' && !CONSUL_TOKEN.test(value)) {
+    r.fail(source, 'not a token (printable ASCII, no spaces)');
+    return '';
+  }
+  return value;
+}
+
 function readOtlpEndpoint(r: EnvReader): string {
   const value = r.string('OTEL_EXPORTER_OTLP_ENDPOINT', DEFAULTS.OTEL_EXPORTER_OTLP_ENDPOINT);
   try {
@@ -275,6 +313,7 @@ export function readMeshConfig(r: EnvReader, defaultServiceName: string, pid = p
     injectFailurePercent: r.integer('MESH_INJECT_FAILURE_PERCENT', DEFAULTS.MESH_INJECT_FAILURE_PERCENT, 0, 100),
     injectDelayMs: r.integer('MESH_INJECT_DELAY_MS', DEFAULTS.MESH_INJECT_DELAY_MS, 0, MAX_INJECT_DELAY_MS),
     consulHttpAddr: readConsulAddr(r),
+    consulToken: readConsulToken(r),
     xdsBootstrap: readBootstrap(r),
     otlpEndpoint: readOtlpEndpoint(r),
     tracesExporter: r.oneOf('OTEL_TRACES_EXPORTER', 'otlp', ['otlp', 'none'] as const),

@@ -55,18 +55,23 @@ export function buildRegistration(config: MeshConfig, ports: { business: number;
 }
 
 export class ConsulAgent {
-  /** `baseUrl` like http://127.0.0.1:8500 (MeshConfig.consulHttpAddr). */
+  /** `baseUrl` like http://127.0.0.1:8500 (MeshConfig.consulHttpAddr); `token` Consul's ACL token ('' for none). */
   constructor(
     private readonly baseUrl: string,
     private readonly timeoutMs = 5000,
+    private readonly token = '',
   ) {}
 
   private async request(method: string, path: string, signal?: AbortSignal, body?: unknown): Promise<Response> {
     const timeout = AbortSignal.timeout(this.timeoutMs);
+    const headers: Record<string, string> = {};
+    if (body !== undefined) headers['content-type'] = 'application/json';
+    if (this.token !== '') headers['x-consul-token'] = this.token;
     const res = await fetch(`${this.baseUrl}${path}`, {
       method,
       signal: signal ? AbortSignal.any([signal, timeout]) : timeout,
-      ...(body !== undefined && { body: JSON.stringify(body), headers: { 'content-type': 'application/json' } }),
+      headers,
+      ...(body !== undefined && { body: JSON.stringify(body) }),
     });
     await res.arrayBuffer();
     return res;

@@ -56,7 +56,7 @@ export class MeshInstance {
   adminPort = 0;
 
   constructor(private readonly opts: InstanceOptions) {
-    this.consul = new ConsulAgent(opts.config.consulHttpAddr);
+    this.consul = new ConsulAgent(opts.config.consulHttpAddr, undefined, opts.config.consulToken);
   }
 
   get shuttingDown(): boolean {
