@@ -391,9 +391,10 @@ def _park_replaced(istio_dir: pathlib.Path, applied: pathlib.Path) -> None:
     the control plane sees both changes, the default serves and the copy is the duplicate)."""
     mine, scenario_names = resource_keys(applied), {p.name for p in applied_files(istio_dir)}
     for default in sorted(istio_dir.glob("*.yaml")):
-        if default.name not in scenario_names and resource_keys(default) & mine:
+        replaced = resource_keys(default) & mine if default.name not in scenario_names else set()
+        if replaced:
             default.rename(default.with_name(default.name + PARKED))
-            print(f"  parked {default.name} (its {', '.join(sorted(k[0] + ' ' + k[2] for k in resource_keys(default) & mine))}"
+            print(f"  parked {default.name} (its {', '.join(sorted(f'{kind} {name}' for kind, _, name in replaced))}"
                   f" is replaced by {applied.name} until `make scenario-off`)")
 
 

@@ -10,12 +10,15 @@ from pathlib import Path
 import pytest
 
 from mesh.runner import scenarios
+from istio.networking.v1alpha3 import destination_rule_pb2
+
 from mesh.xds.istio import _State, compile_policy
+from mesh.xds.names import ServiceKey
 
 ROOT = Path(__file__).resolve().parents[2]
 ISTIO = ROOT / "istio"
 FOLDERS = sorted(p.name for p in (ISTIO / "scenarios").iterdir() if p.is_dir())
-DEFAULTS = ("catalog.yaml", "pricing.yaml")
+DEFAULTS = ("catalog.yaml", "inventory.yaml", "orders.yaml", "payments.yaml", "pricing.yaml", "security.yaml")
 
 
 def test_every_scenario_folder_is_a_make_scenario_with_a_readme():
@@ -49,9 +52,29 @@ def test_an_applied_copy_in_istio_is_ignored_by_git(name: str):
 
 @pytest.mark.parametrize("name", FOLDERS)
 def test_our_control_plane_takes_each_scenario_on_top_of_the_defaults_without_a_word(name: str):
-    files = [ISTIO / d for d in DEFAULTS] + scenarios.scenario_files(name)
-    _, rejections, warnings = compile_policy(files, "default", _State())
+    """The defaults a scenario does not replace, and the scenario's files: accepted, no warning,
+    and still mTLS to every service (a scenario's DestinationRule keeps ISTIO_MUTUAL)."""
+    mine = set().union(*(scenarios.resource_keys(p) for p in scenarios.scenario_files(name)))
+    kept = [ISTIO / d for d in DEFAULTS if not scenarios.resource_keys(ISTIO / d) & mine]
+    policy, rejections, warnings = compile_policy(kept + scenarios.scenario_files(name), "default", _State())
     assert (rejections, warnings) == ({}, [])
+    for service in ("catalog", "inventory", "orders", "payments", "pricing"):
+        rule = policy.of(ServiceKey(service, "default")).destination_rule
+        assert rule is not None and destination_rule_pb2.ClientTLSSettings.TLSmode.Name(
+            rule.traffic_policy.tls.mode) == "ISTIO_MUTUAL", (name, service)
+
+
+def test_a_scenario_rule_replaces_the_default_of_that_name_until_taken_off(tmp_path: Path):
+    for default in DEFAULTS:
+        (tmp_path / default).write_text((ISTIO / default).read_text())
+    source = ISTIO / "scenarios" / "circuit-breaker"
+    applied = tmp_path / "inventory-circuit-breaker.yaml"
+    applied.write_text((source / applied.name).read_text())
+    scenarios._park_replaced(tmp_path, applied)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [*(d for d in DEFAULTS if d != "inventory.yaml"), "inventory.yaml.parked", applied.name])
+    assert scenarios._unpark(tmp_path) == [tmp_path / "inventory.yaml"]
+    assert (tmp_path / "inventory.yaml").read_text() == (ISTIO / "inventory.yaml").read_text()
 
 
 def test_applied_files_finds_only_scenario_copies(tmp_path: Path):
