@@ -38,12 +38,24 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
-sys.path.insert(1, str(ROOT / "tests" / "conformance"))
+
+import importlib.util  # noqa: E402
 
 import grpc  # noqa: E402
 import grpc.experimental  # noqa: E402,F401  (insecure_channel_credentials)
 
-from conftest import LANGUAGES, SERVICE_PORT, Mesh  # noqa: E402  (tests/conformance: the probes)
+
+def _conformance_world():
+    """tests/conformance/conftest.py (the probes and how they start), under a name of its own."""
+    spec = importlib.util.spec_from_file_location("conformance_world", ROOT / "tests" / "conformance" / "conftest.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+_world = _conformance_world()
+LANGUAGES, SERVICE_PORT, Mesh = _world.LANGUAGES, _world.SERVICE_PORT, _world.Mesh
 from mesh.xds import bootstrap  # noqa: E402
 from polymesh.conformance.v1 import conformance_pb2, conformance_pb2_grpc  # noqa: E402
 from support.consul import ConsulAgent  # noqa: E402
