@@ -199,6 +199,10 @@ compose-status: ## The compose stack's containers and their health
 compose-logs: ## The compose stack's logs (service=NAME for one, follow=1 to follow)
 	@$(COMPOSE) logs $(if $(follow),--follow) $(service)
 
+.PHONY: token
+token: $(VENV)/.installed ## Print a development token for the gateway: user=NAME (default developer), ttl=SECONDS (default 3600)
+	@$(PY) -m mesh.auth token $(if $(user),--user $(user)) $(if $(ttl),--ttl $(ttl))
+
 # --- traffic scenarios and chaos (istio/README.md) ------------------------------------------------
 .PHONY: scenario
 scenario: ## Apply scenario name=NAME to the running mesh, drive traffic, show what users see (no name: list)

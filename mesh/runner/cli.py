@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 
+from mesh.auth.tokens import SigningKey
 from mesh.runner import chaos, compose, consul_acl, probes, scenarios, topology
 from mesh.runner.supervisor import Supervisor
 
@@ -278,6 +279,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "supervise":
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
         topology.write_bootstraps(topology.Placement.local(run_dir, offset))
+        SigningKey.load_or_create(topology.auth_dir(run_dir))  # the gateway reads its JWKS
         processes = topology.build(run_dir, offset)
         consul_http = f"127.0.0.1:{topology.Ports(offset).consul_http}"
         services = [s.name for s in topology.SERVICES]

@@ -48,6 +48,8 @@ BASE_PORTS = {
 
 NAMESPACE = "default"
 CONSUL_NODE = "polymesh"
+# The gateway's own variables a developer may set for `make up` (services/gateway/app.py).
+GATEWAY_PASSTHROUGH = ("GATEWAY_RATE_LIMIT_RPS", "GATEWAY_RATE_LIMIT_BURST")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,6 +105,18 @@ def command_for(service: str, language: str) -> tuple[str, ...]:
 
 def bootstrap_path(run_dir: pathlib.Path, instance: str) -> pathlib.Path:
     return run_dir / "xds" / f"{instance}.json"
+
+
+def auth_dir(run_dir: pathlib.Path) -> pathlib.Path:
+    """The development issuer's signing key (0600) and its public JWKS (mesh/auth/tokens.py)."""
+    return run_dir / "auth"
+
+
+def _own_env(service: str, run_dir: pathlib.Path) -> dict[str, str]:
+    if service != "gateway":
+        return {}
+    passed = {name: os.environ[name] for name in GATEWAY_PASSTHROUGH if os.environ.get(name)}
+    return {"GATEWAY_JWKS_FILE": str(auth_dir(run_dir) / "jwks.json"), **passed}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -164,6 +178,7 @@ def instance_env(service: Service, instance: Instance, placement: Placement) -> 
         "OTEL_BSP_SCHEDULE_DELAY": "1000",
         # gRPC C-core info lines are not JSON; its warnings and errors still reach the log.
         "GRPC_VERBOSITY": "ERROR",
+        **_own_env(service.name, run_dir),
         **instance.env,
     }
 
