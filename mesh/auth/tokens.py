@@ -104,7 +104,7 @@ class SigningKey:
     @classmethod
     def load_or_create(cls, auth_dir: Path) -> SigningKey:
         """The run folder's key: made at the first call (atomically: two callers at once agree on
-        one key), read after; `jwks.json` is written beside it each time."""
+        one key), read after; `jwks.json` beside it is written whenever it does not hold this key."""
         auth_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         _private_only(auth_dir)
         path = auth_dir / KEY_FILE
@@ -129,7 +129,12 @@ class SigningKey:
         if not isinstance(key, rsa.RSAPrivateKey):
             raise KeyFileError(f"{path} is not an RSA private key: remove it and a new one is made")
         signing = cls(key, _thumbprint(key.public_key()))
-        signing.write_jwks(jwks_path(auth_dir))
+        try:
+            current = json.loads(jwks_path(auth_dir).read_text())
+        except (OSError, ValueError):
+            current = None
+        if current != signing.jwks():  # missing, damaged or another key's: (re)written
+            signing.write_jwks(jwks_path(auth_dir))
         return signing
 
     def jwks(self) -> dict:

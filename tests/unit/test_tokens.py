@@ -90,6 +90,9 @@ def test_the_key_is_made_once_private_and_the_jwks_holds_only_the_public_key(tmp
     (jwk,) = jwks["keys"]
     assert jwk["kid"] == keys[0].kid and jwk["alg"] == "RS256" and not {"d", "p", "q", "dp", "dq", "qi"} & set(jwk)
     assert Verifier.from_jwks_file(jwks_path(auth)).verify(mint(keys[0], "bob")).subject == "bob"
+    jwks_path(auth).write_text("{}")  # damaged: the next load writes it again
+    SigningKey.load_or_create(auth)
+    assert json.loads(jwks_path(auth).read_text()) == jwks
 
 
 def test_a_key_readable_by_others_is_refused(tmp_path):
