@@ -3,7 +3,7 @@
 Each request gets a SERVER span; its trace id goes back in `X-Trace-Id` so that a user can
 fetch the whole trace from Jaeger.
 
-Before a handler runs, `guard` refuses what no handler should see: headers over
+Before a handler runs, `_guarded` refuses what no handler should see: headers over
 MAX_HEADER_BYTES (431), a bearer token that does not verify (401, RequestAuthentication's rule:
 an invalid token is refused on every route), and a client over its rate (429 with
 `Retry-After`). Placing and reading orders need a user (401 without a token); the user id (the
