@@ -226,3 +226,18 @@ def test_headers_over_the_limit_are_431_in_the_error_shape():
     from services.gateway.app import MAX_HEADER_BYTES
     [(status, _, payload)], calls = call("POST", "/v1/orders", {**auth(), "X-Big": "a" * MAX_HEADER_BYTES})
     assert status == 431 and payload["error"]["details"][0]["reason"] == "HEADERS_TOO_LARGE" and calls == []
+
+
+def test_the_gateways_settings_are_checked_with_every_bad_variable_named():
+    from mesh.runtime.config import ConfigError, EnvReader
+    from services.gateway.app import DEFAULT_RATE_LIMIT_BURST, DEFAULT_RATE_LIMIT_RPS, read_settings
+    reader = EnvReader({"GATEWAY_JWKS_FILE": "/run/auth/jwks.json"})
+    settings = read_settings(reader)
+    reader.finish()
+    assert (settings.rate_limit_rps, settings.rate_limit_burst) == (DEFAULT_RATE_LIMIT_RPS, DEFAULT_RATE_LIMIT_BURST)
+    reader = EnvReader({"GATEWAY_RATE_LIMIT_RPS": "fast", "GATEWAY_RATE_LIMIT_BURST": "0"})
+    read_settings(reader)
+    with pytest.raises(ConfigError) as caught:
+        reader.finish()
+    assert [p.split(":")[0] for p in caught.value.problems] == [
+        "GATEWAY_JWKS_FILE", "GATEWAY_RATE_LIMIT_RPS", "GATEWAY_RATE_LIMIT_BURST"]
