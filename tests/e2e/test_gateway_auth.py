@@ -1,12 +1,13 @@
 """The gateway's front door, through the running mesh: who may place and read orders (RS256
 tokens from the run folder's issuer), what forged tokens get, per-client rate limits, and size
-limits. Each attack and its outcome is recorded in the run folder's
-`security/attacks-gateway.json` for the issue's closing table."""
+limits. Each attack and its outcome is recorded in `security/attacks-gateway.json`, in the test
+mesh's run folder and in the repository's `.run/`, for the issue's closing table."""
 
 from __future__ import annotations
 
 import concurrent.futures
 import json
+import pathlib
 import time
 import uuid
 
@@ -16,17 +17,21 @@ import pytest
 from mesh.auth import tokens
 from services.gateway.app import MAX_BODY_BYTES, MAX_HEADER_BYTES, MAX_LINE_BYTES
 from support import tokens as forge
+from support.poll import poll_until
 
 ORDER = {"customerId": "me", "currency": "EUR", "items": [{"productId": "sku-kettle", "quantity": 1}],
          "payment": {"cardToken": "tok_visa"}}
 REALM = 'Bearer realm="polymesh"'
+REPOSITORY_RUN_DIR = pathlib.Path(__file__).resolve().parents[2] / ".run"
 
 
 @pytest.fixture(scope="module")
 def attacks(mesh):
-    """Rows {"attack", "expected", "got"}, written to the run folder after every row."""
-    path = mesh.run_dir / "security" / "attacks-gateway.json"
-    path.parent.mkdir(mode=0o700, exist_ok=True)
+    """Rows {"attack", "expected", "got"}, written after every row to the test mesh's run folder
+    and to the repository's `.run/security/` (as support.figures keeps `.run/traffic/`)."""
+    paths = [folder / "security" / "attacks-gateway.json" for folder in (mesh.run_dir, REPOSITORY_RUN_DIR)]
+    for path in paths:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     rows: list[dict[str, str]] = []
 
     def record(attack: str, expected: str, reply: httpx.Response, note: str = "") -> None:
@@ -40,14 +45,21 @@ def attacks(mesh):
         elif reply.status_code >= 400:
             got += f" {reply.text.partition(':')[0]}"
         rows.append({"attack": attack, "expected": expected, "got": got})
-        path.write_text(json.dumps(rows, indent=2) + "\n")
+        for path in paths:
+            path.write_text(json.dumps(rows, indent=2) + "\n")
 
     return record
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def gateway(mesh):
+    """An anonymous client, once the shop behind the gateway answers: in a full run this module
+    is the first to call a mesh just up, and a first product page or order has been seen to time
+    out (504) for some 20 s after `up` on a busy machine (a cold-start race of its own, below
+    the gateway's checks)."""
     with httpx.Client(base_url=mesh.gateway, timeout=30) as client:
+        poll_until(lambda: client.get("/v1/products/sku-kettle", params={"currency": "EUR"}).status_code == 200
+                   and place(client, mesh.auth("warm-up")).status_code == 200, 60, 0.5, "the shop answering")
         yield client
 
 
@@ -168,3 +180,14 @@ def test_oversized_body_and_headers_are_refused_with_clear_4xx(mesh, gateway, at
     attacks(f"one header line over {MAX_LINE_BYTES} bytes", "400 (aiohttp's parser)", huge)
     assert huge.status_code == 400 and "Got more than" in huge.text
     assert gateway.get("/v1/products", params={"pageSize": 1}).status_code == 200  # and the gateway is fine
+
+
+def test_the_issuers_signing_key_is_private_and_in_no_log(mesh):
+    import stat
+    from mesh.runner import topology
+    auth = topology.auth_dir(mesh.run_dir)
+    assert stat.S_IMODE(auth.stat().st_mode) == 0o700
+    assert stat.S_IMODE((auth / tokens.KEY_FILE).stat().st_mode) == 0o600
+    secret = (auth / tokens.KEY_FILE).read_text().splitlines()[1]  # the first line of key material
+    leaked = [log.name for log in (mesh.run_dir / "logs").glob("*.log") if secret in log.read_text(errors="replace")]
+    assert leaked == []
