@@ -8,7 +8,8 @@ What runs (one network `mesh`, every container at a fixed address `NET.N`, NET f
 - `mesh-config` (the control plane's image, once, as root): writes into the volume what the
   runner writes into `.run/`, with the same code: each instance's xDS bootstrap
   (`topology.write_bootstraps`, the container's address in its node id), Consul's ACL config and
-  every token (`mesh.runner.consul_acl.prepare`); then hands the volume to the mesh's user.
+  every token (`mesh.runner.consul_acl.prepare`), the token issuer's key and JWKS
+  (`mesh.auth.tokens`); then hands the volume to the mesh's user.
 - `consul` (`CONSUL_IMAGE`): `consul agent -dev` with ACLs, default deny; healthy once it answers.
 - `mesh-acl` (once, after Consul is healthy): creates the policy and the tokens
   (`consul_acl.bootstrap`).
@@ -32,6 +33,7 @@ import time
 
 import yaml
 
+from mesh.auth.tokens import SigningKey
 from mesh.runner import consul_acl, topology
 
 __all__ = ["COMPOSE_FILE", "IMAGES", "MESH_UID", "addresses", "placement", "render"]
@@ -175,6 +177,7 @@ def setup(step: str) -> int:
     if step == "config":
         topology.write_bootstraps(where)
         consul_acl.prepare(where.run_dir, services)
+        SigningKey.load_or_create(topology.auth_dir(where.run_dir))  # the gateway's JWKS (mesh/auth/tokens.py)
         for sub in ("data", "certs"):
             (where.run_dir / sub).mkdir(exist_ok=True)
         uid, gid = (int(x) for x in MESH_UID.split(":"))

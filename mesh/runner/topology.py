@@ -113,10 +113,14 @@ def auth_dir(run_dir: pathlib.Path) -> pathlib.Path:
 
 
 def _own_env(service: str, run_dir: pathlib.Path) -> dict[str, str]:
+    return {"GATEWAY_JWKS_FILE": str(auth_dir(run_dir) / "jwks.json")} if service == "gateway" else {}
+
+
+def _passed_on(service: str) -> dict[str, str]:
+    """What a developer set for `make up` (local processes only: docker-compose.yml stays as generated)."""
     if service != "gateway":
         return {}
-    passed = {name: os.environ[name] for name in GATEWAY_PASSTHROUGH if os.environ.get(name)}
-    return {"GATEWAY_JWKS_FILE": str(auth_dir(run_dir) / "jwks.json"), **passed}
+    return {name: os.environ[name] for name in GATEWAY_PASSTHROUGH if os.environ.get(name)}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -214,7 +218,8 @@ def build(run_dir: pathlib.Path, offset: int = 0) -> list[Process]:
         for instance in service.instances:
             instances.append(
                 Process(instance.name, 3, command_for(service.name, service.language),
-                        instance_env(service, instance, placement), ("consul", instance.name),
+                        {**instance_env(service, instance, placement), **_passed_on(service.name)},
+                        ("consul", instance.name),
                         service=service.name, language=service.language, version=instance.version,
                         port=instance.port + offset, admin_port=instance.admin_port + offset)
             )
