@@ -50,7 +50,7 @@ CONSUL_IMAGE = "${CONSUL_IMAGE:-hashicorp/consul:1.22.3}"
 JAEGER_IMAGE = "${JAEGER_IMAGE:-jaegertracing/jaeger:2.13.0}"
 # The base images a Dockerfile takes as build arguments: unset, the Dockerfile's own public
 # default; set (.ci/run does, where no registry answers), a local build of the same.
-BUILD_ARGS = ["PYTHON_BASE", "NODE_BASE", "GO_BUILD_BASE", "RUNTIME_BASE"]
+BUILD_ARGS = ["PYTHON_BASE", "NODE_BASE", "NODE_BUILD_BASE", "GO_BUILD_BASE", "GO_RUNTIME_BASE"]
 PUBLISHED = {"gateway": ("POLYMESH_GATEWAY_PORT", "gateway"), "jaeger": ("POLYMESH_JAEGER_PORT", "jaeger_query"),
              "consul": ("POLYMESH_CONSUL_PORT", "consul_http")}
 DOCKERFILES = {"control-plane": "mesh/xds/Dockerfile",
