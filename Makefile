@@ -200,8 +200,14 @@ compose-logs: ## The compose stack's logs (service=NAME for one, follow=1 to fol
 	@$(COMPOSE) logs $(if $(follow),--follow) $(service)
 
 .PHONY: token
-token: $(VENV)/.installed ## Print a development token for the gateway: user=NAME (default developer), ttl=SECONDS (default 3600)
-	@$(PY) -m mesh.auth token $(if $(user),--user $(user)) $(if $(ttl),--ttl $(ttl))
+TOKEN_ARGS = $(if $(user),--user $(user)) $(if $(ttl),--ttl $(ttl))
+ifeq ($(MESH_RUNTIME),compose)
+token: ## Print a development token for the gateway: user=NAME (default developer), ttl=SECONDS (default 3600)
+	@$(COMPOSE) run --rm --no-deps --quiet-pull -e MESH_RUN_DIR=/mesh mesh-acl python -m mesh.auth token $(TOKEN_ARGS)
+else
+token: $(VENV)/.installed
+	@$(PY) -m mesh.auth token $(TOKEN_ARGS)
+endif
 
 # --- traffic scenarios and chaos (istio/README.md) ------------------------------------------------
 .PHONY: scenario

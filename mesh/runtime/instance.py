@@ -51,6 +51,8 @@ KEEP_REGISTERED_EVERY = 2.0  # seconds between checks that Consul still knows th
 REGISTER_RETRY_FIRST, REGISTER_RETRY_MAX = 0.1, 5.0  # seconds between tries while Consul is down
 LISTENER_CHECK_EVERY = 1.0  # seconds between checks that the business listener still serves
 LISTENER_PROBE_SECONDS = 0.3  # how long a connection must stay open to count as served
+LISTENER_LOST_AFTER = 3  # probes more, LISTENER_RECHECK_SECONDS apart, before a listener counts as lost
+LISTENER_RECHECK_SECONDS = 0.2
 CONSUL_TIMEOUT = 2.0
 
 
@@ -242,6 +244,11 @@ class Instance:
         serving = True
         while not self._stopped.wait(LISTENER_CHECK_EVERY):
             accepting = _serves(self.config.host, self.port)
+            # a listener being replaced (a policy edit: RBAC, mTLS) closes the connections it had:
+            # lost only when it stays so for a few probes more
+            for _ in range(LISTENER_LOST_AFTER if serving and not accepting else 0):
+                if self._stopped.wait(LISTENER_RECHECK_SECONDS) or (accepting := _serves(self.config.host, self.port)):
+                    break
             if accepting != serving and not self._stopped.is_set():
                 serving = accepting
                 self._set_health(health_pb2.HealthCheckResponse.SERVING if serving

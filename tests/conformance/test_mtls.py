@@ -196,7 +196,7 @@ def test_a_server_follows_changes_between_plaintext_and_mtls(world: Mesh, langua
         poll_until(lambda: (echo(probe, None), echo(probe, me)) == (plaintext, mutual), FOLLOW_LIMIT, 0.2,
                    f"{probe.service}: plaintext {plaintext}, mTLS {mutual}")
         assert probe.proc.alive(), f"{probe.instance_id} exited"
-        assert probe.health() == "SERVING"
+        assert probe.health() == "SERVING", f"{probe.instance_id} says it lost its listener"
 
 
 def test_certificates_rotating_every_few_seconds_under_load_lose_no_call(world: Mesh, language: str,
