@@ -38,7 +38,9 @@ def built_images() -> dict[str, str]:
     """Every image, built once (tools/docker/build-images, as `make images`): name -> tag."""
     result = subprocess.run([str(ROOT / "tools" / "docker" / "build-images")], cwd=ROOT, capture_output=True,
                             text=True, timeout=BUILD_TIMEOUT)
-    assert result.returncode == 0, f"tools/docker/build-images failed:\n{result.stderr[-4000:]}"
+    assert result.returncode == 0, (
+        f"tools/docker/build-images failed:\n{result.stderr[-4000:]}\n(no registry reachable? "
+        "tools/docker/prepare-engine makes local base images and writes .build/docker-bases.env)")
     return {name: f"polymesh/{name}:dev" for name in IMAGES}
 
 

@@ -1,7 +1,8 @@
 """Every image (tools/docker/build-images, `make images`): builds, runs as a non-root user, carries
 no compiler, cache or test, and declares a HEALTHCHECK that makes a real grpc.health.v1 call:
-unhealthy (NOT_SERVING) for an instance no control plane has configured, although its admin port
-accepts connections; healthy once the control plane image, on real Consul, has sent its listener.
+unhealthy (NOT_SERVING) for an instance of each language that no control plane has configured,
+although its admin port answers; healthy for the gateway (HTTP) alone, and for an instance once the
+control plane image, on real Consul, has sent its listener and the mesh CA its certificate.
 Every container, network and volume is removed at teardown (tests/support/docker.py)."""
 
 from __future__ import annotations
@@ -58,19 +59,22 @@ def test_image_has_no_compiler_cache_or_test(built_images: dict[str, str], resou
     assert found == "", f"{name} carries build or test files:\n{found}"
 
 
-def write_bootstrap(tmp_path: Path, xds_address: str) -> Path:
-    """catalog-v1's xDS bootstrap (mesh/xds/bootstrap.py), its certificates where the image's
-    MESH_RUN_DIR is, readable by the image's user."""
-    doc = bootstrap.bootstrap(bootstrap.Node("catalog", "catalog-v1", "v1", "127.0.0.1", "default"),
-                              xds_address, "/var/lib/polymesh/run/certs/catalog-v1")
-    path = tmp_path / "bootstrap.json"
+def write_bootstrap(tmp_path: Path, service: str, xds_address: str) -> Path:
+    """SERVICE-v1's xDS bootstrap (mesh/xds/bootstrap.py), its certificates where the images'
+    MESH_RUN_DIR is, readable by the images' user."""
+    doc = bootstrap.bootstrap(bootstrap.Node(service, f"{service}-v1", "v1", "127.0.0.1", "default"),
+                              xds_address, f"/var/lib/polymesh/run/certs/{service}-v1")
+    path = tmp_path / f"{service}-bootstrap.json"
     path.write_text(json.dumps(doc))
     path.chmod(0o644)
     return path
 
 
-CATALOG_ENV = {"MESH_REGISTER": "false", "OTEL_TRACES_EXPORTER": "none", "MESH_INSTANCE_ID": "catalog-v1",
-               "GRPC_XDS_BOOTSTRAP": "/etc/polymesh/bootstrap.json", "MESH_SERVICE_PORTS": "catalog=50051"}
+def instance_env(service: str) -> dict[str, str]:
+    """A lone instance: no Consul registration, no span export; ports are the image's defaults."""
+    return {"MESH_REGISTER": "false", "OTEL_TRACES_EXPORTER": "none", "MESH_INSTANCE_ID": f"{service}-v1",
+            "GRPC_XDS_BOOTSTRAP": "/etc/polymesh/bootstrap.json",
+            "MESH_SERVICE_PORTS": "catalog=50051,payments=50081,pricing=50061,inventory=50071,orders=50091"}
 
 
 def wait_health(resources: Resources, container: str, status: str, timeout: float) -> dict:
@@ -85,20 +89,37 @@ def wait_health(resources: Resources, container: str, status: str, timeout: floa
     raise AssertionError(f"{container} not {status} within {timeout} s: {json.dumps(state)[-1500:]}")
 
 
+def admin_port(image: str) -> str:
+    env = json.loads(docker("image", "inspect", "-f", "{{json .Config.Env}}", image))
+    return next(entry.split("=", 1)[1] for entry in env if entry.startswith("MESH_ADMIN_PORT="))
+
+
+@pytest.mark.parametrize("name", [name for name in IMAGES if name not in ("control-plane", "gateway")])
 def test_healthcheck_is_a_grpc_call_that_sees_not_serving(built_images: dict[str, str], resources: Resources,
-                                                          tmp_path: Path) -> None:
-    """No control plane (the bootstrap names a closed port): the listener never comes, health stays
-    NOT_SERVING, and the container turns unhealthy although its admin port is open."""
-    bootstrap_file = write_bootstrap(tmp_path, "127.0.0.1:9")
-    catalog = resources.run("catalog-alone", built_images["catalog"], *FAST_HEALTH,
-                            "-v", f"{bootstrap_file}:/etc/polymesh/bootstrap.json:ro", env=CATALOG_ENV)
-    state = wait_health(resources, catalog, "unhealthy", 60)
+                                                          tmp_path: Path, name: str) -> None:
+    """No control plane (the bootstrap names a closed port): the xDS listener never comes, health
+    stays NOT_SERVING, and the container turns unhealthy although its admin port is open."""
+    bootstrap_file = write_bootstrap(tmp_path, name, "127.0.0.1:9")
+    container = resources.run(f"{name}-alone", built_images[name], *FAST_HEALTH,
+                              "-v", f"{bootstrap_file}:/etc/polymesh/bootstrap.json:ro", env=instance_env(name))
+    state = wait_health(resources, container, "unhealthy", 60)
     outputs = [entry.get("Output", "").strip() for entry in state.get("Log", [])]
     assert any("NOT_SERVING" in output for output in outputs), outputs
     # The port is open and answers gRPC: the probe got an answer (exit 4), not a failed connection (2).
-    probe = subprocess.run(["docker", "exec", catalog, "grpc_health_probe", "-addr=127.0.0.1:19051"],
-                           capture_output=True, text=True, timeout=30)
+    probe = subprocess.run(["docker", "exec", container, "grpc_health_probe",
+                            f"-addr=127.0.0.1:{admin_port(built_images[name])}"], capture_output=True, text=True, timeout=30)
     assert probe.returncode == PROBE_UNHEALTHY, (probe.returncode, probe.stdout, probe.stderr)
+
+
+def test_gateway_healthcheck_passes_without_a_listener(built_images: dict[str, str], resources: Resources,
+                                                       tmp_path: Path) -> None:
+    """The gateway serves HTTP, not an xDS-managed gRPC server: its admin port says SERVING once
+    it listens, with or without a control plane (its calls wait for one)."""
+    bootstrap_file = write_bootstrap(tmp_path, "gateway", "127.0.0.1:9")
+    container = resources.run("gateway-alone", built_images["gateway"], *FAST_HEALTH,
+                              "-v", f"{bootstrap_file}:/etc/polymesh/bootstrap.json:ro", env=instance_env("gateway"))
+    state = wait_health(resources, container, "healthy", 60)
+    assert state["Log"][-1]["Output"].strip() == "status: SERVING", state["Log"][-1]
 
 
 def test_images_turn_healthy_with_consul_and_the_control_plane(built_images: dict[str, str], resources: Resources,
@@ -113,9 +134,9 @@ def test_images_turn_healthy_with_consul_and_the_control_plane(built_images: dic
         network=network, env={"CONSUL_HTTP_ADDR": f"{consul}:8500", "OTEL_TRACES_EXPORTER": "none"})
     wait_health(resources, control_plane, "healthy", 90)
 
-    bootstrap_file = write_bootstrap(tmp_path, f"{control_plane}:18000")
+    bootstrap_file = write_bootstrap(tmp_path, "catalog", f"{control_plane}:18000")
     catalog = resources.run("catalog", built_images["catalog"], *FAST_HEALTH,
                             "-v", f"{bootstrap_file}:/etc/polymesh/bootstrap.json:ro",
-                            "-v", f"{run_volume}:/var/lib/polymesh/run", network=network, env=CATALOG_ENV)
+                            "-v", f"{run_volume}:/var/lib/polymesh/run", network=network, env=instance_env("catalog"))
     state = wait_health(resources, catalog, "healthy", 90)
     assert state["Log"][-1]["Output"].strip() == "status: SERVING", state["Log"][-1]
