@@ -48,6 +48,10 @@ $(TOOLS)/istioctl: tools/istioctl/go.mod tools/istioctl/go.sum
 	$(call say,building istioctl $(ISTIO_VERSION) from its Go module (first time: a few minutes))
 	cd tools/istioctl && go build -trimpath -o ../../$@ istio.io/istio/istioctl/cmd/istioctl
 
+$(TOOLS)/compose-check: tools/compose-check/go.mod tools/compose-check/go.sum tools/compose-check/main.go
+	$(call say,building compose-check: Docker Compose's own loader (compose-go) on docker-compose.yml)
+	cd tools/compose-check && go build -trimpath -o ../../$@ .
+
 $(TOOLS)/protoc-gen-go $(TOOLS)/protoc-gen-go-grpc &: tools/protoc-gen/go.mod tools/protoc-gen/go.sum
 	$(call say,building protoc-gen-go and protoc-gen-go-grpc)
 	cd tools/protoc-gen && go build -o ../../$(TOOLS)/ google.golang.org/protobuf/cmd/protoc-gen-go google.golang.org/grpc/cmd/protoc-gen-go-grpc
@@ -62,7 +66,7 @@ tools/proto/node_modules/.installed: tools/proto/package.json tools/proto/packag
 PROTO_TOOLS := $(VENV)/.installed $(TOOLS)/protoc-gen-go $(TOOLS)/protoc-gen-go-grpc tools/proto/node_modules/.installed
 
 .PHONY: tools
-tools: $(VENV)/.installed $(TOOLS)/consul $(TOOLS)/jaeger $(TOOLS)/istioctl $(PROTO_TOOLS) ## Install and build every tool (pinned)
+tools: $(VENV)/.installed $(TOOLS)/consul $(TOOLS)/jaeger $(TOOLS)/istioctl $(TOOLS)/compose-check $(PROTO_TOOLS) ## Install and build every tool (pinned)
 
 # --- our own builds -------------------------------------------------------------------------------
 # --- Go ---
@@ -152,21 +156,52 @@ proto-check: $(PROTO_TOOLS) ## Lint, format check, breaking check of our contrac
 	else echo "no main branch here: breaking check skipped"; fi
 
 # --- the mesh -------------------------------------------------------------------------------------
-.PHONY: up
-up: build ## Start the whole mesh and wait until every instance is healthy
+# Local processes by default (fast); MESH_RUNTIME=compose runs docker-compose.yml instead, and
+# up, down, status and logs then act on that stack (README "Run with Docker").
+MESH_RUNTIME ?= local
+COMPOSE := docker compose --project-directory . -f docker-compose.yml
+.PHONY: up down status logs
+ifeq ($(MESH_RUNTIME),compose)
+up: compose-up ## Start the whole mesh and wait until every instance is healthy
+down: compose-down ## Stop every process the mesh started
+status: compose-status ## Show every instance, its health, restarts and chaos overrides
+logs: compose-logs ## Show recent logs (make logs service=NAME for one)
+else
+up: build
 	$(PY) -m mesh.runner up
 
-.PHONY: down
-down: ## Stop every process the mesh started
+down:
 	@if [ -x $(PY) ]; then $(PY) -m mesh.runner down; else echo "nothing to stop"; fi
 
-.PHONY: status
-status: ## Show every instance, its health, restarts and chaos overrides
+status:
 	@$(PY) -m mesh.runner status
 
-.PHONY: logs
-logs: ## Show recent logs (make logs service=NAME for one)
+logs:
 	@$(PY) -m mesh.runner logs $(if $(service),--service $(service)) $(if $(follow),--follow)
+endif
+
+.PHONY: compose-file compose-up compose-down compose-status compose-logs
+compose-file: $(VENV)/.installed ## Write docker-compose.yml from the topology (mesh/runner/topology.py)
+	$(PY) -m mesh.runner compose --write
+
+compose-up: $(VENV)/.installed ## Build the images and start docker-compose.yml, waiting until every container is healthy
+	@$(PY) -m mesh.runner compose --check
+	@set -a; [ ! -f .build/docker-bases.env ] || . .build/docker-bases.env; set +a; \
+		$(COMPOSE) up --build --detach --wait --wait-timeout 300
+	@$(COMPOSE) ps
+
+compose-down: ## Stop docker-compose.yml's stack and remove its containers, network and volume
+	$(COMPOSE) down --volumes --remove-orphans
+
+compose-status: ## The compose stack's containers and their health
+	@$(COMPOSE) ps --all
+
+compose-logs: ## The compose stack's logs (service=NAME for one, follow=1 to follow)
+	@$(COMPOSE) logs $(if $(follow),--follow) $(service)
+
+.PHONY: token
+token: $(VENV)/.installed ## Print a development token for the gateway: user=NAME (default developer), ttl=SECONDS (default 3600)
+	@$(PY) -m mesh.auth token $(if $(user),--user $(user)) $(if $(ttl),--ttl $(ttl))
 
 # --- traffic scenarios and chaos (istio/README.md) ------------------------------------------------
 .PHONY: scenario
@@ -191,7 +226,7 @@ chaos-off: ## Take the chaos overrides off instance=NAME (no instance: every one
 
 # --- tests ----------------------------------------------------------------------------------------
 .PHONY: test
-test: build $(PROTO_TOOLS) $(TOOLS)/istioctl ## Run every test: contracts, istioctl, Go, TypeScript, Python (unit, conformance, control plane, end to end)
+test: build $(PROTO_TOOLS) $(TOOLS)/istioctl $(TOOLS)/compose-check ## Run every test: contracts, istioctl, Go, TypeScript, Python (unit, conformance, control plane, end to end)
 	$(MAKE) proto-check
 	$(MAKE) test-go
 	$(MAKE) test-ts

@@ -13,7 +13,8 @@ import subprocess
 import sys
 import time
 
-from mesh.runner import chaos, consul_acl, probes, scenarios, topology
+from mesh.auth.tokens import SigningKey
+from mesh.runner import chaos, compose, consul_acl, probes, scenarios, topology
 from mesh.runner.supervisor import Supervisor
 
 UP_TIMEOUT = 120.0
@@ -260,6 +261,13 @@ def _parser() -> argparse.ArgumentParser:
     what.add_argument("--apply-only", action="store_true", help="apply it, drive no traffic")
     what.add_argument("--traffic-only", action="store_true", help="it is applied: drive traffic and count again")
     what.add_argument("--off", action="store_true", help="take every scenario off: the defaults in istio/ again")
+    compose_ = commands.add_parser("compose", help="docker-compose.yml from the topology (print, --write, --check)",
+                                   description=compose.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    compose_.add_argument("--write", action="store_true", help="write docker-compose.yml")
+    compose_.add_argument("--check", action="store_true", help="exit 1 if docker-compose.yml differs from the topology")
+    setup = commands.add_parser("compose-setup", help="(run inside the compose stack) write its run folder, "
+                                                      "or create its Consul tokens")
+    setup.add_argument("step", choices=("config", "acl"))
     return parser
 
 
@@ -270,7 +278,8 @@ def main(argv: list[str] | None = None) -> int:
     run_dir, offset = topology.run_dir_from_env(), topology.offset_from_env()
     if args.command == "supervise":
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-        topology.write_bootstraps(run_dir, offset)
+        topology.write_bootstraps(topology.Placement.local(run_dir, offset))
+        SigningKey.load_or_create(topology.auth_dir(run_dir))  # the gateway reads its JWKS
         processes = topology.build(run_dir, offset)
         consul_http = f"127.0.0.1:{topology.Ports(offset).consul_http}"
         services = [s.name for s in topology.SERVICES]
@@ -285,6 +294,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.off == bool(env):
             parser.error("chaos: give --fail-percent N and/or --delay-ms MS, or --off")
         return chaos_command(run_dir, offset, args.target, env, args.off)
+    if args.command == "compose":
+        return compose.main([*(["--write"] if args.write else []), *(["--check"] if args.check else [])])
+    if args.command == "compose-setup":
+        return compose.setup(args.step)
     if args.command == "scenario":
         mode = "off" if args.off else "apply" if args.apply_only else "traffic" if args.traffic_only else "demo"
         if args.name is None and mode not in ("off", "demo"):

@@ -36,6 +36,7 @@ from collections.abc import Callable
 import grpc
 import yaml
 
+from mesh.auth import tokens
 from mesh.runner import chaos, mtls, probes, topology
 
 __all__ = ["PARKED", "SCENARIOS", "Mesh", "Scenario", "Step", "applied_files", "main", "scenario_files"]
@@ -44,6 +45,7 @@ FOLDER = topology.ROOT / "istio" / "scenarios"
 PARKED = ".parked"  # suffix of a default file a scenario's resource replaces for now
 SETTLE = 1.0  # seconds: the control plane reads istio/ every 0.2 s and pushes at once
 PRODUCT = "sku-grinder"
+SCENARIO_USER = "scenario-traffic"
 
 
 # -- the running mesh ---------------------------------------------------------------------------------
@@ -120,9 +122,13 @@ class Mesh:
         return self.http("GET", f"/v1/products/{product}?currency=EUR", headers=headers)
 
     def order(self, product: str, headers: dict[str, str] | None = None) -> Reply:
+        """An order as the scenario user (placing orders needs a token: minted with the run
+        folder's key, as `make token` does)."""
+        token = tokens.mint(tokens.SigningKey.load_or_create(topology.auth_dir(self.run_dir)), SCENARIO_USER)
         return self.http("POST", "/v1/orders", {
             "customerId": "scenario", "currency": "EUR", "items": [{"productId": product, "quantity": 1}],
-            "payment": {"cardToken": "tok_visa"}}, {"Idempotency-Key": f"scenario-{uuid.uuid4().hex}", **(headers or {})})
+            "payment": {"cardToken": "tok_visa"}}, {"Idempotency-Key": f"scenario-{uuid.uuid4().hex}",
+                                                    "Authorization": f"Bearer {token}", **(headers or {})})
 
     def in_stock(self, wanted: int) -> list[str]:
         """Up to `wanted` product ids, one per unit in stock, the best stocked first: an order each

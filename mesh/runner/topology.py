@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import pathlib
+from collections.abc import Callable
 
 from mesh.runner import consul_acl
 from mesh.xds import bootstrap
@@ -47,6 +48,8 @@ BASE_PORTS = {
 
 NAMESPACE = "default"
 CONSUL_NODE = "polymesh"
+# The gateway's own variables a developer may set for `make up` (services/gateway/app.py).
+GATEWAY_PASSTHROUGH = ("GATEWAY_RATE_LIMIT_RPS", "GATEWAY_RATE_LIMIT_BURST")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,19 +107,90 @@ def bootstrap_path(run_dir: pathlib.Path, instance: str) -> pathlib.Path:
     return run_dir / "xds" / f"{instance}.json"
 
 
-def write_bootstraps(run_dir: pathlib.Path, offset: int = 0) -> None:
+def auth_dir(run_dir: pathlib.Path) -> pathlib.Path:
+    """The development issuer's signing key (0600) and its public JWKS (mesh/auth/tokens.py)."""
+    return run_dir / "auth"
+
+
+def _own_env(service: str, run_dir: pathlib.Path) -> dict[str, str]:
+    return {"GATEWAY_JWKS_FILE": str(auth_dir(run_dir) / "jwks.json")} if service == "gateway" else {}
+
+
+def _passed_on(service: str) -> dict[str, str]:
+    """What a developer set for `make up` (local processes only: docker-compose.yml stays as generated)."""
+    if service != "gateway":
+        return {}
+    return {name: os.environ[name] for name in GATEWAY_PASSTHROUGH if os.environ.get(name)}
+
+
+@dataclasses.dataclass(frozen=True)
+class Placement:
+    """Where the mesh's pieces are, as its processes see them: the one thing that differs between
+    local processes (`local`: everything on 127.0.0.1, ports shifted by the offset, the run folder
+    on the host) and containers (`mesh.runner.compose`: an address per container, the run folder
+    a volume). Every environment variable and bootstrap below is derived from a placement, so
+    both forms of the mesh tell each process the same things."""
+
+    run_dir: pathlib.Path
+    offset: int
+    consul: str  # host:port of Consul's HTTP API
+    xds: str  # host:port of the control plane
+    otlp: str  # OTLP/gRPC URL (Jaeger)
+    istio_dir: pathlib.Path
+    hosts: Callable[[str], str]  # instance (or "control-plane") -> the address it binds and advertises
+
+    @classmethod
+    def local(cls, run_dir: pathlib.Path, offset: int = 0) -> Placement:
+        p = Ports(offset)
+        return cls(run_dir, offset, f"127.0.0.1:{p.consul_http}", f"127.0.0.1:{p.xds}",
+                   f"http://127.0.0.1:{p.otlp_grpc}", istio_dir_from_env(), lambda _: "127.0.0.1")
+
+
+def write_bootstraps(placement: Placement) -> None:
     """One xDS bootstrap per instance (mesh/xds/bootstrap.py), written when the mesh starts."""
-    xds = f"127.0.0.1:{Ports(offset).xds}"
     for service in SERVICES:
         for instance in service.instances:
-            node = bootstrap.Node(service.name, instance.name, instance.version, "127.0.0.1", NAMESPACE)
-            doc = bootstrap.bootstrap(node, xds, run_dir / "certs" / instance.name)
-            bootstrap.write(bootstrap_path(run_dir, instance.name), doc)
+            node = bootstrap.Node(service.name, instance.name, instance.version, placement.hosts(instance.name),
+                                  NAMESPACE)
+            doc = bootstrap.bootstrap(node, placement.xds, placement.run_dir / "certs" / instance.name)
+            bootstrap.write(bootstrap_path(placement.run_dir, instance.name), doc)
+
+
+def control_plane_env(placement: Placement) -> dict[str, str]:
+    run_dir = placement.run_dir
+    port = placement.xds.rsplit(":", 1)[1]
+    return {"MESH_XDS_HOST": placement.hosts("control-plane"), "MESH_XDS_PORT": port, "CONSUL_HTTP_ADDR": placement.consul,
+            **_consul_token(run_dir, consul_acl.CONTROL_PLANE),
+            "MESH_NAMESPACE": NAMESPACE, "MESH_ISTIO_DIR": str(placement.istio_dir), "OTEL_SERVICE_NAME": "control-plane",
+            # the mesh CA and the certificates it issues to the folders every bootstrap names
+            "MESH_RUN_DIR": str(run_dir), "MESH_CA_DIR": str(run_dir / "ca"), "MESH_CERTS_DIR": str(run_dir / "certs")}
+
+
+def instance_env(service: Service, instance: Instance, placement: Placement) -> dict[str, str]:
+    run_dir, offset = placement.run_dir, placement.offset
+    return {
+        "OTEL_SERVICE_NAME": service.name, "MESH_SERVICE_VERSION": instance.version,
+        "MESH_INSTANCE_ID": instance.name, "MESH_NAMESPACE": NAMESPACE,
+        "MESH_HOST": placement.hosts(instance.name), "MESH_PORT": str(instance.port + offset),
+        "MESH_ADMIN_PORT": str(instance.admin_port + offset),
+        "MESH_SERVICE_PORTS": service_ports(offset),
+        "MESH_DATA_DIR": str(run_dir / "data"), "CONSUL_HTTP_ADDR": placement.consul,
+        **_consul_token(run_dir, service.name),
+        "GRPC_XDS_BOOTSTRAP": str(bootstrap_path(run_dir, instance.name)),
+        "OTEL_EXPORTER_OTLP_ENDPOINT": placement.otlp,
+        # Batches leave within a second, so a trace is in Jaeger by the time a person looks.
+        "OTEL_BSP_SCHEDULE_DELAY": "1000",
+        # gRPC C-core info lines are not JSON; its warnings and errors still reach the log.
+        "GRPC_VERBOSITY": "ERROR",
+        **_own_env(service.name, run_dir),
+        **instance.env,
+    }
 
 
 def build(run_dir: pathlib.Path, offset: int = 0) -> list[Process]:
     p = Ports(offset)
-    consul_addr = f"127.0.0.1:{p.consul_http}"
+    placement = Placement.local(run_dir, offset)
+    consul_addr = placement.consul
     infra = [
         Process(
             "consul", 1,
@@ -136,39 +210,18 @@ def build(run_dir: pathlib.Path, offset: int = 0) -> list[Process]:
             },
             ("http", f"http://127.0.0.1:{p.jaeger_health}/status"), port=p.jaeger_query,
         ),
-        Process(
-            "control-plane", 2, (str(PYTHON), "-m", "mesh.xds"),
-            {"MESH_XDS_HOST": "127.0.0.1", "MESH_XDS_PORT": str(p.xds), "CONSUL_HTTP_ADDR": consul_addr,
-             **_consul_token(run_dir, consul_acl.CONTROL_PLANE),
-             "MESH_NAMESPACE": NAMESPACE, "MESH_ISTIO_DIR": str(istio_dir_from_env()), "OTEL_SERVICE_NAME": "control-plane",
-             # the mesh CA and the certificates it issues to the folders every bootstrap names
-             "MESH_RUN_DIR": str(run_dir), "MESH_CA_DIR": str(run_dir / "ca"), "MESH_CERTS_DIR": str(run_dir / "certs")},
-            ("grpc", f"127.0.0.1:{p.xds}"), port=p.xds,
-        ),
+        Process("control-plane", 2, (str(PYTHON), "-m", "mesh.xds"), control_plane_env(placement),
+                ("grpc", placement.xds), port=p.xds),
     ]
     instances = []
     for service in SERVICES:
         for instance in service.instances:
-            port, admin = instance.port + offset, instance.admin_port + offset
-            env = {
-                "OTEL_SERVICE_NAME": service.name, "MESH_SERVICE_VERSION": instance.version,
-                "MESH_INSTANCE_ID": instance.name, "MESH_NAMESPACE": NAMESPACE,
-                "MESH_HOST": "127.0.0.1", "MESH_PORT": str(port), "MESH_ADMIN_PORT": str(admin),
-                "MESH_SERVICE_PORTS": service_ports(offset),
-                "MESH_DATA_DIR": str(run_dir / "data"), "CONSUL_HTTP_ADDR": consul_addr,
-                **_consul_token(run_dir, service.name),
-                "GRPC_XDS_BOOTSTRAP": str(bootstrap_path(run_dir, instance.name)),
-                "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{p.otlp_grpc}",
-                # Batches leave within a second, so a trace is in Jaeger by the time a person looks.
-                "OTEL_BSP_SCHEDULE_DELAY": "1000",
-                # gRPC C-core info lines are not JSON; its warnings and errors still reach the log.
-                "GRPC_VERBOSITY": "ERROR",
-                **instance.env,
-            }
             instances.append(
-                Process(instance.name, 3, command_for(service.name, service.language), env, ("consul", instance.name),
+                Process(instance.name, 3, command_for(service.name, service.language),
+                        {**instance_env(service, instance, placement), **_passed_on(service.name)},
+                        ("consul", instance.name),
                         service=service.name, language=service.language, version=instance.version,
-                        port=port, admin_port=admin)
+                        port=instance.port + offset, admin_port=instance.admin_port + offset)
             )
     return infra + instances
 

@@ -2,17 +2,26 @@
 
 Each request gets a SERVER span; its trace id goes back in `X-Trace-Id` so that a user can
 fetch the whole trace from Jaeger.
+
+Before a handler runs, `_guarded` refuses what no handler should see: headers over
+MAX_HEADER_BYTES (431), a bearer token that does not verify (401, RequestAuthentication's rule:
+an invalid token is refused on every route), and a client over its rate (429 with
+`Retry-After`). Placing and reading orders need a user (401 without a token); the user id (the
+token's `sub`) goes to orders in the request, and orders answers only that user's orders.
+Product browsing needs no token.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextvars
+import dataclasses
 import json
 import logging
 import os
 import re
 import signal
+import sys
 from collections.abc import Sequence
 
 import grpc
@@ -21,12 +30,14 @@ from google.protobuf import json_format
 from multidict import CIMultiDictProxy
 from opentelemetry import propagate, trace
 
+from mesh.auth.tokens import TokenError, Verifier
 from mesh.runtime import logs, tracing
-from mesh.runtime.config import InstanceConfig
+from mesh.runtime.config import EnvReader, InstanceConfig
 from mesh.runtime.errors import ServiceError, invalid_argument
-from mesh.runtime.instance import Instance, load_config_or_exit, xds_target
+from mesh.runtime.instance import CONFIG_ERROR_EXIT, Instance, load_config_or_exit, xds_target
 from mesh.runtime.routes import AioRouteTimeouts
-from services.gateway.errors import error_response, from_rpc_error
+from services.gateway.errors import error_response, from_rpc_error, header_too_large, rate_limited, unauthenticated
+from services.gateway.ratelimit import RateLimiter
 from shop.catalog.v1 import catalog_pb2, catalog_pb2_grpc
 from shop.inventory.v1 import inventory_pb2, inventory_pb2_grpc
 from shop.orders.v1 import orders_pb2, orders_pb2_grpc
@@ -36,6 +47,11 @@ log = logging.getLogger(__name__)
 
 DEFAULT_HTTP_PORT = 8080
 MAX_BODY_BYTES = 64 * 1024
+MAX_HEADER_BYTES = 8 * 1024  # all header lines together: beyond, 431 in the gateway's error shape
+# aiohttp's own limit on one header line or the request line (its plain-text 400 beyond): well
+# above MAX_HEADER_BYTES, so that a request with a large header gets the clear 431 first.
+MAX_LINE_BYTES = 4 * MAX_HEADER_BYTES
+HTTP_LIMITS = {"max_line_size": MAX_LINE_BYTES, "max_field_size": MAX_LINE_BYTES}  # aiohttp's server options
 CALL_TIMEOUT = 10.0
 IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,128}$")
 TRACE_HEADER = "X-Trace-Id"
@@ -46,6 +62,28 @@ _request_headers: contextvars.ContextVar[CIMultiDictProxy[str] | None] = context
                                                                                              default=None)
 
 tracer = trace.get_tracer(__name__)
+
+# The gateway's own variables (README, "Gateway HTTP API"), with their defaults.
+JWKS_FILE_ENV = "GATEWAY_JWKS_FILE"  # required: the issuer's public keys (the runner's .run/auth/jwks.json)
+RATE_LIMIT_RPS_ENV = "GATEWAY_RATE_LIMIT_RPS"  # tokens a second per client; 0 turns rate limiting off
+RATE_LIMIT_BURST_ENV = "GATEWAY_RATE_LIMIT_BURST"  # bucket size per client
+DEFAULT_RATE_LIMIT_RPS = 200
+DEFAULT_RATE_LIMIT_BURST = 400
+
+
+@dataclasses.dataclass(frozen=True)
+class GatewaySettings:
+    jwks_file: str
+    rate_limit_rps: int
+    rate_limit_burst: int
+
+
+def read_settings(reader: EnvReader) -> GatewaySettings:
+    return GatewaySettings(
+        jwks_file=reader.required(JWKS_FILE_ENV),
+        rate_limit_rps=reader.integer(RATE_LIMIT_RPS_ENV, DEFAULT_RATE_LIMIT_RPS, minimum=0, maximum=1_000_000),
+        rate_limit_burst=reader.integer(RATE_LIMIT_BURST_ENV, DEFAULT_RATE_LIMIT_BURST, minimum=1, maximum=1_000_000),
+    )
 
 
 def _json(message, status: int = 200, **extra) -> web.Response:
@@ -91,6 +129,17 @@ class Shop:
 
 
 SHOP = web.AppKey("shop", Shop)
+VERIFIER = web.AppKey("verifier", Verifier)
+LIMITER = web.AppKey("limiter", RateLimiter)  # absent: no rate limiting
+USER = web.RequestKey("user", str)  # the token's subject; None for an anonymous request
+
+
+def _user(request: web.Request) -> str:
+    """The authenticated user, for the routes that need one (an anonymous request: 401)."""
+    user = request[USER]
+    if user is None:
+        raise TokenError("TOKEN_MISSING", "this route needs a bearer token (Authorization: Bearer ...)")
+    return user
 
 
 # -- handlers ------------------------------------------------------------------------------------
@@ -138,6 +187,7 @@ async def get_product(request: web.Request) -> web.Response:
 
 async def place_order(request: web.Request) -> web.Response:
     shop = request.app[SHOP]
+    user = _user(request)
     key = request.headers.get("Idempotency-Key", "")
     violations = []
     if not IDEMPOTENCY_KEY.match(key):
@@ -145,6 +195,8 @@ async def place_order(request: web.Request) -> web.Response:
     body = await _read_json_object(request)
     if "requestId" in body or "request_id" in body:
         violations.append(("requestId", "not allowed in the body; send the Idempotency-Key header"))
+    if "userId" in body or "user_id" in body:
+        violations.append(("userId", "not allowed in the body; it is the bearer token's subject"))
     order_request = orders_pb2.PlaceOrderRequest()
     try:
         json_format.ParseDict(body, order_request, ignore_unknown_fields=False)
@@ -153,13 +205,15 @@ async def place_order(request: web.Request) -> web.Response:
     if violations:
         raise invalid_argument(violations)
     order_request.request_id = key
+    order_request.user_id = user
     reply = await shop.orders.PlaceOrder(order_request, timeout=CALL_TIMEOUT * 2, wait_for_ready=True)
     return _json(reply)
 
 
 async def get_order(request: web.Request) -> web.Response:
     shop = request.app[SHOP]
-    reply = await shop.orders.GetOrder(orders_pb2.GetOrderRequest(id=request.match_info["id"]), timeout=CALL_TIMEOUT, wait_for_ready=True)
+    order_request = orders_pb2.GetOrderRequest(id=request.match_info["id"], user_id=_user(request))
+    reply = await shop.orders.GetOrder(order_request, timeout=CALL_TIMEOUT, wait_for_ready=True)
     return _json(reply)
 
 
@@ -198,7 +252,9 @@ async def traced(request: web.Request, handler) -> web.StreamResponse:
 
 async def _answer(request: web.Request, handler) -> web.StreamResponse:
     try:
-        return await handler(request)
+        return await _guarded(request, handler)
+    except TokenError as error:
+        return unauthenticated(error.reason, error.description, missing=error.reason == "TOKEN_MISSING")
     except ServiceError as error:
         too_large = error.message.startswith("body larger")
         return error_response(error, 413 if too_large else None)
@@ -212,9 +268,37 @@ async def _answer(request: web.Request, handler) -> web.StreamResponse:
         return error_response(ServiceError(grpc.StatusCode.INTERNAL, "internal error"))
 
 
-def make_app(shop: Shop) -> web.Application:
+async def _guarded(request: web.Request, handler) -> web.StreamResponse:
+    header_bytes = sum(len(name) + len(value) + 4 for name, value in request.raw_headers)  # ": " and CRLF
+    if header_bytes > MAX_HEADER_BYTES:
+        return header_too_large(header_bytes, MAX_HEADER_BYTES)
+    user, refused = None, None
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() == "bearer":  # another scheme (or none) is no token: anonymous
+        try:
+            user = request.app[VERIFIER].verify(token.strip()).subject
+        except TokenError as error:
+            refused = error
+    # Rate-limited before a bad token is refused, so that guessing tokens is rate-limited too.
+    limiter = request.app.get(LIMITER)
+    if limiter is not None:
+        client = f"user:{user}" if user else f"addr:{request.remote}"
+        wait = limiter.take(client)
+        if wait:
+            return rate_limited(wait)
+    if refused is not None:
+        log.info("token refused", extra={"reason": refused.reason, "remote": request.remote})
+        raise refused
+    request[USER] = user
+    return await handler(request)
+
+
+def make_app(shop: Shop, verifier: Verifier, limiter: RateLimiter | None = None) -> web.Application:
     app = web.Application(middlewares=[traced], client_max_size=MAX_BODY_BYTES)
     app[SHOP] = shop
+    app[VERIFIER] = verifier
+    if limiter is not None:
+        app[LIMITER] = limiter
     app.router.add_get("/v1/products", list_products)
     app.router.add_get("/v1/products/{id}", get_product)
     app.router.add_post("/v1/orders", place_order)
@@ -223,9 +307,11 @@ def make_app(shop: Shop) -> web.Application:
 
 
 # -- process ---------------------------------------------------------------------------------------
-async def serve(config: InstanceConfig) -> None:
+async def serve(config: InstanceConfig, settings: GatewaySettings, verifier: Verifier) -> None:
     shop = Shop(config)
-    runner = web.AppRunner(make_app(shop), access_log=None, shutdown_timeout=config.drain_timeout)
+    limiter = RateLimiter(settings.rate_limit_rps, settings.rate_limit_burst) if settings.rate_limit_rps else None
+    runner = web.AppRunner(make_app(shop, verifier, limiter), access_log=None, shutdown_timeout=config.drain_timeout,
+                           **HTTP_LIMITS)
     await runner.setup()
     port = config.port or DEFAULT_HTTP_PORT
     await web.TCPSite(runner, config.host, port).start()
@@ -244,11 +330,16 @@ async def serve(config: InstanceConfig) -> None:
 
 
 def main() -> None:
-    config, _ = load_config_or_exit("gateway")
+    config, settings = load_config_or_exit("gateway", read_settings)
+    try:
+        verifier = Verifier.from_jwks_file(settings.jwks_file)
+    except (OSError, ValueError) as error:  # JSONDecodeError and a JWKS without keys are ValueErrors
+        print(f"gateway: invalid configuration: {JWKS_FILE_ENV}: {settings.jwks_file}: {error}", file=sys.stderr)
+        sys.exit(CONFIG_ERROR_EXIT)
     logs.configure(config.service_name, config.instance_id, config.log_level)
     provider = tracing.setup_tracing(config)
     os.makedirs(config.data_dir, exist_ok=True)
     try:
-        asyncio.run(serve(config))
+        asyncio.run(serve(config, settings, verifier))
     finally:
         provider.shutdown()

@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 DOMAIN = "orders.shop.local"
 MAX_ITEMS = 50
 MAX_QUANTITY = 1000
+MAX_USER_ID = 256
 CURRENCY = re.compile(r"^[A-Z]{3}$")
 LOCK_STRIPES = 64
 TRANSIENT = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
@@ -52,8 +53,17 @@ def _undone() -> ServiceError:
     return ServiceError(grpc.StatusCode.UNAVAILABLE, "an earlier try of this order was undone; retry with the same Idempotency-Key")
 
 
+def _user_violations(user_id: str) -> list[tuple[str, str]]:
+    """An order always has an owner: a call without one is refused, never served as nobody's."""
+    if not user_id:
+        return [("user_id", "required: the authenticated user (the gateway sets it from the token)")]
+    if len(user_id) > MAX_USER_ID:
+        return [("user_id", f"at most {MAX_USER_ID} characters")]
+    return []
+
+
 def validate(request: orders_pb2.PlaceOrderRequest) -> list[tuple[str, str]]:
-    violations = []
+    violations = _user_violations(request.user_id)
     if not request.request_id:
         violations.append(("request_id", "required"))
     if not request.customer_id:
@@ -129,10 +139,11 @@ class OrderServicer(orders_pb2_grpc.OrderServiceServicer):
         self._locks = [threading.Lock() for _ in range(LOCK_STRIPES)]
 
     def GetOrder(self, request, context):
-        if not request.id:
-            raise invalid_argument([("id", "required")])
-        order = self._store.get(request.id)
-        if order is None:
+        violations = _user_violations(request.user_id) + ([] if request.id else [("id", "required")])
+        if violations:
+            raise invalid_argument(violations)
+        order = self._store.get(request.id, request.user_id)
+        if order is None:  # another user's order reads as a missing one: its existence is not told
             raise not_found(f"order {request.id!r} not found", "ORDER_NOT_FOUND", DOMAIN, [request.id])
         return orders_pb2.GetOrderResponse(order=order)
 
@@ -141,9 +152,9 @@ class OrderServicer(orders_pb2_grpc.OrderServiceServicer):
         retried): refund and release, then FAILED with a transient error, so that a late retry
         with the same key runs a fresh attempt. Returns how many were undone."""
         undone = 0
-        for request_id in self._store.stale_pending(older_than):
-            with self._locks[hash(request_id) % LOCK_STRIPES]:
-                record = self._store.by_request(request_id)
+        for user_id, request_id in self._store.stale_pending(older_than):
+            with self._locks[hash((user_id, request_id)) % LOCK_STRIPES]:
+                record = self._store.by_request(user_id, request_id)
                 if record is None or record.order.status != Status.ORDER_STATUS_PENDING:
                     continue  # a retry finished it meanwhile
                 order = record.order
@@ -171,15 +182,16 @@ class OrderServicer(orders_pb2_grpc.OrderServiceServicer):
         if violations:
             raise invalid_argument(violations)
         print_ = fingerprint(request)
-        # Requests with one id run one at a time, so a retry waits for the first attempt.
-        with self._locks[hash(request.request_id) % LOCK_STRIPES]:
-            record = self._store.by_request(request.request_id)
+        # Requests with one id (of one user) run one at a time, so a retry waits for the first attempt.
+        with self._locks[hash((request.user_id, request.request_id)) % LOCK_STRIPES]:
+            record = self._store.by_request(request.user_id, request.request_id)
             if record is None:
                 now = timestamp_pb2.Timestamp()
                 now.FromDatetime(datetime.datetime.now(datetime.timezone.utc))
                 draft = orders_pb2.Order(
                     id=f"ord_{uuid.uuid4().hex[:20]}",
                     customer_id=request.customer_id,
+                    user_id=request.user_id,
                     status=Status.ORDER_STATUS_PENDING,
                     create_time=now,
                 )

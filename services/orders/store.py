@@ -1,6 +1,10 @@
 """Orders in SQLite. An order row is written (PENDING) before the saga takes anything, and
 every later state is committed before the RPC answers: a crash loses no acknowledged order and
-a retry with the same request id finds the saga where it stopped."""
+a retry with the same request id finds the saga where it stopped.
+
+Every order has an owner (`user_id`, the gateway's token subject) and request ids are unique per
+owner: one user's key never finds another's order. Orders stored before owners existed are
+migrated with the empty owner, which no caller has, so nobody can read them."""
 
 from __future__ import annotations
 
@@ -12,19 +16,21 @@ from google.rpc import status_pb2
 from mesh.runtime.sqlite import Database
 from shop.orders.v1 import orders_pb2
 
-SCHEMA = """
+TABLE = """
 CREATE TABLE IF NOT EXISTS orders (
     id TEXT PRIMARY KEY,
-    request_id TEXT NOT NULL UNIQUE,
+    user_id TEXT NOT NULL,     -- the owner: only they read it, and their request ids are theirs
+    request_id TEXT NOT NULL,
     fingerprint TEXT NOT NULL,
     body BLOB NOT NULL,        -- shop.orders.v1.Order
     error BLOB,                -- google.rpc.Status of a failed order, replayed to retries
     attempt INTEGER NOT NULL DEFAULT 0,  -- saga attempt; a retry after a transient failure starts the next
     status INTEGER NOT NULL,   -- the body's status, for the sweep of abandoned PENDING orders
-    updated REAL NOT NULL      -- unix time of the last write
-);
-CREATE INDEX IF NOT EXISTS orders_by_status ON orders (status, updated);
-"""
+    updated REAL NOT NULL,     -- unix time of the last write
+    UNIQUE (user_id, request_id)
+)"""
+INDEX = "CREATE INDEX IF NOT EXISTS orders_by_status ON orders (status, updated)"
+SCHEMA = f"{TABLE};\n{INDEX};\n"
 
 
 @dataclasses.dataclass
@@ -35,9 +41,28 @@ class OrderRecord:
     attempt: int = 0
 
 
+COLUMNS = "id, user_id, request_id, fingerprint, body, error, attempt, status, updated"
+
+
 class OrderStore:
     def __init__(self, path: str) -> None:
         self._db = Database(path, SCHEMA)
+        self._add_owners()
+
+    def _add_owners(self) -> None:
+        """A table from before owners (request ids unique across users): rebuilt with the
+        empty owner on every old order, in one transaction."""
+        columns = {row[1] for row in self._db.connection().execute("PRAGMA table_info(orders)")}
+        if "user_id" in columns:
+            return
+        with self._db.transaction() as db:
+            db.execute("ALTER TABLE orders RENAME TO orders_without_owners")
+            db.execute("DROP INDEX IF EXISTS orders_by_status")
+            db.execute(TABLE)
+            db.execute(INDEX)
+            db.execute(f"INSERT INTO orders ({COLUMNS}) SELECT id, '', request_id, fingerprint, body, error, attempt, "
+                       "status, updated FROM orders_without_owners")
+            db.execute("DROP TABLE orders_without_owners")
 
     @staticmethod
     def _record(row) -> OrderRecord:
@@ -47,25 +72,31 @@ class OrderStore:
             attempt,
         )
 
-    def by_request(self, request_id: str) -> OrderRecord | None:
+    def by_request(self, user_id: str, request_id: str) -> OrderRecord | None:
         row = self._db.connection().execute(
-            "SELECT body, fingerprint, error, attempt FROM orders WHERE request_id = ?", (request_id,)
+            "SELECT body, fingerprint, error, attempt FROM orders WHERE user_id = ? AND request_id = ?",
+            (user_id, request_id),
         ).fetchone()
         return self._record(row) if row else None
 
-    def get(self, order_id: str) -> orders_pb2.Order | None:
-        row = self._db.connection().execute("SELECT body, fingerprint, error, attempt FROM orders WHERE id = ?", (order_id,)).fetchone()
+    def get(self, order_id: str, user_id: str) -> orders_pb2.Order | None:
+        """The order if `user_id` owns it; None when it does not exist or is another user's."""
+        row = self._db.connection().execute(
+            "SELECT body, fingerprint, error, attempt FROM orders WHERE id = ? AND user_id = ?", (order_id, user_id)
+        ).fetchone()
         return self._record(row).order if row else None
 
     def create(self, order: orders_pb2.Order, request_id: str, fingerprint: str) -> OrderRecord:
-        """Insert a new order, or return the one a concurrent request inserted first."""
+        """Insert a new order (its owner is `order.user_id`), or return the one a concurrent
+        request of the same owner with the same request id inserted first."""
         with self._db.transaction() as db:
-            row = db.execute("SELECT body, fingerprint, error, attempt FROM orders WHERE request_id = ?", (request_id,)).fetchone()
+            row = db.execute("SELECT body, fingerprint, error, attempt FROM orders WHERE user_id = ? AND request_id = ?",
+                             (order.user_id, request_id)).fetchone()
             if row:
                 return self._record(row)
             db.execute(
-                "INSERT INTO orders (id, request_id, fingerprint, body, status, updated) VALUES (?, ?, ?, ?, ?, ?)",
-                (order.id, request_id, fingerprint, order.SerializeToString(), order.status, time.time()),
+                "INSERT INTO orders (id, user_id, request_id, fingerprint, body, status, updated) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (order.id, order.user_id, request_id, fingerprint, order.SerializeToString(), order.status, time.time()),
             )
         return OrderRecord(order, fingerprint, None)
 
@@ -77,10 +108,10 @@ class OrderStore:
                  time.time(), order.id),
             )
 
-    def stale_pending(self, older_than: float) -> list[str]:
-        """Request ids of orders PENDING and untouched for `older_than` seconds."""
+    def stale_pending(self, older_than: float) -> list[tuple[str, str]]:
+        """(user id, request id) of the orders PENDING and untouched for `older_than` seconds."""
         rows = self._db.connection().execute(
-            "SELECT request_id FROM orders WHERE status = ? AND updated < ? ORDER BY updated",
+            "SELECT user_id, request_id FROM orders WHERE status = ? AND updated < ? ORDER BY updated",
             (orders_pb2.ORDER_STATUS_PENDING, time.time() - older_than),
         )
-        return [request_id for (request_id,) in rows]
+        return [(user_id, request_id) for user_id, request_id in rows]

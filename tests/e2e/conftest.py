@@ -15,6 +15,8 @@ import httpx
 import pytest
 
 from support.reports import add_failure_report
+from support.tokens import bearer, run_key
+from mesh.auth.tokens import mint
 from mesh.runner import consul_acl, scenarios, topology
 from mesh.runner.cli import ports_in_use
 
@@ -49,6 +51,11 @@ class Mesh:
     def consul_token(self, name: str) -> str:
         """The secret in the run folder's Consul token NAME (`read`, `control-plane`, a service)."""
         return consul_acl.read_token(self.run_dir, name)
+
+    def auth(self, user: str = "e2e-user") -> dict[str, str]:
+        """An Authorization header with a fresh token for `user`, minted with the run folder's key
+        (as `make token` mints it)."""
+        return bearer(mint(run_key(self.run_dir), user))
 
     def runner(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
         return subprocess.run(
@@ -112,5 +119,6 @@ def _logs_on_failure(request: pytest.FixtureRequest) -> None:
 
 @pytest.fixture
 def http(mesh: Mesh) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=mesh.gateway, timeout=30) as client:
+    """A client of the gateway signed in as one user (placing and reading orders need a token)."""
+    with httpx.Client(base_url=mesh.gateway, timeout=30, headers=mesh.auth()) as client:
         yield client

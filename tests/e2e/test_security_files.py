@@ -25,7 +25,7 @@ def test_no_private_key_or_token_file_is_readable_by_group_or_others(mesh):
     services = {s.name for s in topology.SERVICES}
     # the walk sees what it must: every Consul token, the agent's config, the mesh CA's key, workload keys
     assert {f"consul/tokens/{name}.token" for name in {"management", "agent", "control-plane", "read", *services}} <= names
-    assert {"consul/acl.json", "ca/ca.key", "certs/catalog-v1/key.pem", "certs/inventory-1/key.pem",
+    assert {"consul/acl.json", "ca/ca.key", "auth/signing-key.pem", "certs/catalog-v1/key.pem", "certs/inventory-1/key.pem",
             "certs/pricing-v1/key.pem"} <= names, sorted(names)
     open_to_others = {str(path.relative_to(mesh.run_dir)): oct(stat.S_IMODE(path.stat().st_mode)) for path in files
                       if path.stat().st_mode & 0o077}

@@ -23,7 +23,7 @@ MUG = {"customerId": "c", "currency": "EUR", "items": [{"productId": "sku-travel
 
 
 def _place(mesh, key: str) -> httpx.Response:
-    return httpx.post(f"{mesh.gateway}/v1/orders", headers={"Idempotency-Key": key}, json=MUG, timeout=30)
+    return httpx.post(f"{mesh.gateway}/v1/orders", headers={"Idempotency-Key": key, **mesh.auth()}, json=MUG, timeout=30)
 
 
 def test_no_instance_crashed_during_the_tests(mesh):
@@ -47,7 +47,7 @@ def test_a_crashed_instance_is_restarted_and_the_restart_shows_in_status(mesh):
 
 
 def test_orders_still_work_after_the_restart(mesh):
-    reply = httpx.post(f"{mesh.gateway}/v1/orders", headers={"Idempotency-Key": "after-restart"}, timeout=30, json={
+    reply = httpx.post(f"{mesh.gateway}/v1/orders", headers={"Idempotency-Key": "after-restart", **mesh.auth()}, timeout=30, json={
         "customerId": "c", "currency": "JPY", "items": [{"productId": "sku-filter-papers", "quantity": 3}],
         "payment": {"cardToken": "tok_visa"}})
     assert reply.status_code == 200, reply.text
@@ -64,7 +64,7 @@ def test_a_crash_of_orders_loses_no_acknowledged_order(mesh):
     os.kill(victim, signal.SIGKILL)
     poll_until(lambda: _state(mesh)["orders"]["pid"] not in (None, victim), timeout=15, message="orders restarted")
     for placed in acknowledged:
-        reply = poll_until(lambda: (r := httpx.get(f"{mesh.gateway}/v1/orders/{placed['id']}", timeout=10)).status_code == 200 and r,
+        reply = poll_until(lambda: (r := httpx.get(f"{mesh.gateway}/v1/orders/{placed['id']}", headers=mesh.auth(), timeout=10)).status_code == 200 and r,
                            timeout=20, interval=0.2, message=f"order {placed['id']} readable after the crash")
         assert reply.json()["order"] == placed
     again = _place(mesh, "before-orders-crash-0")  # the same key still gives the same order
@@ -83,7 +83,7 @@ def test_a_consul_crash_loses_no_order_and_every_instance_registers_again(mesh):
         return set(instances) <= {check["ServiceID"] for check in checks}
 
     poll_until(all_registered_and_passing, timeout=30, interval=0.3, message="every instance registered again")
-    again = httpx.get(f"{mesh.gateway}/v1/orders/{placed.json()['order']['id']}", timeout=10)
+    again = httpx.get(f"{mesh.gateway}/v1/orders/{placed.json()['order']['id']}", headers=mesh.auth(), timeout=10)
     assert again.status_code == 200 and again.json()["order"]["status"] == "ORDER_STATUS_CONFIRMED"
     poll_until(lambda: _place(mesh, "after-consul-crash").status_code == 200, timeout=15, interval=0.3,
                message="a new order through the recovered mesh")

@@ -178,7 +178,7 @@ class OrdersDriver(Driver):
 
     def call(self, metadata: Metadata = (), timeout: float = 10.0) -> Outcome:
         request = orders_pb2.PlaceOrderRequest(
-            request_id=f"traffic-{uuid.uuid4().hex}", customer_id="traffic-test", currency="EUR",
+            request_id=f"traffic-{uuid.uuid4().hex}", user_id="traffic-test", customer_id="traffic-test", currency="EUR",
             items=[orders_pb2.LineItem(product_id="sku-grinder", quantity=1000)],
             payment=orders_pb2.Payment(card_token="tok_visa"))
         return self._timed(

@@ -103,9 +103,9 @@ def shop(serve, tmp_path):
     return types.SimpleNamespace(orders=orders, pricing=pricing, inventory=inventory, ledger=ledger, servicer=servicer)
 
 
-def place(shop, key="k1", token="tok_visa", currency="EUR", product="sku-kettle", quantity=2):
+def place(shop, key="k1", token="tok_visa", currency="EUR", product="sku-kettle", quantity=2, user="alice"):
     return shop.orders.PlaceOrder(orders_pb2.PlaceOrderRequest(
-        request_id=key, customer_id="c1", currency=currency,
+        request_id=key, user_id=user, customer_id="c1", currency=currency,
         items=[orders_pb2.LineItem(product_id=product, quantity=quantity)],
         payment=orders_pb2.Payment(card_token=token))).order
 
@@ -177,9 +177,59 @@ def test_bad_requests_name_every_field_and_take_nothing(shop):
     with pytest.raises(grpc.RpcError) as caught:
         shop.orders.PlaceOrder(orders_pb2.PlaceOrderRequest(items=[orders_pb2.LineItem(quantity=0)]))
     fields = {v.field for v in details_of(caught.value)[0].field_violations}
-    assert fields == {"request_id", "customer_id", "currency", "items[0].product_id", "items[0].quantity",
+    assert fields == {"user_id", "request_id", "customer_id", "currency", "items[0].product_id", "items[0].quantity",
                       "payment.card_token"}
     assert shop.inventory.calls == [] and charges(shop) == []
+
+
+def get(shop, order_id, user):
+    return shop.orders.GetOrder(orders_pb2.GetOrderRequest(id=order_id, user_id=user)).order
+
+
+def test_an_order_is_read_by_its_owner_only_and_another_users_reads_as_missing(shop):
+    order = place(shop, user="alice")
+    assert order.user_id == "alice" and get(shop, order.id, "alice") == order
+    outcomes = []
+    for order_id, user in ((order.id, "bob"), ("ord_nope", "bob")):
+        with pytest.raises(grpc.RpcError) as caught:
+            get(shop, order_id, user)
+        outcomes.append((caught.value.code(), caught.value.details().replace(order_id, "ID")))
+    assert outcomes[0] == outcomes[1] == (grpc.StatusCode.NOT_FOUND, "order 'ID' not found")
+
+
+def test_without_a_user_orders_refuses_to_place_or_read_naming_the_field(shop):
+    order = place(shop)
+    for call in (lambda: place(shop, key="k2", user=""), lambda: get(shop, order.id, "")):
+        with pytest.raises(grpc.RpcError) as caught:
+            call()
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert {v.field for v in details_of(caught.value)[0].field_violations} == {"user_id"}
+    assert len(charges(shop)) == 1
+
+
+def test_request_ids_are_per_user_so_a_replayed_key_never_returns_another_users_order(shop):
+    alices = place(shop, key="shared-key", user="alice")
+    bobs = place(shop, key="shared-key", user="bob")
+    assert bobs.id != alices.id and bobs.user_id == "bob"
+    assert place(shop, key="shared-key", user="alice").id == alices.id  # her retry is still hers
+    assert len(captured(shop)) == 2
+
+
+def test_a_store_from_before_owners_is_migrated_and_its_orders_belong_to_nobody(tmp_path):
+    import sqlite3
+    path = str(tmp_path / "old.db")
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE orders (id TEXT PRIMARY KEY, request_id TEXT NOT NULL UNIQUE, fingerprint TEXT NOT NULL,"
+                   " body BLOB NOT NULL, error BLOB, attempt INTEGER NOT NULL DEFAULT 0, status INTEGER NOT NULL,"
+                   " updated REAL NOT NULL)")
+        db.execute("INSERT INTO orders VALUES ('ord_old', 'k', 'f', ?, NULL, 0, 2, 0)",
+                   (orders_pb2.Order(id="ord_old").SerializeToString(),))
+    store = OrderStore(path)
+    assert store.get("ord_old", "alice") is None and store.get("ord_old", "") is not None
+    assert store.by_request("alice", "k") is None
+    assert store.stale_pending(0) == []
+    index = store._db.connection().execute("SELECT name FROM sqlite_master WHERE type = 'index' AND name = 'orders_by_status'")
+    assert index.fetchone() is not None
 
 
 def test_a_commit_that_fails_leaves_the_paid_order_pending_and_the_retry_confirms_it(shop):

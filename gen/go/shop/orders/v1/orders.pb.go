@@ -272,7 +272,9 @@ type Order struct {
 	// Why the order failed, when it did.
 	FailureReason string `protobuf:"bytes,7,opt,name=failure_reason,json=failureReason,proto3" json:"failure_reason,omitempty"`
 	// When the order was placed.
-	CreateTime    *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
+	CreateTime *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
+	// The authenticated user who placed it (the gateway's token subject); only they may read it.
+	UserId        string `protobuf:"bytes,9,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -363,6 +365,13 @@ func (x *Order) GetCreateTime() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *Order) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
 // PlaceOrderRequest places an order.
 type PlaceOrderRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -375,7 +384,10 @@ type PlaceOrderRequest struct {
 	// Items; at least one, each with quantity at least 1.
 	Items []*LineItem `protobuf:"bytes,4,rep,name=items,proto3" json:"items,omitempty"`
 	// How to pay.
-	Payment       *Payment `protobuf:"bytes,5,opt,name=payment,proto3" json:"payment,omitempty"`
+	Payment *Payment `protobuf:"bytes,5,opt,name=payment,proto3" json:"payment,omitempty"`
+	// The authenticated user placing the order (the gateway sets it from the token's subject);
+	// required. Request ids are per user: two users' equal request ids are two orders.
+	UserId        string `protobuf:"bytes,6,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -445,6 +457,13 @@ func (x *PlaceOrderRequest) GetPayment() *Payment {
 	return nil
 }
 
+func (x *PlaceOrderRequest) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
 // PlaceOrderResponse holds the order.
 type PlaceOrderResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -495,7 +514,9 @@ func (x *PlaceOrderResponse) GetOrder() *Order {
 type GetOrderRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The order id.
-	Id            string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// The authenticated user asking (the gateway's token subject); required.
+	UserId        string `protobuf:"bytes,2,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -533,6 +554,13 @@ func (*GetOrderRequest) Descriptor() ([]byte, []int) {
 func (x *GetOrderRequest) GetId() string {
 	if x != nil {
 		return x.Id
+	}
+	return ""
+}
+
+func (x *GetOrderRequest) GetUserId() string {
+	if x != nil {
+		return x.UserId
 	}
 	return ""
 }
@@ -602,7 +630,7 @@ const file_shop_orders_v1_orders_proto_rawDesc = "" +
 	"line_total\x18\x04 \x01(\v2\x12.google.type.MoneyR\tlineTotal\"(\n" +
 	"\aPayment\x12\x1d\n" +
 	"\n" +
-	"card_token\x18\x01 \x01(\tR\tcardToken\"\xd5\x02\n" +
+	"card_token\x18\x01 \x01(\tR\tcardToken\"\xee\x02\n" +
 	"\x05Order\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1f\n" +
 	"\vcustomer_id\x18\x02 \x01(\tR\n" +
@@ -613,7 +641,8 @@ const file_shop_orders_v1_orders_proto_rawDesc = "" +
 	"\x0fpricing_version\x18\x06 \x01(\tR\x0epricingVersion\x12%\n" +
 	"\x0efailure_reason\x18\a \x01(\tR\rfailureReason\x12;\n" +
 	"\vcreate_time\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"createTime\"\xd2\x01\n" +
+	"createTime\x12\x17\n" +
+	"\auser_id\x18\t \x01(\tR\x06userId\"\xeb\x01\n" +
 	"\x11PlaceOrderRequest\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12\x1f\n" +
@@ -621,11 +650,13 @@ const file_shop_orders_v1_orders_proto_rawDesc = "" +
 	"customerId\x12\x1a\n" +
 	"\bcurrency\x18\x03 \x01(\tR\bcurrency\x12.\n" +
 	"\x05items\x18\x04 \x03(\v2\x18.shop.orders.v1.LineItemR\x05items\x121\n" +
-	"\apayment\x18\x05 \x01(\v2\x17.shop.orders.v1.PaymentR\apayment\"A\n" +
+	"\apayment\x18\x05 \x01(\v2\x17.shop.orders.v1.PaymentR\apayment\x12\x17\n" +
+	"\auser_id\x18\x06 \x01(\tR\x06userId\"A\n" +
 	"\x12PlaceOrderResponse\x12+\n" +
-	"\x05order\x18\x01 \x01(\v2\x15.shop.orders.v1.OrderR\x05order\"!\n" +
+	"\x05order\x18\x01 \x01(\v2\x15.shop.orders.v1.OrderR\x05order\":\n" +
 	"\x0fGetOrderRequest\x12\x0e\n" +
-	"\x02id\x18\x01 \x01(\tR\x02id\"?\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x17\n" +
+	"\auser_id\x18\x02 \x01(\tR\x06userId\"?\n" +
 	"\x10GetOrderResponse\x12+\n" +
 	"\x05order\x18\x01 \x01(\v2\x15.shop.orders.v1.OrderR\x05order*z\n" +
 	"\vOrderStatus\x12\x1c\n" +

@@ -33,7 +33,8 @@ type OrderServiceClient interface {
 	// failure it releases and refunds what it took and returns the error. Idempotent by
 	// request_id (AIP-155): a retry returns the same order and takes nothing twice.
 	PlaceOrder(ctx context.Context, in *PlaceOrderRequest, opts ...grpc.CallOption) (*PlaceOrderResponse, error)
-	// GetOrder returns one order; NOT_FOUND when the id is unknown.
+	// GetOrder returns one order of the user asking; NOT_FOUND when the id is unknown or the
+	// order is another user's (the two are not told apart).
 	GetOrder(ctx context.Context, in *GetOrderRequest, opts ...grpc.CallOption) (*GetOrderResponse, error)
 }
 
@@ -75,7 +76,8 @@ type OrderServiceServer interface {
 	// failure it releases and refunds what it took and returns the error. Idempotent by
 	// request_id (AIP-155): a retry returns the same order and takes nothing twice.
 	PlaceOrder(context.Context, *PlaceOrderRequest) (*PlaceOrderResponse, error)
-	// GetOrder returns one order; NOT_FOUND when the id is unknown.
+	// GetOrder returns one order of the user asking; NOT_FOUND when the id is unknown or the
+	// order is another user's (the two are not told apart).
 	GetOrder(context.Context, *GetOrderRequest) (*GetOrderResponse, error)
 	mustEmbedUnimplementedOrderServiceServer()
 }

@@ -26,7 +26,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from google.type import money_pb2 as google_dot_type_dot_money__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bshop/orders/v1/orders.proto\x12\x0eshop.orders.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/type/money.proto\"E\n\x08LineItem\x12\x1d\n\nproduct_id\x18\x01 \x01(\tR\tproductId\x12\x1a\n\x08quantity\x18\x02 \x01(\x05R\x08quantity\"\xac\x01\n\tOrderItem\x12\x1d\n\nproduct_id\x18\x01 \x01(\tR\tproductId\x12\x1a\n\x08quantity\x18\x02 \x01(\x05R\x08quantity\x12\x31\n\nunit_price\x18\x03 \x01(\x0b\x32\x12.google.type.MoneyR\tunitPrice\x12\x31\n\nline_total\x18\x04 \x01(\x0b\x32\x12.google.type.MoneyR\tlineTotal\"(\n\x07Payment\x12\x1d\n\ncard_token\x18\x01 \x01(\tR\tcardToken\"\xd5\x02\n\x05Order\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12\x1f\n\x0b\x63ustomer_id\x18\x02 \x01(\tR\ncustomerId\x12\x33\n\x06status\x18\x03 \x01(\x0e\x32\x1b.shop.orders.v1.OrderStatusR\x06status\x12/\n\x05items\x18\x04 \x03(\x0b\x32\x19.shop.orders.v1.OrderItemR\x05items\x12(\n\x05total\x18\x05 \x01(\x0b\x32\x12.google.type.MoneyR\x05total\x12\'\n\x0fpricing_version\x18\x06 \x01(\tR\x0epricingVersion\x12%\n\x0e\x66\x61ilure_reason\x18\x07 \x01(\tR\rfailureReason\x12;\n\x0b\x63reate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\ncreateTime\"\xd2\x01\n\x11PlaceOrderRequest\x12\x1d\n\nrequest_id\x18\x01 \x01(\tR\trequestId\x12\x1f\n\x0b\x63ustomer_id\x18\x02 \x01(\tR\ncustomerId\x12\x1a\n\x08\x63urrency\x18\x03 \x01(\tR\x08\x63urrency\x12.\n\x05items\x18\x04 \x03(\x0b\x32\x18.shop.orders.v1.LineItemR\x05items\x12\x31\n\x07payment\x18\x05 \x01(\x0b\x32\x17.shop.orders.v1.PaymentR\x07payment\"A\n\x12PlaceOrderResponse\x12+\n\x05order\x18\x01 \x01(\x0b\x32\x15.shop.orders.v1.OrderR\x05order\"!\n\x0fGetOrderRequest\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\"?\n\x10GetOrderResponse\x12+\n\x05order\x18\x01 \x01(\x0b\x32\x15.shop.orders.v1.OrderR\x05order*z\n\x0bOrderStatus\x12\x1c\n\x18ORDER_STATUS_UNSPECIFIED\x10\x00\x12\x18\n\x14ORDER_STATUS_PENDING\x10\x01\x12\x1a\n\x16ORDER_STATUS_CONFIRMED\x10\x02\x12\x17\n\x13ORDER_STATUS_FAILED\x10\x03\x32\xb2\x01\n\x0cOrderService\x12S\n\nPlaceOrder\x12!.shop.orders.v1.PlaceOrderRequest\x1a\".shop.orders.v1.PlaceOrderResponse\x12M\n\x08GetOrder\x12\x1f.shop.orders.v1.GetOrderRequest\x1a .shop.orders.v1.GetOrderResponseB/Z-polymesh.local/gen/go/shop/orders/v1;ordersv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bshop/orders/v1/orders.proto\x12\x0eshop.orders.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/type/money.proto\"E\n\x08LineItem\x12\x1d\n\nproduct_id\x18\x01 \x01(\tR\tproductId\x12\x1a\n\x08quantity\x18\x02 \x01(\x05R\x08quantity\"\xac\x01\n\tOrderItem\x12\x1d\n\nproduct_id\x18\x01 \x01(\tR\tproductId\x12\x1a\n\x08quantity\x18\x02 \x01(\x05R\x08quantity\x12\x31\n\nunit_price\x18\x03 \x01(\x0b\x32\x12.google.type.MoneyR\tunitPrice\x12\x31\n\nline_total\x18\x04 \x01(\x0b\x32\x12.google.type.MoneyR\tlineTotal\"(\n\x07Payment\x12\x1d\n\ncard_token\x18\x01 \x01(\tR\tcardToken\"\xee\x02\n\x05Order\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12\x1f\n\x0b\x63ustomer_id\x18\x02 \x01(\tR\ncustomerId\x12\x33\n\x06status\x18\x03 \x01(\x0e\x32\x1b.shop.orders.v1.OrderStatusR\x06status\x12/\n\x05items\x18\x04 \x03(\x0b\x32\x19.shop.orders.v1.OrderItemR\x05items\x12(\n\x05total\x18\x05 \x01(\x0b\x32\x12.google.type.MoneyR\x05total\x12\'\n\x0fpricing_version\x18\x06 \x01(\tR\x0epricingVersion\x12%\n\x0e\x66\x61ilure_reason\x18\x07 \x01(\tR\rfailureReason\x12;\n\x0b\x63reate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\ncreateTime\x12\x17\n\x07user_id\x18\t \x01(\tR\x06userId\"\xeb\x01\n\x11PlaceOrderRequest\x12\x1d\n\nrequest_id\x18\x01 \x01(\tR\trequestId\x12\x1f\n\x0b\x63ustomer_id\x18\x02 \x01(\tR\ncustomerId\x12\x1a\n\x08\x63urrency\x18\x03 \x01(\tR\x08\x63urrency\x12.\n\x05items\x18\x04 \x03(\x0b\x32\x18.shop.orders.v1.LineItemR\x05items\x12\x31\n\x07payment\x18\x05 \x01(\x0b\x32\x17.shop.orders.v1.PaymentR\x07payment\x12\x17\n\x07user_id\x18\x06 \x01(\tR\x06userId\"A\n\x12PlaceOrderResponse\x12+\n\x05order\x18\x01 \x01(\x0b\x32\x15.shop.orders.v1.OrderR\x05order\":\n\x0fGetOrderRequest\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12\x17\n\x07user_id\x18\x02 \x01(\tR\x06userId\"?\n\x10GetOrderResponse\x12+\n\x05order\x18\x01 \x01(\x0b\x32\x15.shop.orders.v1.OrderR\x05order*z\n\x0bOrderStatus\x12\x1c\n\x18ORDER_STATUS_UNSPECIFIED\x10\x00\x12\x18\n\x14ORDER_STATUS_PENDING\x10\x01\x12\x1a\n\x16ORDER_STATUS_CONFIRMED\x10\x02\x12\x17\n\x13ORDER_STATUS_FAILED\x10\x03\x32\xb2\x01\n\x0cOrderService\x12S\n\nPlaceOrder\x12!.shop.orders.v1.PlaceOrderRequest\x1a\".shop.orders.v1.PlaceOrderResponse\x12M\n\x08GetOrder\x12\x1f.shop.orders.v1.GetOrderRequest\x1a .shop.orders.v1.GetOrderResponseB/Z-polymesh.local/gen/go/shop/orders/v1;ordersv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,8 +34,8 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'shop.orders.v1.orders_pb2',
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'Z-polymesh.local/gen/go/shop/orders/v1;ordersv1'
-  _globals['_ORDERSTATUS']._serialized_start=1117
-  _globals['_ORDERSTATUS']._serialized_end=1239
+  _globals['_ORDERSTATUS']._serialized_start=1192
+  _globals['_ORDERSTATUS']._serialized_end=1314
   _globals['_LINEITEM']._serialized_start=105
   _globals['_LINEITEM']._serialized_end=174
   _globals['_ORDERITEM']._serialized_start=177
@@ -43,15 +43,15 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PAYMENT']._serialized_start=351
   _globals['_PAYMENT']._serialized_end=391
   _globals['_ORDER']._serialized_start=394
-  _globals['_ORDER']._serialized_end=735
-  _globals['_PLACEORDERREQUEST']._serialized_start=738
-  _globals['_PLACEORDERREQUEST']._serialized_end=948
-  _globals['_PLACEORDERRESPONSE']._serialized_start=950
-  _globals['_PLACEORDERRESPONSE']._serialized_end=1015
-  _globals['_GETORDERREQUEST']._serialized_start=1017
-  _globals['_GETORDERREQUEST']._serialized_end=1050
-  _globals['_GETORDERRESPONSE']._serialized_start=1052
-  _globals['_GETORDERRESPONSE']._serialized_end=1115
-  _globals['_ORDERSERVICE']._serialized_start=1242
-  _globals['_ORDERSERVICE']._serialized_end=1420
+  _globals['_ORDER']._serialized_end=760
+  _globals['_PLACEORDERREQUEST']._serialized_start=763
+  _globals['_PLACEORDERREQUEST']._serialized_end=998
+  _globals['_PLACEORDERRESPONSE']._serialized_start=1000
+  _globals['_PLACEORDERRESPONSE']._serialized_end=1065
+  _globals['_GETORDERREQUEST']._serialized_start=1067
+  _globals['_GETORDERREQUEST']._serialized_end=1125
+  _globals['_GETORDERRESPONSE']._serialized_start=1127
+  _globals['_GETORDERRESPONSE']._serialized_end=1190
+  _globals['_ORDERSERVICE']._serialized_start=1317
+  _globals['_ORDERSERVICE']._serialized_end=1495
 # @@protoc_insertion_point(module_scope)

@@ -49,7 +49,7 @@ class Payment(_message.Message):
     def __init__(self, card_token: _Optional[str] = ...) -> None: ...
 
 class Order(_message.Message):
-    __slots__ = ("id", "customer_id", "status", "items", "total", "pricing_version", "failure_reason", "create_time")
+    __slots__ = ("id", "customer_id", "status", "items", "total", "pricing_version", "failure_reason", "create_time", "user_id")
     ID_FIELD_NUMBER: _ClassVar[int]
     CUSTOMER_ID_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
@@ -58,6 +58,7 @@ class Order(_message.Message):
     PRICING_VERSION_FIELD_NUMBER: _ClassVar[int]
     FAILURE_REASON_FIELD_NUMBER: _ClassVar[int]
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
     id: str
     customer_id: str
     status: OrderStatus
@@ -66,21 +67,24 @@ class Order(_message.Message):
     pricing_version: str
     failure_reason: str
     create_time: _timestamp_pb2.Timestamp
-    def __init__(self, id: _Optional[str] = ..., customer_id: _Optional[str] = ..., status: _Optional[_Union[OrderStatus, str]] = ..., items: _Optional[_Iterable[_Union[OrderItem, _Mapping]]] = ..., total: _Optional[_Union[_money_pb2.Money, _Mapping]] = ..., pricing_version: _Optional[str] = ..., failure_reason: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    user_id: str
+    def __init__(self, id: _Optional[str] = ..., customer_id: _Optional[str] = ..., status: _Optional[_Union[OrderStatus, str]] = ..., items: _Optional[_Iterable[_Union[OrderItem, _Mapping]]] = ..., total: _Optional[_Union[_money_pb2.Money, _Mapping]] = ..., pricing_version: _Optional[str] = ..., failure_reason: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., user_id: _Optional[str] = ...) -> None: ...
 
 class PlaceOrderRequest(_message.Message):
-    __slots__ = ("request_id", "customer_id", "currency", "items", "payment")
+    __slots__ = ("request_id", "customer_id", "currency", "items", "payment", "user_id")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     CUSTOMER_ID_FIELD_NUMBER: _ClassVar[int]
     CURRENCY_FIELD_NUMBER: _ClassVar[int]
     ITEMS_FIELD_NUMBER: _ClassVar[int]
     PAYMENT_FIELD_NUMBER: _ClassVar[int]
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     customer_id: str
     currency: str
     items: _containers.RepeatedCompositeFieldContainer[LineItem]
     payment: Payment
-    def __init__(self, request_id: _Optional[str] = ..., customer_id: _Optional[str] = ..., currency: _Optional[str] = ..., items: _Optional[_Iterable[_Union[LineItem, _Mapping]]] = ..., payment: _Optional[_Union[Payment, _Mapping]] = ...) -> None: ...
+    user_id: str
+    def __init__(self, request_id: _Optional[str] = ..., customer_id: _Optional[str] = ..., currency: _Optional[str] = ..., items: _Optional[_Iterable[_Union[LineItem, _Mapping]]] = ..., payment: _Optional[_Union[Payment, _Mapping]] = ..., user_id: _Optional[str] = ...) -> None: ...
 
 class PlaceOrderResponse(_message.Message):
     __slots__ = ("order",)
@@ -89,10 +93,12 @@ class PlaceOrderResponse(_message.Message):
     def __init__(self, order: _Optional[_Union[Order, _Mapping]] = ...) -> None: ...
 
 class GetOrderRequest(_message.Message):
-    __slots__ = ("id",)
+    __slots__ = ("id", "user_id")
     ID_FIELD_NUMBER: _ClassVar[int]
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
     id: str
-    def __init__(self, id: _Optional[str] = ...) -> None: ...
+    user_id: str
+    def __init__(self, id: _Optional[str] = ..., user_id: _Optional[str] = ...) -> None: ...
 
 class GetOrderResponse(_message.Message):
     __slots__ = ("order",)

@@ -61,7 +61,8 @@ class OrderServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetOrder(self, request, context):
-        """GetOrder returns one order; NOT_FOUND when the id is unknown.
+        """GetOrder returns one order of the user asking; NOT_FOUND when the id is unknown or the
+        order is another user's (the two are not told apart).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

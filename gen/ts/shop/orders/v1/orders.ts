@@ -122,7 +122,11 @@ export interface Order {
   /** Why the order failed, when it did. */
   failureReason: string;
   /** When the order was placed. */
-  createTime: Date | undefined;
+  createTime:
+    | Date
+    | undefined;
+  /** The authenticated user who placed it (the gateway's token subject); only they may read it. */
+  userId: string;
 }
 
 /** PlaceOrderRequest places an order. */
@@ -136,7 +140,14 @@ export interface PlaceOrderRequest {
   /** Items; at least one, each with quantity at least 1. */
   items: LineItem[];
   /** How to pay. */
-  payment: Payment | undefined;
+  payment:
+    | Payment
+    | undefined;
+  /**
+   * The authenticated user placing the order (the gateway sets it from the token's subject);
+   * required. Request ids are per user: two users' equal request ids are two orders.
+   */
+  userId: string;
 }
 
 /** PlaceOrderResponse holds the order. */
@@ -149,6 +160,8 @@ export interface PlaceOrderResponse {
 export interface GetOrderRequest {
   /** The order id. */
   id: string;
+  /** The authenticated user asking (the gateway's token subject); required. */
+  userId: string;
 }
 
 /** GetOrderResponse holds the order. */
@@ -462,6 +475,7 @@ function createBaseOrder(): Order {
     pricingVersion: "",
     failureReason: "",
     createTime: undefined,
+    userId: "",
   };
 }
 
@@ -490,6 +504,9 @@ export const Order: MessageFns<Order> = {
     }
     if (message.createTime !== undefined) {
       Timestamp.encode(toTimestamp(message.createTime), writer.uint32(66).fork()).join();
+    }
+    if (message.userId !== "") {
+      writer.uint32(74).string(message.userId);
     }
     return writer;
   },
@@ -571,6 +588,14 @@ export const Order: MessageFns<Order> = {
             message.createTime = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
             continue;
           }
+          case 9: {
+            if (tag !== 74) {
+              break;
+            }
+
+            message.userId = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -609,6 +634,11 @@ export const Order: MessageFns<Order> = {
         : isSet(object.create_time)
         ? fromJsonTimestamp(object.create_time)
         : undefined,
+      userId: isSet(object.userId)
+        ? globalThis.String(object.userId)
+        : isSet(object.user_id)
+        ? globalThis.String(object.user_id)
+        : "",
     };
   },
 
@@ -638,6 +668,9 @@ export const Order: MessageFns<Order> = {
     if (message.createTime !== undefined) {
       obj.createTime = message.createTime.toISOString();
     }
+    if (message.userId !== "") {
+      obj.userId = message.userId;
+    }
     return obj;
   },
 
@@ -654,12 +687,13 @@ export const Order: MessageFns<Order> = {
     message.pricingVersion = object.pricingVersion ?? "";
     message.failureReason = object.failureReason ?? "";
     message.createTime = object.createTime ?? undefined;
+    message.userId = object.userId ?? "";
     return message;
   },
 };
 
 function createBasePlaceOrderRequest(): PlaceOrderRequest {
-  return { requestId: "", customerId: "", currency: "", items: [], payment: undefined };
+  return { requestId: "", customerId: "", currency: "", items: [], payment: undefined, userId: "" };
 }
 
 export const PlaceOrderRequest: MessageFns<PlaceOrderRequest> = {
@@ -678,6 +712,9 @@ export const PlaceOrderRequest: MessageFns<PlaceOrderRequest> = {
     }
     if (message.payment !== undefined) {
       Payment.encode(message.payment, writer.uint32(42).fork()).join();
+    }
+    if (message.userId !== "") {
+      writer.uint32(50).string(message.userId);
     }
     return writer;
   },
@@ -735,6 +772,14 @@ export const PlaceOrderRequest: MessageFns<PlaceOrderRequest> = {
             message.payment = Payment.decode(reader, reader.uint32());
             continue;
           }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.userId = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -762,6 +807,11 @@ export const PlaceOrderRequest: MessageFns<PlaceOrderRequest> = {
       currency: isSet(object.currency) ? globalThis.String(object.currency) : "",
       items: globalThis.Array.isArray(object?.items) ? object.items.map((e: any) => LineItem.fromJSON(e)) : [],
       payment: isSet(object.payment) ? Payment.fromJSON(object.payment) : undefined,
+      userId: isSet(object.userId)
+        ? globalThis.String(object.userId)
+        : isSet(object.user_id)
+        ? globalThis.String(object.user_id)
+        : "",
     };
   },
 
@@ -782,6 +832,9 @@ export const PlaceOrderRequest: MessageFns<PlaceOrderRequest> = {
     if (message.payment !== undefined) {
       obj.payment = Payment.toJSON(message.payment);
     }
+    if (message.userId !== "") {
+      obj.userId = message.userId;
+    }
     return obj;
   },
 
@@ -797,6 +850,7 @@ export const PlaceOrderRequest: MessageFns<PlaceOrderRequest> = {
     message.payment = (object.payment !== undefined && object.payment !== null)
       ? Payment.fromPartial(object.payment)
       : undefined;
+    message.userId = object.userId ?? "";
     return message;
   },
 };
@@ -869,13 +923,16 @@ export const PlaceOrderResponse: MessageFns<PlaceOrderResponse> = {
 };
 
 function createBaseGetOrderRequest(): GetOrderRequest {
-  return { id: "" };
+  return { id: "", userId: "" };
 }
 
 export const GetOrderRequest: MessageFns<GetOrderRequest> = {
   encode(message: GetOrderRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
     if (message.id !== "") {
       writer.uint32(10).string(message.id);
+    }
+    if (message.userId !== "") {
+      writer.uint32(18).string(message.userId);
     }
     return writer;
   },
@@ -901,6 +958,14 @@ export const GetOrderRequest: MessageFns<GetOrderRequest> = {
             message.id = reader.string();
             continue;
           }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.userId = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -914,13 +979,23 @@ export const GetOrderRequest: MessageFns<GetOrderRequest> = {
   },
 
   fromJSON(object: any): GetOrderRequest {
-    return { id: isSet(object.id) ? globalThis.String(object.id) : "" };
+    return {
+      id: isSet(object.id) ? globalThis.String(object.id) : "",
+      userId: isSet(object.userId)
+        ? globalThis.String(object.userId)
+        : isSet(object.user_id)
+        ? globalThis.String(object.user_id)
+        : "",
+    };
   },
 
   toJSON(message: GetOrderRequest): unknown {
     const obj: any = {};
     if (message.id !== "") {
       obj.id = message.id;
+    }
+    if (message.userId !== "") {
+      obj.userId = message.userId;
     }
     return obj;
   },
@@ -931,6 +1006,7 @@ export const GetOrderRequest: MessageFns<GetOrderRequest> = {
   fromPartial<I extends Exact<DeepPartial<GetOrderRequest>, I>>(object: I): GetOrderRequest {
     const message = createBaseGetOrderRequest();
     message.id = object.id ?? "";
+    message.userId = object.userId ?? "";
     return message;
   },
 };
@@ -1019,7 +1095,10 @@ export const OrderServiceService = {
     responseSerialize: (value: PlaceOrderResponse): Buffer => Buffer.from(PlaceOrderResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): PlaceOrderResponse => PlaceOrderResponse.decode(value),
   },
-  /** GetOrder returns one order; NOT_FOUND when the id is unknown. */
+  /**
+   * GetOrder returns one order of the user asking; NOT_FOUND when the id is unknown or the
+   * order is another user's (the two are not told apart).
+   */
   getOrder: {
     path: "/shop.orders.v1.OrderService/GetOrder" as const,
     requestStream: false as const,
@@ -1038,7 +1117,10 @@ export interface OrderServiceServer extends UntypedServiceImplementation {
    * request_id (AIP-155): a retry returns the same order and takes nothing twice.
    */
   placeOrder: handleUnaryCall<PlaceOrderRequest, PlaceOrderResponse>;
-  /** GetOrder returns one order; NOT_FOUND when the id is unknown. */
+  /**
+   * GetOrder returns one order of the user asking; NOT_FOUND when the id is unknown or the
+   * order is another user's (the two are not told apart).
+   */
   getOrder: handleUnaryCall<GetOrderRequest, GetOrderResponse>;
 }
 
@@ -1063,7 +1145,10 @@ export interface OrderServiceClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: PlaceOrderResponse) => void,
   ): ClientUnaryCall;
-  /** GetOrder returns one order; NOT_FOUND when the id is unknown. */
+  /**
+   * GetOrder returns one order of the user asking; NOT_FOUND when the id is unknown or the
+   * order is another user's (the two are not told apart).
+   */
   getOrder(
     request: GetOrderRequest,
     callback: (error: ServiceError | null, response: GetOrderResponse) => void,

@@ -1,0 +1,1 @@
+"""End-user authentication: development tokens and their verification (`mesh/auth/tokens.py`)."""
