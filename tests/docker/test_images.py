@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from mesh.auth.tokens import SigningKey
 from mesh.xds import bootstrap
 from support.docker import IMAGES, ROOT, Resources, bases_env, docker
 
@@ -116,8 +117,13 @@ def test_gateway_healthcheck_passes_without_a_listener(built_images: dict[str, s
     """The gateway serves HTTP, not an xDS-managed gRPC server: its admin port says SERVING once
     it listens, with or without a control plane (its calls wait for one)."""
     bootstrap_file = write_bootstrap(tmp_path, "gateway", "127.0.0.1:9")
+    jwks = tmp_path / "jwks.json"  # the token issuer's public key, which the gateway requires
+    SigningKey.generate().write_jwks(jwks)
+    jwks.chmod(0o644)
     container = resources.run("gateway-alone", built_images["gateway"], *FAST_HEALTH,
-                              "-v", f"{bootstrap_file}:/etc/polymesh/bootstrap.json:ro", env=instance_env("gateway"))
+                              "-v", f"{bootstrap_file}:/etc/polymesh/bootstrap.json:ro",
+                              "-v", f"{jwks}:/etc/polymesh/jwks.json:ro",
+                              env=instance_env("gateway") | {"GATEWAY_JWKS_FILE": "/etc/polymesh/jwks.json"})
     state = wait_health(resources, container, "healthy", 60)
     assert state["Log"][-1]["Output"].strip() == "status: SERVING", state["Log"][-1]
 
