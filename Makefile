@@ -257,3 +257,11 @@ bench-propagation: $(VENV)/.installed $(TOOLS)/consul ## Istio edit / instance k
 .PHONY: clean
 clean: down ## Remove builds and run state (keeps the tool builds in .tools)
 	rm -rf .build .run services/pricing/dist mesh/runtime-ts/dist tests/conformance/probes/ts/dist
+
+# --- Docker images (README "Run with Docker") -----------------------------------------------------
+# Base images: the Dockerfiles' public defaults, or the local ones tools/docker/prepare-engine made
+# on a machine that cannot pull them (.build/docker-bases.env). Docker's layer cache makes a second
+# run take seconds.
+.PHONY: images
+images: ## Build every image (polymesh/NAME:dev): the services and the control plane
+	tools/docker/build-images

@@ -1,0 +1,3 @@
+# Local stand-in for debian:bookworm-slim, the Go services' run-time base: the minbase itself.
+ARG BASE
+FROM ${BASE}
