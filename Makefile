@@ -160,6 +160,7 @@ proto-check: $(PROTO_TOOLS) ## Lint, format check, breaking check of our contrac
 # up, down, status and logs then act on that stack (README "Run with Docker").
 MESH_RUNTIME ?= local
 COMPOSE := docker compose --project-directory . -f docker-compose.yml
+COMPOSE_ENV := set -a; [ ! -f .build/docker-bases.env ] || . .build/docker-bases.env; set +a;
 .PHONY: up down status logs
 ifeq ($(MESH_RUNTIME),compose)
 up: compose-up ## Start the whole mesh and wait until every instance is healthy
@@ -184,26 +185,25 @@ endif
 compose-file: $(VENV)/.installed ## Write docker-compose.yml from the topology (mesh/runner/topology.py)
 	$(PY) -m mesh.runner compose --write
 
-compose-up: $(VENV)/.installed ## Build the images and start docker-compose.yml, waiting until every container is healthy
+compose-up: $(VENV)/.installed images ## Build the images and start docker-compose.yml, waiting until every container is healthy
 	@$(PY) -m mesh.runner compose --check
-	@set -a; [ ! -f .build/docker-bases.env ] || . .build/docker-bases.env; set +a; \
-		$(COMPOSE) up --build --detach --wait --wait-timeout 300
-	@$(COMPOSE) ps
+	@$(COMPOSE_ENV) $(COMPOSE) up --detach --wait --wait-timeout 300
+	@$(COMPOSE_ENV) $(COMPOSE) ps
 
 compose-down: ## Stop docker-compose.yml's stack and remove its containers, network and volume
-	$(COMPOSE) down --volumes --remove-orphans
+	@$(COMPOSE_ENV) $(COMPOSE) down --volumes --remove-orphans
 
 compose-status: ## The compose stack's containers and their health
-	@$(COMPOSE) ps --all
+	@$(COMPOSE_ENV) $(COMPOSE) ps --all
 
 compose-logs: ## The compose stack's logs (service=NAME for one, follow=1 to follow)
-	@$(COMPOSE) logs $(if $(follow),--follow) $(service)
+	@$(COMPOSE_ENV) $(COMPOSE) logs $(if $(follow),--follow) $(service)
 
 .PHONY: token
 TOKEN_ARGS = $(if $(user),--user $(user)) $(if $(ttl),--ttl $(ttl))
 ifeq ($(MESH_RUNTIME),compose)
 token: ## Print a development token for the gateway: user=NAME (default developer), ttl=SECONDS (default 3600)
-	@$(COMPOSE) run --rm --no-deps --quiet-pull -e MESH_RUN_DIR=/mesh mesh-acl python -m mesh.auth token $(TOKEN_ARGS)
+	@$(COMPOSE_ENV) $(COMPOSE) run --rm --no-deps -e MESH_RUN_DIR=/mesh mesh-acl python -m mesh.auth token $(TOKEN_ARGS)
 else
 token: $(VENV)/.installed
 	@$(PY) -m mesh.auth token $(TOKEN_ARGS)

@@ -117,7 +117,9 @@ def render() -> str:
             "environment": setup_env, "volumes": volume, "networks": _network("mesh-acl"),
             "depends_on": {"consul": {"condition": "service_healthy"}},
         },
-        "jaeger": {"image": JAEGER_IMAGE, "networks": _network("jaeger"), "ports": _published("jaeger")},
+        # Jaeger v2's built-in configuration listens on localhost unless told otherwise
+        "jaeger": {"image": JAEGER_IMAGE, "environment": {"JAEGER_LISTEN_HOST": "0.0.0.0"},
+                   "networks": _network("jaeger"), "ports": _published("jaeger")},
         "control-plane": {
             "image": IMAGES["control-plane"], "user": MESH_UID, "pull_policy": "never",
             "environment": topology.control_plane_env(where),
