@@ -9,6 +9,9 @@ MAKEFLAGS += --no-builtin-rules --no-print-directory
 CONSUL_VERSION := v1.22.3
 JAEGER_VERSION := v1.76.0 (v2.13.0)
 ISTIO_VERSION := v0.0.0-20260827124520-eed52ebb66ad (the Istio 1.31 line)
+KUBERNETES_VERSION := v1.34.2
+ETCD_VERSION := v3.6.16
+KUSTOMIZE_VERSION := v5.8.2
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -47,6 +50,24 @@ $(TOOLS)/jaeger: tools/jaeger/go.mod tools/jaeger/go.sum
 $(TOOLS)/istioctl: tools/istioctl/go.mod tools/istioctl/go.sum
 	$(call say,building istioctl $(ISTIO_VERSION) from its Go module (first time: a few minutes))
 	cd tools/istioctl && go build -trimpath -o ../../$@ istio.io/istio/istioctl/cmd/istioctl
+
+# Kubernetes for tests/kubernetes only (no kubelet: objects are accepted and stored, no pod runs)
+KUBE_TOOLS := $(TOOLS)/kube-apiserver $(TOOLS)/kubectl $(TOOLS)/etcd $(TOOLS)/kustomize
+KUBE_LDFLAGS := -X k8s.io/component-base/version.gitVersion=$(KUBERNETES_VERSION) \
+	-X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=34 \
+	-X k8s.io/client-go/pkg/version.gitVersion=$(KUBERNETES_VERSION)
+$(TOOLS)/kube-apiserver $(TOOLS)/kubectl &: tools/kubernetes/go.mod tools/kubernetes/go.sum
+	$(call say,building kube-apiserver and kubectl $(KUBERNETES_VERSION) from k8s.io/kubernetes (first time: about 8 min))
+	cd tools/kubernetes && go build -trimpath -ldflags '$(KUBE_LDFLAGS)' -o ../../$(TOOLS)/ \
+		k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kubectl
+
+$(TOOLS)/etcd: tools/etcd/go.mod tools/etcd/go.sum
+	$(call say,building etcd $(ETCD_VERSION) from its Go module (first time: about 3 min))
+	cd tools/etcd && go build -trimpath -o ../../$@ go.etcd.io/etcd/server/v3
+
+$(TOOLS)/kustomize: tools/kustomize/go.mod tools/kustomize/go.sum
+	$(call say,building kustomize $(KUSTOMIZE_VERSION) from its Go module)
+	cd tools/kustomize && go build -trimpath -o ../../$@ sigs.k8s.io/kustomize/kustomize/v5
 
 $(TOOLS)/compose-check: tools/compose-check/go.mod tools/compose-check/go.sum tools/compose-check/main.go
 	$(call say,building compose-check: Docker Compose's own loader (compose-go) on docker-compose.yml)
