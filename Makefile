@@ -65,6 +65,9 @@ $(TOOLS)/etcd: tools/etcd/go.mod tools/etcd/go.sum
 	$(call say,building etcd $(ETCD_VERSION) from its Go module (first time: about 3 min))
 	cd tools/etcd && go build -trimpath -o ../../$@ go.etcd.io/etcd/server/v3
 
+.PHONY: kube-tools
+kube-tools: $(KUBE_TOOLS) $(TOOLS)/istioctl ## Build what tests/kubernetes needs: kube-apiserver, kubectl, etcd, kustomize (cold: ~12 min)
+
 $(TOOLS)/kustomize: tools/kustomize/go.mod tools/kustomize/go.sum
 	$(call say,building kustomize $(KUSTOMIZE_VERSION) from its Go module)
 	cd tools/kustomize && go build -trimpath -o ../../$@ sigs.k8s.io/kustomize/kustomize/v5
@@ -253,7 +256,7 @@ chaos-off: ## Take the chaos overrides off instance=NAME (no instance: every one
 
 # --- tests ----------------------------------------------------------------------------------------
 .PHONY: test
-test: build $(PROTO_TOOLS) $(TOOLS)/istioctl $(TOOLS)/compose-check ## Run every test: contracts, istioctl, Go, TypeScript, Python (unit, conformance, control plane, end to end)
+test: build $(PROTO_TOOLS) $(TOOLS)/istioctl $(TOOLS)/compose-check $(KUBE_TOOLS) ## Run every test: contracts, istioctl, Go, TypeScript, Python (unit, conformance, control plane, Kubernetes API, end to end)
 	$(MAKE) proto-check
 	$(MAKE) test-go
 	$(MAKE) test-ts

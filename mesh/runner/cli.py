@@ -268,7 +268,7 @@ def _parser() -> argparse.ArgumentParser:
     setup = commands.add_parser("compose-setup", help="(run inside the compose stack) write its run folder, "
                                                       "or create its Consul tokens")
     setup.add_argument("step", choices=("config", "acl"))
-    kube_ = commands.add_parser("kube", help="the kustomize base in istio/kubernetes/base from the topology "
+    kube_ = commands.add_parser("kube", help="the kustomize base in kubernetes/base from the topology "
                                              "(print, --write, --check)",
                                 description=kube.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     kube_.add_argument("--write", action="store_true", help="write the base and istio/Kustomization")

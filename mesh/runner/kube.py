@@ -1,9 +1,9 @@
-"""The mesh as Kubernetes runs it: the kustomize base in `istio/kubernetes/base/` (and `istio/Kustomization`,
+"""The mesh as Kubernetes runs it: the kustomize base in `kubernetes/base/` (and `istio/Kustomization`,
 which lists the Istio resources of `istio/*.yaml` so that the overlays take those very files) is generated from
 the topology (`mesh.runner.topology`: the same services, versions, ports and environment as `make up` and
 docker-compose.yml), never edited by hand. `python -m mesh.runner kube --write` writes it; `--check` (and
 tests/unit/test_kube_manifests.py) fails when it has drifted from the topology. The overlays
-(`istio/kubernetes/overlays/sidecar`, `.../proxyless`) are hand-written and reference the base.
+(`kubernetes/overlays/sidecar`, `.../proxyless`) are hand-written and reference the base.
 
 What the base holds:
 - Namespaces: `default` (the topology's namespace: the Istio files and the SPIFFE identities
@@ -33,7 +33,7 @@ from mesh.runner import compose, topology
 __all__ = ["BASE_DIR", "ISTIO_KUSTOMIZATION", "render"]
 
 ISTIO_DIR = topology.ROOT / "istio"
-BASE_DIR = ISTIO_DIR / "kubernetes" / "base"
+BASE_DIR = topology.ROOT / "kubernetes" / "base"
 ISTIO_KUSTOMIZATION = ISTIO_DIR / "Kustomization"  # no .yaml: the local control plane reads istio/*.yaml
 NAMESPACE = topology.NAMESPACE
 OBSERVABILITY = "observability"
@@ -163,7 +163,7 @@ def _namespaces() -> list[dict]:
 
 def _jaeger() -> list[dict]:
     p = topology.BASE_PORTS
-    labels = {"app": "jaeger", "app.kubernetes.io/part-of": f"{PART_OF}-observability"}
+    labels = {"app": "jaeger", "version": JAEGER_IMAGE.rsplit(":", 1)[1], "app.kubernetes.io/part-of": f"{PART_OF}-observability"}
     ports = [("grpc-otlp", p["otlp_grpc"], "grpc"), ("http-otlp", p["otlp_http"], "http"),
              ("http-query", p["jaeger_query"], "http")]
     return [
@@ -206,8 +206,10 @@ def _dump(docs: list[dict]) -> str:
 
 
 def istio_files() -> list[str]:
-    """The Istio resources the local control plane reads: every istio/*.yaml."""
-    return sorted(p.name for p in ISTIO_DIR.glob("*.yaml"))
+    """The Istio resources the local control plane reads: every istio/*.yaml but the scenario files that
+    `make scenario` copies in while a scenario is on (istio/scenarios/NAME/, git-ignored)."""
+    scenario = {p.name for p in ISTIO_DIR.glob("scenarios/*/*.yaml")}
+    return sorted(p.name for p in ISTIO_DIR.glob("*.yaml") if p.name not in scenario)
 
 
 def render() -> dict[pathlib.Path, str]:
@@ -223,7 +225,7 @@ def render() -> dict[pathlib.Path, str]:
     files[BASE_DIR / "kustomization.yaml"] = HEADER + yaml.dump(
         {"apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization",
          # the Istio resources: the very files of istio/, through istio/Kustomization
-         "resources": [*resources, "../.."]}, Dumper=compose._Dumper, sort_keys=False, width=120)
+         "resources": [*resources, "../../istio"]}, Dumper=compose._Dumper, sort_keys=False, width=120)
     files[ISTIO_KUSTOMIZATION] = HEADER.replace("README", "The files the local control plane reads; README") + yaml.dump(
         {"apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization", "resources": istio_files()},
         Dumper=compose._Dumper, sort_keys=False, width=120)
