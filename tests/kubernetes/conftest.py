@@ -8,56 +8,21 @@ or kubelet: objects are validated, admitted and stored, and no pod ever runs."""
 from __future__ import annotations
 
 import json
-import os
 import secrets
 import subprocess
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 
+from support.kubernetes import BIN, START_TIMEOUT, Cluster, istio_crds, missing_tools
 from support.ports import free_ports
 from support.procs import Processes
-
-ROOT = Path(__file__).resolve().parents[2]
-BIN = ROOT / ".tools" / "bin"
-TOOLS = ("etcd", "kube-apiserver", "kubectl", "kustomize", "istioctl")
-START_TIMEOUT = 60.0
-
-
-def istio_crds() -> Path:
-    """Istio's CRDs, from the istio.io/api module in the Go module cache (istioctl's build list)."""
-    out = subprocess.run(["go", "list", "-m", "-json", "istio.io/api"], cwd=ROOT / "tools" / "istioctl",
-                         capture_output=True, text=True, check=True, timeout=120,
-                         env={**os.environ, "GOFLAGS": "-mod=mod", "GOTOOLCHAIN": "local"})
-    return Path(json.loads(out.stdout)["Dir"]) / "kubernetes" / "customresourcedefinitions.gen.yaml"
-
-
-@dataclass
-class Cluster:
-    kubeconfig: Path
-    procs: Processes
-    started_in: float  # seconds from starting etcd to the API server answering /readyz
-
-    def kubectl(self, *args: str, input: str | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
-        return subprocess.run([str(BIN / "kubectl"), "--kubeconfig", str(self.kubeconfig), *args], input=input,
-                              capture_output=True, text=True, timeout=timeout)
-
-    def get(self, *args: str) -> dict:
-        result = self.kubectl("get", *args, "-o", "json")
-        assert result.returncode == 0, result.stderr
-        return json.loads(result.stdout)
-
-
-def _missing() -> list[str]:
-    return [name for name in TOOLS if not (BIN / name).exists()]
 
 
 @pytest.fixture(scope="session")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    missing = _missing()
+    missing = missing_tools()
     assert not missing, f"missing {missing} in .tools/bin: run `make kube-tools` (make test does)"
     work = tmp_path_factory.mktemp("kubernetes")
     procs = Processes(work / "logs")
@@ -103,10 +68,16 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
             assert time.monotonic() < deadline, f"the API server was not ready:\n{ready.stderr}\n{procs.report()}"
             time.sleep(0.5)
         made.started_in = round(time.monotonic() - started, 1)
-        crds = made.kubectl("apply", "--server-side", "-f", str(istio_crds()))
-        assert crds.returncode == 0, crds.stderr
+        crds = istio_crds()
+        deadline = time.monotonic() + START_TIMEOUT
+        while True:  # /readyz says ok a moment before every API group answers on a loaded machine
+            installed = made.kubectl("apply", "--server-side", "-f", str(crds), timeout=60)
+            if installed.returncode == 0:
+                break
+            assert time.monotonic() < deadline, f"Istio's CRDs:\n{installed.stderr}\n{procs.report()}"
+            time.sleep(1)
         established = made.kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=60s", timeout=90)
-        assert established.returncode == 0, established.stderr
+        assert established.returncode == 0, f"{established.stderr}\n{procs.report()}"
         yield made
     finally:
         procs.stop_all()

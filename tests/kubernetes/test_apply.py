@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import BIN, ROOT, Cluster
+from support.kubernetes import BIN, ROOT, Cluster
 from mesh.runner import kube, topology
 
 OVERLAYS = ROOT / "kubernetes" / "overlays"
@@ -165,4 +165,5 @@ def test_invalid_example_is_refused_with_the_reason(cluster: Cluster, example: s
         assert refused.returncode != 0, f"{example} was accepted: {refused.stdout}"
         assert expected in refused.stderr, refused.stderr
     kind = yaml.safe_load(text.split("\n", 1)[1])["kind"]
-    _record(f"invalid_{example}", {"kind": kind, "refused": refused.stderr.strip().splitlines()[-1][-300:]})
+    reason = next(line for line in refused.stderr.splitlines() if expected in line)
+    _record(f"invalid_{example}", {"kind": kind, "refused": reason.strip()[-300:]})
