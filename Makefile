@@ -66,7 +66,7 @@ $(TOOLS)/etcd: tools/etcd/go.mod tools/etcd/go.sum
 	cd tools/etcd && go build -trimpath -o ../../$@ go.etcd.io/etcd/server/v3
 
 .PHONY: kube-tools
-kube-tools: $(KUBE_TOOLS) $(TOOLS)/istioctl ## Build what tests/kubernetes needs: kube-apiserver, kubectl, etcd, kustomize (cold: ~12 min)
+kube-tools: $(KUBE_TOOLS) $(TOOLS)/istioctl ## Build what tests/kubernetes needs: kube-apiserver, kubectl, etcd, kustomize (cold: about 10 min)
 
 $(TOOLS)/kustomize: tools/kustomize/go.mod tools/kustomize/go.sum
 	$(call say,building kustomize $(KUSTOMIZE_VERSION) from its Go module)
