@@ -46,3 +46,19 @@ def test_every_version_is_a_deployment_with_the_local_variables():
             first = next(i for i in service.instances if i.version == instance.version)
             assert env["MESH_ADMIN_PORT"] == str(first.admin_port)
         assert sum(d["spec"]["replicas"] for d in deployments.values()) == len(service.instances)
+
+
+def test_every_pod_environment_passes_the_runtime_contract():
+    """What a proxyless pod gets (the base's variables, its name as instance id, the grpc-agent's bootstrap)
+    is accepted by the contract's own check (mesh/runtime/config.py, the same rules in Go and TypeScript)."""
+    from mesh.runtime.config import load_instance_config
+
+    for service in topology.SERVICES:
+        for doc in yaml.safe_load_all((kube.BASE_DIR / f"{service.name}.yaml").read_text()):
+            if doc["kind"] != "Deployment":
+                continue
+            env = {e["name"]: e.get("value") for e in doc["spec"]["template"]["spec"]["containers"][0]["env"]}
+            env.update(MESH_INSTANCE_ID=f"{doc['metadata']['name']}-5d9c7b-x2x4q",
+                       GRPC_XDS_BOOTSTRAP="/etc/istio/proxy/grpc-bootstrap.json")
+            config = load_instance_config(service.name, env)
+            assert (config.host, config.port, config.register) == ("0.0.0.0", service.port, False)
