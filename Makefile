@@ -51,6 +51,10 @@ $(TOOLS)/istioctl: tools/istioctl/go.mod tools/istioctl/go.sum
 	$(call say,building istioctl $(ISTIO_VERSION) from its Go module (first time: a few minutes))
 	cd tools/istioctl && go build -trimpath -o ../../$@ istio.io/istio/istioctl/cmd/istioctl
 
+$(TOOLS)/compose-check: tools/compose-check/go.mod tools/compose-check/go.sum tools/compose-check/main.go
+	$(call say,building compose-check: Docker Compose's own loader (compose-go) on docker-compose.yml)
+	cd tools/compose-check && go build -trimpath -o ../../$@ .
+
 # Kubernetes for tests/kubernetes only (no kubelet: objects are accepted and stored, no pod runs)
 KUBE_TOOLS := $(TOOLS)/kube-apiserver $(TOOLS)/kubectl $(TOOLS)/etcd $(TOOLS)/kustomize
 KUBE_LDFLAGS := -X k8s.io/component-base/version.gitVersion=$(KUBERNETES_VERSION) \
@@ -71,10 +75,6 @@ kube-tools: $(KUBE_TOOLS) $(TOOLS)/istioctl ## Build what tests/kubernetes needs
 $(TOOLS)/kustomize: tools/kustomize/go.mod tools/kustomize/go.sum
 	$(call say,building kustomize $(KUSTOMIZE_VERSION) from its Go module)
 	cd tools/kustomize && go build -trimpath -o ../../$@ sigs.k8s.io/kustomize/kustomize/v5
-
-$(TOOLS)/compose-check: tools/compose-check/go.mod tools/compose-check/go.sum tools/compose-check/main.go
-	$(call say,building compose-check: Docker Compose's own loader (compose-go) on docker-compose.yml)
-	cd tools/compose-check && go build -trimpath -o ../../$@ .
 
 $(TOOLS)/protoc-gen-go $(TOOLS)/protoc-gen-go-grpc &: tools/protoc-gen/go.mod tools/protoc-gen/go.sum
 	$(call say,building protoc-gen-go and protoc-gen-go-grpc)
