@@ -9,6 +9,9 @@ MAKEFLAGS += --no-builtin-rules --no-print-directory
 CONSUL_VERSION := v1.22.3
 JAEGER_VERSION := v1.76.0 (v2.13.0)
 ISTIO_VERSION := v0.0.0-20260827124520-eed52ebb66ad (the Istio 1.31 line)
+KUBERNETES_VERSION := v1.34.2
+ETCD_VERSION := v3.6.16
+KUSTOMIZE_VERSION := v5.8.2
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -51,6 +54,27 @@ $(TOOLS)/istioctl: tools/istioctl/go.mod tools/istioctl/go.sum
 $(TOOLS)/compose-check: tools/compose-check/go.mod tools/compose-check/go.sum tools/compose-check/main.go
 	$(call say,building compose-check: Docker Compose's own loader (compose-go) on docker-compose.yml)
 	cd tools/compose-check && go build -trimpath -o ../../$@ .
+
+# Kubernetes for tests/kubernetes only (no kubelet: objects are accepted and stored, no pod runs)
+KUBE_TOOLS := $(TOOLS)/kube-apiserver $(TOOLS)/kubectl $(TOOLS)/etcd $(TOOLS)/kustomize
+KUBE_LDFLAGS := -X k8s.io/component-base/version.gitVersion=$(KUBERNETES_VERSION) \
+	-X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=34 \
+	-X k8s.io/client-go/pkg/version.gitVersion=$(KUBERNETES_VERSION)
+$(TOOLS)/kube-apiserver $(TOOLS)/kubectl &: tools/kubernetes/go.mod tools/kubernetes/go.sum
+	$(call say,building kube-apiserver and kubectl $(KUBERNETES_VERSION) from k8s.io/kubernetes (first time: about 8 min))
+	cd tools/kubernetes && go build -trimpath -ldflags '$(KUBE_LDFLAGS)' -o ../../$(TOOLS)/ \
+		k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kubectl
+
+$(TOOLS)/etcd: tools/etcd/go.mod tools/etcd/go.sum
+	$(call say,building etcd $(ETCD_VERSION) from its Go module (first time: about 3 min))
+	cd tools/etcd && go build -trimpath -o ../../$@ go.etcd.io/etcd/server/v3
+
+.PHONY: kube-tools
+kube-tools: $(KUBE_TOOLS) $(TOOLS)/istioctl ## Build what tests/kubernetes needs: kube-apiserver, kubectl, etcd, kustomize (cold: about 10 min)
+
+$(TOOLS)/kustomize: tools/kustomize/go.mod tools/kustomize/go.sum
+	$(call say,building kustomize $(KUSTOMIZE_VERSION) from its Go module)
+	cd tools/kustomize && go build -trimpath -o ../../$@ sigs.k8s.io/kustomize/kustomize/v5
 
 $(TOOLS)/protoc-gen-go $(TOOLS)/protoc-gen-go-grpc &: tools/protoc-gen/go.mod tools/protoc-gen/go.sum
 	$(call say,building protoc-gen-go and protoc-gen-go-grpc)
@@ -232,7 +256,7 @@ chaos-off: ## Take the chaos overrides off instance=NAME (no instance: every one
 
 # --- tests ----------------------------------------------------------------------------------------
 .PHONY: test
-test: build $(PROTO_TOOLS) $(TOOLS)/istioctl $(TOOLS)/compose-check ## Run every test: contracts, istioctl, Go, TypeScript, Python (unit, conformance, control plane, end to end)
+test: build $(PROTO_TOOLS) $(TOOLS)/istioctl $(TOOLS)/compose-check $(KUBE_TOOLS) ## Run every test: contracts, istioctl, Go, TypeScript, Python (unit, conformance, control plane, Kubernetes API, end to end)
 	$(MAKE) proto-check
 	$(MAKE) test-go
 	$(MAKE) test-ts

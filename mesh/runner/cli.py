@@ -14,7 +14,7 @@ import sys
 import time
 
 from mesh.auth.tokens import SigningKey
-from mesh.runner import chaos, compose, consul_acl, probes, scenarios, topology
+from mesh.runner import chaos, compose, consul_acl, kube, probes, scenarios, topology
 from mesh.runner.supervisor import Supervisor
 
 UP_TIMEOUT = 120.0
@@ -268,6 +268,11 @@ def _parser() -> argparse.ArgumentParser:
     setup = commands.add_parser("compose-setup", help="(run inside the compose stack) write its run folder, "
                                                       "or create its Consul tokens")
     setup.add_argument("step", choices=("config", "acl"))
+    kube_ = commands.add_parser("kube", help="the kustomize base in kubernetes/base from the topology "
+                                             "(print, --write, --check)",
+                                description=kube.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    kube_.add_argument("--write", action="store_true", help="write the base and istio/Kustomization")
+    kube_.add_argument("--check", action="store_true", help="exit 1 if they differ from the topology")
     return parser
 
 
@@ -296,6 +301,8 @@ def main(argv: list[str] | None = None) -> int:
         return chaos_command(run_dir, offset, args.target, env, args.off)
     if args.command == "compose":
         return compose.main([*(["--write"] if args.write else []), *(["--check"] if args.check else [])])
+    if args.command == "kube":
+        return kube.main([*(["--write"] if args.write else []), *(["--check"] if args.check else [])])
     if args.command == "compose-setup":
         return compose.setup(args.step)
     if args.command == "scenario":
