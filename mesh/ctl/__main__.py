@@ -1,0 +1,44 @@
+"""meshctl: see what the running mesh does (`status`, `routes`, `call`); the mesh is found as the
+runner places it (MESH_RUN_DIR, MESH_PORT_OFFSET)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from mesh.ctl import call, routes, status
+from mesh.ctl.where import Mesh, MeshDown
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="meshctl", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands.add_parser("status", help="instances (health, version, language, uptime, restarts, certificate "
+                                       "expiry), what every xDS client ACKed or NACKed, policy errors")
+    routes_ = commands.add_parser("routes", help="the listeners, routes, clusters and endpoints an instance holds")
+    routes_.add_argument("instance", metavar="INSTANCE", help="an instance id (meshctl status lists them)")
+    routes_.add_argument("--json", action="store_true", help="the resources as proto3 JSON")
+    call_ = commands.add_parser("call", help="call SERVICE/Method with a JSON request over the mesh's mTLS")
+    call_.add_argument("target", metavar="SERVICE/Method", help="catalog/ListProducts or shop.catalog.v1.CatalogService/ListProducts")
+    call_.add_argument("body", nargs="?", default="{}", metavar="JSON", help="the request (proto3 JSON; default {})")
+    call_.add_argument("--as", dest="caller", default="meshctl", metavar="SERVICE",
+                       help="the workload identity to call as (default meshctl; AuthorizationPolicies decide)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    mesh = Mesh.from_env()
+    try:
+        if args.command == "status":
+            return status.run(mesh)
+        if args.command == "routes":
+            return routes.run(mesh, args.instance, args.json)
+        return call.run(mesh, args.target, args.body, args.caller)
+    except MeshDown as error:
+        print(f"meshctl: {error}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
