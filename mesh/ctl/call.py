@@ -67,6 +67,7 @@ def run(mesh: Mesh, target: str, body: str, caller: str) -> int:
     try:
         service, proto_service, method = parse_target(target)
         request_json = json.loads(body or "{}")
+        mesh.require_running()
         instance, port, admin = _instance(mesh, service)
     except (ValueError, LookupError) as error:
         print(error)

@@ -9,7 +9,7 @@ from collections.abc import Iterable
 import grpc
 from envoy.admin.v3 import config_dump_shared_pb2 as dump_pb2
 from envoy.config.cluster.v3 import cluster_pb2
-from envoy.config.core.v3 import base_pb2
+from envoy.config.core.v3 import health_check_pb2
 from envoy.config.endpoint.v3 import endpoint_pb2
 from envoy.config.listener.v3 import listener_pb2
 from envoy.config.route.v3 import route_components_pb2, route_pb2
@@ -148,18 +148,26 @@ def render(resources: Held) -> str:
 
     section("listeners", "LISTENERS", lambda m: [_listener_line(m)])
     section("routes", "ROUTES", lambda m: [line for vh in m.virtual_hosts
-                                           for line in [f"{','.join(vh.domains)}:"]
+                                           for line in [f"{_domains(vh.domains)}:"]
                                            + [f"  {_route_line(r)}" for r in vh.routes]])
     section("clusters", "CLUSTERS", lambda m: [_cluster_line(m)])
     section("endpoints", "ENDPOINTS", _endpoint_lines)
     return "\n".join(lines).rstrip()
 
 
+def _domains(domains) -> str:
+    """The longest name (the FQDN) and how many others: the list repeats it with and without port and suffixes."""
+    if not domains:
+        return "(no domains)"
+    longest = max(domains, key=len)
+    return longest + (f" (+{len(domains) - 1} shorter forms)" if len(domains) > 1 else "")
+
+
 def _endpoint_lines(assignment: endpoint_pb2.ClusterLoadAssignment) -> Iterable[str]:
     for locality in assignment.endpoints:
         for e in locality.lb_endpoints:
             a = e.endpoint.address.socket_address
-            health = f"  {base_pb2.HealthStatus.Name(e.health_status)}" if e.health_status else ""
+            health = f"  {health_check_pb2.HealthStatus.Name(e.health_status)}" if e.health_status else ""
             yield f"{a.address}:{a.port_value}{health}"
 
 
@@ -169,6 +177,7 @@ def run(mesh: Mesh, instance: str, as_json_flag: bool) -> int:
     except LookupError as error:
         print(error)
         return 2
+    mesh.require_running()
     admin = f"127.0.0.1:{found.admin_port + mesh.offset}"
     try:
         resources = fetch(admin)

@@ -29,12 +29,16 @@ class NodeXds:
     nacks: list[str]  # "CDS outbound|...: version 7 rejected: reason"
 
 
-def summarize(config: csds_pb2.ClientConfig) -> NodeXds:
+def instance_of(config: csds_pb2.ClientConfig) -> str:
     metadata = json_format.MessageToDict(config.node.metadata) if config.node.HasField("metadata") else {}
-    who = NodeIdentity.parse(config.node.id, config.node.cluster, metadata)
+    return NodeIdentity.parse(config.node.id, config.node.cluster, metadata).instance
+
+
+def summarize(configs: list[csds_pb2.ClientConfig]) -> NodeXds:
+    """One instance's ADS streams (a process may hold several: one per channel) in one row."""
     by_type: dict[str, list[tuple[str, str, str]]] = {column: [] for column in XDS_TYPES.values()}
     nacks = []
-    for resource in config.generic_xds_configs:
+    for resource in (r for config in configs for r in config.generic_xds_configs):
         column = XDS_TYPES.get(resource.type_url.rsplit("/", 1)[-1])
         if column is None:
             continue
@@ -45,14 +49,17 @@ def summarize(config: csds_pb2.ClientConfig) -> NodeXds:
                          f"{resource.error_state.details}")
         elif resource.error_state.details:
             nacks.append(f"{column} {resource.name}: {resource.error_state.details}")
-    return NodeXds(who.instance, {column: xds_cell(states) for column, states in by_type.items()}, nacks)
+    return NodeXds(instance_of(configs[0]), {column: xds_cell(states) for column, states in by_type.items()}, nacks)
 
 
 def fetch_xds(address: str) -> list[NodeXds]:
     with grpc.insecure_channel(address) as channel:
         reply = csds_pb2_grpc.ClientStatusDiscoveryServiceStub(channel).FetchClientStatus(
             csds_pb2.ClientStatusRequest(exclude_resource_contents=True), timeout=5)
-    return sorted((summarize(c) for c in reply.config), key=lambda n: n.instance)
+    streams: dict[str, list[csds_pb2.ClientConfig]] = {}
+    for config in reply.config:
+        streams.setdefault(instance_of(config), []).append(config)
+    return [summarize(streams[name]) for name in sorted(streams)]
 
 
 def _uptime(pid: int | None) -> str:
@@ -78,6 +85,7 @@ def cert_expiry(mesh: Mesh, instance: str, now: float | None = None) -> str:
 
 
 def run(mesh: Mesh) -> int:
+    mesh.require_running()
     services = mesh.consul_get("/v1/agent/services")
     checks = probes.consul_checks(mesh.consul, _token(mesh))
     mesh.require_control_plane()
@@ -101,7 +109,9 @@ def run(mesh: Mesh) -> int:
     print(table(rows))
     nodes = fetch_xds(mesh.xds)
     print(f"\nxDS clients (CSDS of the control plane at {mesh.xds}):")
-    print(table([("NODE", *XDS_TYPES.values())] + [(n.instance, *n.cells.values()) for n in nodes]))
+    connected = {n.instance for n in nodes}
+    absent = [(sid, *(["not connected"] + ["-"] * (len(XDS_TYPES) - 1))) for sid in sorted(services) if sid not in connected]
+    print(table([("NODE", *XDS_TYPES.values())] + [(n.instance, *n.cells.values()) for n in nodes] + absent))
     problems = [f"  {n.instance}: {line}" for n in nodes for line in n.nacks]
     if problems:
         print("\n" + "\n".join(problems))

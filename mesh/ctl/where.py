@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import pathlib
 import urllib.error
 import urllib.request
@@ -52,6 +53,23 @@ class Mesh:
         env = f"MESH_RUN_DIR={self.run_dir} MESH_PORT_OFFSET={self.offset}"
         return MeshDown(f"{what} is not answering at {address} ({env}): is the mesh up? "
                         f"`make up` starts it (with the same MESH_RUN_DIR and MESH_PORT_OFFSET), `make status` shows it")
+
+    def require_running(self) -> None:
+        """The runner's supervisor for this run folder is alive (state.json)."""
+        state = self.state()
+        pid = state.get("supervisor_pid")
+        alive = False
+        if pid and not state.get("stopped"):
+            try:
+                os.kill(pid, 0)
+                alive = True
+            except ProcessLookupError:
+                pass
+            except PermissionError:
+                alive = True
+        if not alive:
+            raise MeshDown(f"no mesh runs from MESH_RUN_DIR={self.run_dir} (no live supervisor in its state.json): "
+                           f"`make up` starts it (MESH_PORT_OFFSET and MESH_RUN_DIR choose a second mesh)")
 
     def consul_get(self, path: str) -> object:
         """GET Consul's HTTP API with the run folder's read-only token."""

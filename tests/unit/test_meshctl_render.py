@@ -40,7 +40,7 @@ def test_summarize_names_the_instance_and_the_nack() -> None:
                                          name="r", version_info="2")
     bad.client_status, bad.config_status = dump_pb2.NACKED, csds_pb2.ERROR
     bad.error_state.version_info, bad.error_state.details = "3", "weights sum to 0"
-    node = summarize(config)
+    node = summarize([config])
     assert node.instance == "orders"
     assert node.cells == {"LDS": "-", "RDS": "NACKED 1/1", "CDS": "SYNCED 1 v3", "EDS": "-"}
     assert node.nacks == ["RDS r: version 3 rejected: weights sum to 0"]
