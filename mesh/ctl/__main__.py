@@ -1,4 +1,4 @@
-"""meshctl: see what the running mesh does (`status`, `routes`, `call`); the mesh is found as the
+"""meshctl: see what the running mesh does (`status`, `routes`, `call`, `trace`); the mesh is found as the
 runner places it (MESH_RUN_DIR, MESH_PORT_OFFSET)."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from mesh.ctl import call, routes, status
+from mesh.ctl import call, routes, status, trace
 from mesh.ctl.where import Mesh, MeshDown
 
 
@@ -23,6 +23,8 @@ def _parser() -> argparse.ArgumentParser:
     call_.add_argument("body", nargs="?", default="{}", metavar="JSON", help="the request (proto3 JSON; default {})")
     call_.add_argument("--as", dest="caller", default="meshctl", metavar="SERVICE",
                        help="the workload identity to call as (default meshctl; AuthorizationPolicies decide)")
+    trace_ = commands.add_parser("trace", help="a trace from Jaeger as a waterfall in the terminal")
+    trace_.add_argument("trace_id", metavar="ID", help="32 hex digits (meshctl call and X-Trace-Id print it)")
     return parser
 
 
@@ -34,6 +36,8 @@ def main(argv: list[str] | None = None) -> int:
             return status.run(mesh)
         if args.command == "routes":
             return routes.run(mesh, args.instance, args.json)
+        if args.command == "trace":
+            return trace.run(mesh, args.trace_id)
         return call.run(mesh, args.target, args.body, args.caller)
     except MeshDown as error:
         print(f"meshctl: {error}", file=sys.stderr)

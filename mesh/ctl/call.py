@@ -10,7 +10,8 @@ import json
 import secrets
 
 import grpc
-from google.protobuf import descriptor_pool, json_format, message_factory
+from google.protobuf import descriptor_pb2, descriptor_pool, json_format, message_factory
+from google.type import money_pb2  # noqa: F401  (a type the services' messages use)
 from google.rpc import error_details_pb2  # noqa: F401  (json_format knows the details' types)
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
 from grpc_status import rpc_status
@@ -48,6 +49,82 @@ def _instance(mesh: Mesh, service: str) -> tuple[str, int, int]:
         raise LookupError(f"no passing instance of {service} in Consul (`meshctl status`)")
     entry = entries[0]["Service"]
     return entry["ID"], int(entry["Port"]), int(entry["Meta"]["admin_port"])
+
+
+def build_pool(database: ProtoReflectionDescriptorDatabase, service: str) -> descriptor_pool.DescriptorPool:
+    """A pool with the file defining `service` and what it needs. A reflection server may answer with
+    a file that lists no dependencies though its fields use other files' types (the Node.js runtime's
+    does: `google.type.Money`), so each type a file uses and does not define is looked up too: in
+    the files this process knows (well-known and googleapis types), else by reflection."""
+    pool = descriptor_pool.DescriptorPool()
+    added: set[str] = set()
+
+    def defined(file: descriptor_pb2.FileDescriptorProto) -> set[str]:
+        prefix = f".{file.package}." if file.package else "."
+        names = set()
+
+        def walk(messages, scope: str) -> None:
+            for m in messages:
+                names.add(scope + m.name)
+                walk(m.nested_type, scope + m.name + ".")
+                names.update(scope + m.name + "." + e.name for e in m.enum_type)
+        walk(file.message_type, prefix)
+        names.update(prefix + e.name for e in file.enum_type)
+        return names
+
+    def used(file: descriptor_pb2.FileDescriptorProto) -> set[str]:
+        names = set()
+
+        def walk(messages) -> None:
+            for m in messages:
+                names.update(f.type_name for f in m.field if f.type_name)
+                walk(m.nested_type)
+        walk(file.message_type)
+        names.update(t for s in file.service for m in s.method for t in (m.input_type, m.output_type))
+        return names
+
+    def qualify(file: descriptor_pb2.FileDescriptorProto) -> None:
+        """Relative type names (`QuoteItem`, `google.type.Money`: the Node.js runtime sends them) made
+        fully qualified, resolved as protoc does: the innermost scope that defines them, else as given."""
+        own = defined(file)
+
+        def walk(messages, scope: list[str]) -> None:
+            for m in messages:
+                inner = [*scope, m.name]
+                for f in m.field:
+                    if f.type_name and not f.type_name.startswith("."):
+                        candidates = ("." + ".".join([*inner[:i], f.type_name]) for i in range(len(inner), -1, -1))
+                        f.type_name = next((c for c in candidates if c in own), "." + f.type_name)
+                walk(m.nested_type, inner)
+        walk(file.message_type, file.package.split(".") if file.package else [])
+
+    def add(file: descriptor_pb2.FileDescriptorProto) -> None:
+        if file.name in added:
+            return
+        added.add(file.name)
+        qualify(file)
+        for dependency in file.dependency:
+            add(database.FindFileByName(dependency))
+        for name in sorted(used(file) - defined(file)):
+            symbol = name.lstrip(".")
+            try:
+                pool.FindMessageTypeByName(symbol)
+                continue
+            except KeyError:
+                pass
+            try:
+                known = descriptor_pool.Default().FindMessageTypeByName(symbol).file
+                other = descriptor_pb2.FileDescriptorProto()
+                known.CopyToProto(other)
+            except KeyError:
+                other = database.FindFileContainingSymbol(symbol)
+            add(other)
+            if other.name not in file.dependency:
+                file.dependency.append(other.name)
+        pool.Add(file)
+
+    add(database.FindFileContainingSymbol(service))
+    return pool
 
 
 def _details(error: grpc.RpcError) -> list[dict]:
@@ -88,8 +165,12 @@ def run(mesh: Mesh, target: str, body: str, caller: str) -> int:
             print(f"{instance} does not offer {proto_service}{suggest(proto_service, offered)}; "
                   f"it offers {', '.join(offered)}")
             return 2
-        pool = descriptor_pool.DescriptorPool(database)
-        descriptor = pool.FindServiceByName(proto_service)
+        try:
+            pool = build_pool(database, proto_service)
+            descriptor = pool.FindServiceByName(proto_service)
+        except (KeyError, TypeError, grpc.RpcError) as error:
+            print(f"reflection on {instance}'s admin port 127.0.0.1:{admin} gave no usable {proto_service}: {error}")
+            return 1
         methods = [m.name for m in descriptor.methods]
         if method not in methods:
             close = difflib.get_close_matches(method, methods, n=1, cutoff=0.4)

@@ -75,3 +75,36 @@ def test_parse_target() -> None:
     assert parse_target("catalog/ListProducts") == ("catalog", "", "ListProducts")
     assert parse_target("shop.catalog.v1.CatalogService/ListProducts") == (
         "catalog", "shop.catalog.v1.CatalogService", "ListProducts")
+
+
+def _otlp_span(span_id: str, parent: str, name: str, start_ms: int, end_ms: int, **extra: object) -> dict:
+    return {"spanId": span_id, "parentSpanId": parent, "name": name, "kind": extra.pop("kind", 2),
+            "startTimeUnixNano": str(start_ms * 1_000_000), "endTimeUnixNano": str(end_ms * 1_000_000), **extra}
+
+
+def _resource(service: str, *spans: dict) -> dict:
+    return {"resource": {"attributes": [{"key": "service.name", "value": {"stringValue": service}}]},
+            "scopeSpans": [{"spans": list(spans)}]}
+
+
+def test_trace_waterfall_marks_languages_errors_and_retries() -> None:
+    from mesh.ctl.trace import render, short_name, spans_of
+    result = {"resourceSpans": [
+        _resource("orders", _otlp_span("a", "", "/shop.orders.v1.OrderService/PlaceOrder", 0, 100),
+                  _otlp_span("b", "a", "/shop.inventory.v1.InventoryService/ReserveStock", 10, 30, kind=3,
+                             status={"code": 2, "message": '<_InactiveRpcError details = "boom" >'},
+                             attributes=[{"key": "rpc.grpc.status_code", "value": {"intValue": "14"}}]),
+                  _otlp_span("c", "a", "/shop.inventory.v1.InventoryService/ReserveStock", 40, 90, kind=3)),
+        _resource("inventory", _otlp_span("d", "c", "shop.inventory.v1.InventoryService/ReserveStock", 50, 80)),
+    ]}
+    spans = spans_of(result)
+    assert short_name("grpc.shop.pricing.v1.PricingService/GetQuote") == "PricingService/GetQuote"
+    text = render(spans, width=120)
+    lines = text.splitlines()
+    assert lines[1].startswith("· orders[py] server OrderService/PlaceOrder")
+    assert lines[2].startswith("  ✗ orders[py] client InventoryService/ReserveStock") and "!" in lines[2]
+    assert lines[3].strip() == "error: UNAVAILABLE: boom"
+    assert lines[4].startswith("  · orders[py] client InventoryService/ReserveStock #2")
+    assert lines[5].startswith("    · inventory[go] server")
+    assert all(len(line) <= 120 for line in lines[:6]) and all(len(line) <= 80 for line in render(spans, 80).splitlines()[:6])
+    assert "4 spans, 2 services (inventory[go], orders[py]), 1 with errors, 100.0 ms" in text
