@@ -1,4 +1,4 @@
-"""meshctl: see what the running mesh does (`status`, `routes`, `call`, `trace`); the mesh is found as the
+"""meshctl: see what the running mesh does (`status`, `routes`, `call`, `traces`, `trace`); the mesh is found as the
 runner places it (MESH_RUN_DIR, MESH_PORT_OFFSET)."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from mesh.ctl import call, routes, status, trace
+from mesh.ctl import call, completion, routes, status, trace
 from mesh.ctl.where import Mesh, MeshDown
 
 
@@ -25,17 +25,29 @@ def _parser() -> argparse.ArgumentParser:
                        help="the workload identity to call as (default meshctl; AuthorizationPolicies decide)")
     trace_ = commands.add_parser("trace", help="a trace from Jaeger as a waterfall in the terminal")
     trace_.add_argument("trace_id", metavar="ID", help="32 hex digits (meshctl call and X-Trace-Id print it)")
+    traces_ = commands.add_parser("traces", help="recent traces from Jaeger, one line each, newest first")
+    traces_.add_argument("--service", metavar="S", help="traces that touch this service (default: any)")
+    traces_.add_argument("--last", type=int, default=10, metavar="N", help="how many (10)")
+    traces_.add_argument("--errors", action="store_true", help="only traces with an error span")
+    traces_.add_argument("--minutes", type=float, default=60, metavar="M", help="how far back to look (60)")
+    completion_ = commands.add_parser("completion", help="a shell completion script: source <(meshctl completion bash)")
+    completion_.add_argument("shell", choices=("bash", "zsh"))
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "completion":
+        print(completion.script(args.shell))
+        return 0
     mesh = Mesh.from_env()
     try:
         if args.command == "status":
             return status.run(mesh)
         if args.command == "routes":
             return routes.run(mesh, args.instance, args.json)
+        if args.command == "traces":
+            return trace.run_list(mesh, args.service, args.last, args.errors, args.minutes)
         if args.command == "trace":
             return trace.run(mesh, args.trace_id)
         return call.run(mesh, args.target, args.body, args.caller)

@@ -145,6 +145,9 @@ def run(mesh: Mesh, target: str, body: str, caller: str) -> int:
         service, proto_service, method = parse_target(target)
         request_json = json.loads(body or "{}")
         mesh.require_running()
+        protocols = {s.name: s.protocol for s in topology.SERVICES}
+        if protocols.get(service, "grpc") != "grpc":
+            raise ValueError(f"{service} speaks HTTP, not gRPC: curl it (README, 'Gateway HTTP API')")
         instance, port, admin = _instance(mesh, service)
     except (ValueError, LookupError) as error:
         print(error)

@@ -8,11 +8,13 @@ from __future__ import annotations
 import dataclasses
 import shutil
 import urllib.error
+import urllib.parse
+from datetime import datetime, timedelta, timezone
 
 from mesh.ctl.where import Mesh
 from mesh.runner import topology
 
-__all__ = ["Span", "render", "run", "spans_of"]
+__all__ = ["Span", "render", "render_list", "run", "run_list", "spans_of"]
 
 LANGUAGE_MARK = {"python": "py", "go": "go", "typescript": "ts", "nodejs": "ts", "js": "ts"}
 ERROR = 2  # OTLP status code
@@ -30,6 +32,7 @@ class Span:
     start: int  # ns
     end: int
     error: str  # "" or the status (message / gRPC code)
+    trace_id: str = ""
 
 
 def _attrs(items: list[dict]) -> dict[str, object]:
@@ -57,7 +60,7 @@ def spans_of(result: dict) -> list[Span]:
                     error = error or "error"
                 out.append(Span(s["spanId"], s.get("parentSpanId", ""), service, language, short_name(s.get("name", "?")),
                                 KINDS.get(s.get("kind", 0), ""), int(s["startTimeUnixNano"]),
-                                int(s["endTimeUnixNano"]), str(error)))
+                                int(s["endTimeUnixNano"]), str(error), s.get("traceId", "")))
     return out
 
 
@@ -157,4 +160,60 @@ def run(mesh: Mesh, trace_id: str) -> int:
         return 1
     assert isinstance(answer, dict)
     print(render(spans_of(answer.get("result", {})), shutil.get_terminal_size((100, 24)).columns))
+    return 0
+
+
+def render_list(spans: list[Span], last: int, errors_only: bool) -> str:
+    """One line per trace, newest first: id, start, root span, duration, spans, services, errors."""
+    traces: dict[str, list[Span]] = {}
+    for s in spans:
+        traces.setdefault(s.trace_id, []).append(s)
+    rows = [("TRACE", "START (UTC)", "ROOT", "DURATION", "SPANS", "ERRORS", "SERVICES")]
+    ordered = sorted(traces.items(), key=lambda item: -min(s.start for s in item[1]))
+    shown = 0
+    for trace_id, members in ordered:
+        failed = sum(1 for s in members if s.error)
+        if errors_only and not failed:
+            continue
+        ids = {s.span_id for s in members}
+        root = min((s for s in members if s.parent_id not in ids), key=lambda s: s.start, default=members[0])
+        start, end = min(s.start for s in members), max(s.end for s in members)
+        services = sorted({f"{s.service}[{LANGUAGE_MARK.get(s.language, s.language)}]" for s in members})
+        rows.append((trace_id, datetime.fromtimestamp(start / 1e9, timezone.utc).strftime("%H:%M:%S.%f")[:-3],
+                     f"{root.service} {root.name}", _ms(end - start), str(len(members)), str(failed) if failed else "-",
+                     " ".join(services)))
+        shown += 1
+        if shown == last:
+            break
+    if len(rows) == 1:
+        return "(no traces)"
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows)
+
+
+def run_list(mesh: Mesh, service: str | None, last: int, errors_only: bool, minutes: float) -> int:
+    names = [s.name for s in topology.SERVICES]
+    if service and service not in names:
+        from mesh.ctl.where import suggest
+        print(f"no service {service!r}{suggest(service, names)}; services: {', '.join(names)}")
+        return 2
+    now = datetime.now(timezone.utc)
+    depth = max(last * (5 if errors_only else 1), 20)
+    spans: list[Span] = []
+    for name in [service] if service else names:
+        query = urllib.parse.urlencode({
+            "query.service_name": name, "query.search_depth": depth, "query.num_traces": depth,
+            "query.start_time_min": (now - timedelta(minutes=minutes)).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "query.start_time_max": (now + timedelta(minutes=1)).strftime("%Y-%m-%dT%H:%M:%SZ")})
+        try:
+            answer = mesh.jaeger_get(f"/api/v3/traces?{query}")
+        except urllib.error.HTTPError as error:
+            if error.code == 404:
+                continue
+            print(f"Jaeger answered {error.code} for the traces of {name}")
+            return 1
+        assert isinstance(answer, dict)
+        spans += spans_of(answer.get("result", {}))
+    unique = {(s.trace_id, s.span_id): s for s in spans}
+    print(render_list(list(unique.values()), last, errors_only))
     return 0

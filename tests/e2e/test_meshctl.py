@@ -120,5 +120,9 @@ def test_trace_of_a_call_is_a_waterfall(mesh) -> None:
     text = poll_until(waterfall, 20, 0.5, f"trace {trace_id.group(1)} in Jaeger with the catalog call")
     assert "pricing[ts] server PricingService/GetQuote" in text
     assert all(len(line) <= 100 for line in text.splitlines()[:-1])
+    listed = poll_until(lambda: trace_id.group(1) in (out := meshctl(mesh.env, "traces", "--service", "pricing",
+                                                                        "--last", "50").stdout) and out,
+                        20, 0.5, "the trace in meshctl traces")
+    assert "pricing PricingService/GetQuote" in listed
     missing = meshctl(mesh.env, "trace", "0" * 31 + "1")
     assert missing.returncode == 1 and "has no trace" in missing.stdout

@@ -108,3 +108,37 @@ def test_trace_waterfall_marks_languages_errors_and_retries() -> None:
     assert lines[5].startswith("    · inventory[go] server")
     assert all(len(line) <= 120 for line in lines[:6]) and all(len(line) <= 80 for line in render(spans, 80).splitlines()[:6])
     assert "4 spans, 2 services (inventory[go], orders[py]), 1 with errors, 100.0 ms" in text
+
+
+def test_traces_list_newest_first_and_errors_only() -> None:
+    from mesh.ctl.trace import render_list, spans_of
+    result = {"resourceSpans": [_resource(
+        "gateway",
+        {**_otlp_span("a", "", "POST /v1/orders", 1000, 1080), "traceId": "1" * 32},
+        {**_otlp_span("b", "a", "/shop.orders.v1.OrderService/PlaceOrder", 1001, 1079, kind=3,
+                      status={"code": 2, "message": "declined"}), "traceId": "1" * 32},
+        {**_otlp_span("c", "", "GET /v1/products", 2000, 2003), "traceId": "2" * 32})]}
+    spans = spans_of(result)
+    lines = render_list(spans, 10, False).splitlines()
+    assert lines[1].startswith("2" * 32) and "gateway GET /v1/products" in lines[1]
+    assert lines[2].split()[-3:] == ["2", "1", "gateway[py]"]
+    only = render_list(spans, 10, True).splitlines()
+    assert len(only) == 2 and only[1].startswith("1" * 32)
+    assert render_list(spans, 1, False).count("\n") == 1
+
+
+def test_bash_completion_offers_commands_and_instances() -> None:
+    import shutil
+    import subprocess
+
+    from mesh.ctl.completion import script
+    bash = shutil.which("bash")
+    assert bash
+    probe = script("bash") + '''
+COMP_WORDS=(meshctl ro); COMP_CWORD=1; _meshctl; echo "${COMPREPLY[@]}"
+COMP_WORDS=(meshctl routes pricing-); COMP_CWORD=2; _meshctl; echo "${COMPREPLY[@]}"
+COMP_WORDS=(meshctl call cat); COMP_CWORD=2; _meshctl; echo "${COMPREPLY[@]}"
+'''
+    out = subprocess.run([bash, "-c", probe], capture_output=True, text=True, check=True).stdout.splitlines()
+    assert out == ["routes", "pricing-v1 pricing-v2", "catalog/"]
+    assert script("zsh").startswith("autoload -U +X bashcompinit")
