@@ -16,7 +16,8 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_parser("status", help="instances (health, version, language, uptime, restarts, certificate "
                                        "expiry), what every xDS client ACKed or NACKed, policy errors")
     routes_ = commands.add_parser("routes", help="the listeners, routes, clusters and endpoints an instance holds")
-    routes_.add_argument("instance", metavar="INSTANCE", help="an instance id (meshctl status lists them)")
+    routes_.add_argument("instance", nargs="?", metavar="INSTANCE",
+                         help="an instance id (meshctl status lists them); none: a line per instance")
     routes_.add_argument("--json", action="store_true", help="the resources as proto3 JSON")
     call_ = commands.add_parser("call", help="call SERVICE/Method with a JSON request over the mesh's mTLS")
     call_.add_argument("target", metavar="SERVICE/Method", help="catalog/ListProducts or shop.catalog.v1.CatalogService/ListProducts")

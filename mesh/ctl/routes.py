@@ -171,7 +171,28 @@ def _endpoint_lines(assignment: endpoint_pb2.ClusterLoadAssignment) -> Iterable[
             yield f"{a.address}:{a.port_value}{health}"
 
 
-def run(mesh: Mesh, instance: str, as_json_flag: bool) -> int:
+def overview(mesh: Mesh) -> int:
+    """Without INSTANCE: a line per instance, how many resources of each kind its client holds."""
+    from mesh.ctl.render import table
+    from mesh.runner import topology
+    mesh.require_running()
+    rows = [("INSTANCE", "LISTENERS", "ROUTES", "CLUSTERS", "ENDPOINTS", "NOT ACKED")]
+    for service in topology.SERVICES:
+        for instance in service.instances:
+            try:
+                resources = fetch(f"127.0.0.1:{instance.admin_port + mesh.offset}")
+            except grpc.RpcError as error:
+                rows.append((instance.name, *["-"] * 4, f"admin port: {error.code().name}"))
+                continue
+            waiting = sum(1 for items in resources.values() for _, status, _, _ in items if status != "ACKED")
+            rows.append((instance.name, *(str(len(resources[kind])) for kind in KINDS.values()), str(waiting)))
+    print(table(rows) + "\n\n(meshctl routes INSTANCE shows them)")
+    return 0
+
+
+def run(mesh: Mesh, instance: str | None, as_json_flag: bool) -> int:
+    if instance is None:
+        return overview(mesh)
     try:
         _, found = mesh.instance(instance)
     except LookupError as error:

@@ -54,6 +54,10 @@ def test_routes_show_the_upstream_clusters_and_endpoint_ports(mesh, http: httpx.
     for text in ("LISTENERS", "ROUTES", "CLUSTERS", "ENDPOINTS", catalog, f"127.0.0.1:{50051 + mesh.offset}",
                  f"127.0.0.1:{50052 + mesh.offset}", "spiffe://cluster.local/ns/default/sa/catalog"):
         assert text in done.stdout, text
+    every = meshctl(mesh.env, "routes")
+    rows = {line.split()[0]: line.split() for line in every.stdout.splitlines()[1:] if line.strip()}
+    assert every.returncode == 0 and set(INSTANCES) <= set(rows), every.stdout
+    assert int(rows["gateway"][3]) >= 3 and rows["gateway"][5] == "0", rows["gateway"]  # catalog, pricing, inventory
     as_json = json.loads(meshctl(mesh.env, "routes", "gateway", "--json").stdout)
     assert catalog in {c["name"] for c in as_json["clusters"]}
     ports = {e["endpoint"]["address"]["socketAddress"]["portValue"] for a in as_json["endpoints"] if a["name"] == catalog
