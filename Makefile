@@ -48,6 +48,13 @@ $(TOOLS)/istioctl: tools/istioctl/go.mod tools/istioctl/go.sum
 	$(call say,building istioctl $(ISTIO_VERSION) from its Go module (first time: a few minutes))
 	cd tools/istioctl && go build -trimpath -o ../../$@ istio.io/istio/istioctl/cmd/istioctl
 
+# istiod's own server (tools/istiod/main.go), for `MESH_CONTROL_PLANE=istiod make up` and
+# tests/istiod only: not part of `make tools`. A cold build takes minutes and near 3 GB of memory;
+# GOMAXPROCS=2 keeps it to this machine's two cores.
+$(TOOLS)/istiod-local: tools/istiod/go.mod tools/istiod/go.sum tools/istiod/main.go
+	$(call say,building istiod-local: istiod $(ISTIO_VERSION) from its Go module, files for config, no Kubernetes (first time: minutes))
+	cd tools/istiod && GOMAXPROCS=2 go build -trimpath -o ../../$@ .
+
 $(TOOLS)/compose-check: tools/compose-check/go.mod tools/compose-check/go.sum tools/compose-check/main.go
 	$(call say,building compose-check: Docker Compose's own loader (compose-go) on docker-compose.yml)
 	cd tools/compose-check && go build -trimpath -o ../../$@ .
