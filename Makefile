@@ -246,6 +246,14 @@ test: build $(PROTO_TOOLS) $(TOOLS)/istioctl $(TOOLS)/compose-check ## Run every
 	$(call say,Python tests)
 	$(PY) -m pytest
 
+# The shop under real istiod (tools/istiod): the end-to-end tests that apply, on a mesh the e2e fixture
+# starts with MESH_CONTROL_PLANE=istiod. Not part of `make test` (istiod-local is a heavy build).
+ISTIOD_TESTS := tests/e2e/test_shop.py tests/e2e/test_traces.py tests/e2e/test_traffic_split.py \
+	tests/e2e/test_traffic_headers.py tests/e2e/test_zero_trust.py
+.PHONY: test-istiod
+test-istiod: build $(TOOLS)/istiod-local ## The shop, its trace, canary split, header routing, mTLS/RBAC under real istiod
+	MESH_CONTROL_PLANE=istiod $(PY) -m pytest $(ISTIOD_TESTS)
+
 # --- benchmarks -----------------------------------------------------------------------------------
 .PHONY: bench-controlplane
 bench-controlplane: $(VENV)/.installed $(TOOLS)/consul ## Control plane at scale: push latency, CPU, RSS, stuck clients, before/after (~15 min)
