@@ -249,9 +249,10 @@ test: build $(PROTO_TOOLS) $(TOOLS)/istioctl $(TOOLS)/compose-check ## Run every
 # The shop under real istiod (tools/istiod): the end-to-end tests that apply, on a mesh the e2e fixture
 # starts with MESH_CONTROL_PLANE=istiod. Not part of `make test` (istiod-local is a heavy build).
 ISTIOD_TESTS := tests/e2e/test_shop.py tests/e2e/test_traces.py tests/e2e/test_traffic_split.py \
-	tests/e2e/test_traffic_headers.py tests/e2e/test_zero_trust.py
+	tests/e2e/test_traffic_headers.py tests/e2e/test_zero_trust.py tests/e2e/test_traffic_faults.py \
+	tests/e2e/test_traffic_retries.py tests/e2e/test_traffic_circuit_breaker.py
 .PHONY: test-istiod
-test-istiod: build $(TOOLS)/istiod-local ## The shop, its trace, canary split, header routing, mTLS/RBAC under real istiod
+test-istiod: build $(TOOLS)/istiod-local ## The shop, its trace, split, header routing, faults, retries, circuit breaker, mTLS/RBAC under real istiod
 	MESH_CONTROL_PLANE=istiod $(PY) -m pytest $(ISTIOD_TESTS)
 
 # --- benchmarks -----------------------------------------------------------------------------------
