@@ -51,6 +51,13 @@ $(TOOLS)/istioctl: tools/istioctl/go.mod tools/istioctl/go.sum
 	$(call say,building istioctl $(ISTIO_VERSION) from its Go module (first time: a few minutes))
 	cd tools/istioctl && go build -trimpath -o ../../$@ istio.io/istio/istioctl/cmd/istioctl
 
+# istiod's own server (tools/istiod/main.go), for `MESH_CONTROL_PLANE=istiod make up` and
+# tests/istiod only: not part of `make tools`. A cold build takes minutes and near 3 GB of memory;
+# GOMAXPROCS=2 keeps it to this machine's two cores.
+$(TOOLS)/istiod-local: tools/istiod/go.mod tools/istiod/go.sum tools/istiod/main.go
+	$(call say,building istiod-local: istiod $(ISTIO_VERSION) from its Go module, files for config, no Kubernetes (first time: minutes))
+	cd tools/istiod && GOMAXPROCS=2 go build -trimpath -o ../../$@ .
+
 $(TOOLS)/compose-check: tools/compose-check/go.mod tools/compose-check/go.sum tools/compose-check/main.go
 	$(call say,building compose-check: Docker Compose's own loader (compose-go) on docker-compose.yml)
 	cd tools/compose-check && go build -trimpath -o ../../$@ .
@@ -262,6 +269,15 @@ test: build $(PROTO_TOOLS) $(TOOLS)/istioctl $(TOOLS)/compose-check $(KUBE_TOOLS
 	$(MAKE) test-ts
 	$(call say,Python tests)
 	$(PY) -m pytest
+
+# The shop under real istiod (tools/istiod): the end-to-end tests that apply, on a mesh the e2e fixture
+# starts with MESH_CONTROL_PLANE=istiod. Not part of `make test` (istiod-local is a heavy build).
+ISTIOD_TESTS := tests/e2e/test_shop.py tests/e2e/test_traces.py tests/e2e/test_traffic_split.py \
+	tests/e2e/test_traffic_headers.py tests/e2e/test_zero_trust.py tests/e2e/test_traffic_faults.py \
+	tests/e2e/test_traffic_retries.py tests/e2e/test_traffic_circuit_breaker.py
+.PHONY: test-istiod
+test-istiod: build $(TOOLS)/istiod-local ## The shop, its trace, split, header routing, faults, retries, circuit breaker, mTLS/RBAC under real istiod
+	MESH_CONTROL_PLANE=istiod $(PY) -m pytest $(ISTIOD_TESTS)
 
 # --- benchmarks -----------------------------------------------------------------------------------
 .PHONY: bench-controlplane

@@ -77,6 +77,8 @@ def _health(process: dict, spec: topology.Process, checks: dict[str, str]) -> st
         return "down"
     if kind == "consul":
         return checks.get(target, "unregistered")
+    if kind == "file":  # a file the process writes its pid into once ready (mesh/runner/certs.py)
+        return "passing" if probes.pid_file_ok(target, process["pid"]) else "starting"
     ok = probes.http_ok(target) if kind == "http" else probes.grpc_serving(target)
     return "passing" if ok else "starting"
 
@@ -97,7 +99,7 @@ def _table(run_dir: pathlib.Path, offset: int) -> tuple[str, bool]:
         healthy &= health == "passing"
         rows.append((
             process["name"], process["service"] or "-", process["language"] or "-", process["version"] or "-",
-            f"127.0.0.1:{process['port']}", str(process["admin_port"] or "-"), str(process["pid"] or "-"),
+            f"{spec.host}:{process['port']}", str(process["admin_port"] or "-"), str(process["pid"] or "-"),
             _overrides(process), str(process["restarts"]), health,
         ))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
@@ -283,7 +285,11 @@ def main(argv: list[str] | None = None) -> int:
     run_dir, offset = topology.run_dir_from_env(), topology.offset_from_env()
     if args.command == "supervise":
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-        topology.write_bootstraps(topology.Placement.local(run_dir, offset))
+        placement = topology.Placement.for_control_plane(run_dir, offset)
+        topology.write_bootstraps(placement)
+        if topology.control_plane_from_env() == "istiod":  # the registry and Istio files istiod reads
+            topology.write_registry(placement)
+            topology.sync_istiod_istio_dir(placement)
         SigningKey.load_or_create(topology.auth_dir(run_dir))  # the gateway reads its JWKS
         processes = topology.build(run_dir, offset)
         consul_http = f"127.0.0.1:{topology.Ports(offset).consul_http}"

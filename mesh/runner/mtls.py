@@ -41,9 +41,9 @@ def client_credentials(ca_dir: pathlib.Path, caller: str, namespace: str = topol
 
 
 def direct_channel(run_dir: pathlib.Path, port: int, service: str, caller: str = RUNNER_IDENTITY,
-                   namespace: str = topology.NAMESPACE) -> grpc.Channel:
-    """A channel to 127.0.0.1:PORT that must be an instance of `service`, calling as `caller`."""
+                   namespace: str = topology.NAMESPACE, host: str = "127.0.0.1") -> grpc.Channel:
+    """A channel to HOST:PORT that must be an instance of `service`, calling as `caller`."""
     authority = ServiceKey(service, namespace).fqdn
-    return grpc.secure_channel(f"127.0.0.1:{port}", client_credentials(pathlib.Path(run_dir) / "ca", caller, namespace),
+    return grpc.secure_channel(f"{host}:{port}", client_credentials(pathlib.Path(run_dir) / "ca", caller, namespace),
                                options=[("grpc.ssl_target_name_override", authority),
                                         ("grpc.default_authority", authority)])

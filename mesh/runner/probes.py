@@ -4,6 +4,7 @@ control plane says is wrong (its StatusService), for `make status`."""
 from __future__ import annotations
 
 import json
+import pathlib
 import urllib.error
 import urllib.request
 
@@ -19,9 +20,19 @@ def http_ok(url: str) -> bool:
     try:
         with urllib.request.urlopen(url, timeout=TIMEOUT) as reply:
             body = reply.read()
-            # Consul answers /v1/status/leader with "" until it has elected itself.
-            return reply.status == 200 and body.strip() not in (b"", b'""')
+            # Consul answers /v1/status/leader with "" until it has elected itself (istiod's /ready: an
+            # empty 200 when ready).
+            return reply.status == 200 and body.strip() != b'""'
     except (OSError, urllib.error.URLError):
+        return False
+
+
+def pid_file_ok(path: str, pid: int | None) -> bool:
+    """The process `pid` wrote its pid into `path` once ready (mesh/runner/certs.py); a file an
+    earlier run left holds another pid."""
+    try:
+        return pid is not None and pathlib.Path(path).read_text().strip() == str(pid)
+    except OSError:
         return False
 
 

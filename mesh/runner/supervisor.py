@@ -87,8 +87,10 @@ class Supervisor:
                  f" with {chaos.describe(child.overrides)}" if child.overrides else "")
         self._save()
 
-    def _ready(self, spec: Process) -> bool:
+    def _ready(self, spec: Process, pid: int | None = None) -> bool:
         kind, target = spec.ready
+        if kind == "file":
+            return probes.pid_file_ok(target, pid)
         if kind == "http":
             return probes.http_ok(target)
         if kind == "grpc":
@@ -97,7 +99,7 @@ class Supervisor:
 
     def _run_hooks(self) -> None:
         for child in self.children:
-            if child.hooked or child.popen is None or not self._ready(child.spec):
+            if child.hooked or child.popen is None or not self._ready(child.spec, child.popen.pid):
                 continue
             try:
                 self.on_ready[child.spec.name]()
@@ -200,7 +202,7 @@ class Supervisor:
                 self._reap()
                 self._restart_due()
                 self._run_hooks()
-                if all(c.popen is not None and c.hooked and self._ready(c.spec) for c in members):
+                if all(c.popen is not None and c.hooked and self._ready(c.spec, c.popen.pid) for c in members):
                     break
                 time.sleep(TICK)
             log.info("wave %d started", wave)

@@ -29,6 +29,7 @@ class Process:
     version: str = ""
     port: int = 0
     admin_port: int = 0
+    host: str = "127.0.0.1"  # the address its ports bind (istiod mode: one loopback address per instance)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,7 +45,9 @@ BASE_PORTS = {
     "consul_serf_lan": 8301, "consul_serf_wan": 8302,
     "otlp_grpc": 4317, "otlp_http": 4318, "jaeger_query": 16686, "jaeger_query_grpc": 16685,
     "jaeger_health": 13133, "xds": 18000, "gateway": 8080,
+    "istiod_http": 18016,  # istiod-local's /ready and /debug (MESH_CONTROL_PLANE=istiod); its xDS is on "xds"
 }
+CONTROL_PLANES = ("ours", "istiod")
 
 NAMESPACE = "default"
 CONSUL_NODE = "polymesh"
@@ -145,6 +148,26 @@ class Placement:
         return cls(run_dir, offset, f"127.0.0.1:{p.consul_http}", f"127.0.0.1:{p.xds}",
                    f"http://127.0.0.1:{p.otlp_grpc}", istio_dir_from_env(), lambda _: "127.0.0.1")
 
+    @classmethod
+    def istiod(cls, run_dir: pathlib.Path, offset: int = 0) -> Placement:
+        """Local processes under real istiod: as `local`, but every mesh instance on a loopback address
+        of its own (127.0.0.2, ...; the gateway, no xDS server, stays on 127.0.0.1). istiod finds a
+        server's inbound listener by the node's IP: instances sharing one would all take the labels
+        of the first WorkloadEntry at that address (platform-findings.md)."""
+        local = cls.local(run_dir, offset)
+        hosts = instance_hosts()
+        return dataclasses.replace(local, hosts=lambda name: hosts.get(name, "127.0.0.1"))
+
+    @classmethod
+    def for_control_plane(cls, run_dir: pathlib.Path, offset: int = 0) -> Placement:
+        return cls.istiod(run_dir, offset) if control_plane_from_env() == "istiod" else cls.local(run_dir, offset)
+
+
+def instance_hosts() -> dict[str, str]:
+    """Instance -> its own loopback address, in topology order (istiod mode)."""
+    names = [i.name for s in SERVICES if s.protocol == "grpc" for i in s.instances]
+    return {name: f"127.0.0.{index}" for index, name in enumerate(names, start=2)}
+
 
 def write_bootstraps(placement: Placement) -> None:
     """One xDS bootstrap per instance (mesh/xds/bootstrap.py), written when the mesh starts."""
@@ -189,7 +212,7 @@ def instance_env(service: Service, instance: Instance, placement: Placement) -> 
 
 def build(run_dir: pathlib.Path, offset: int = 0) -> list[Process]:
     p = Ports(offset)
-    placement = Placement.local(run_dir, offset)
+    placement = Placement.for_control_plane(run_dir, offset)
     consul_addr = placement.consul
     infra = [
         Process(
@@ -210,8 +233,9 @@ def build(run_dir: pathlib.Path, offset: int = 0) -> list[Process]:
             },
             ("http", f"http://127.0.0.1:{p.jaeger_health}/status"), port=p.jaeger_query,
         ),
-        Process("control-plane", 2, (str(PYTHON), "-m", "mesh.xds"), control_plane_env(placement),
-                ("grpc", placement.xds), port=p.xds),
+        *(istiod_processes(placement) if control_plane_from_env() == "istiod" else [
+            Process("control-plane", 2, (str(PYTHON), "-m", "mesh.xds"), control_plane_env(placement),
+                    ("grpc", placement.xds), port=p.xds)]),
     ]
     instances = []
     for service in SERVICES:
@@ -221,7 +245,8 @@ def build(run_dir: pathlib.Path, offset: int = 0) -> list[Process]:
                         {**instance_env(service, instance, placement), **_passed_on(service.name)},
                         ("consul", instance.name),
                         service=service.name, language=service.language, version=instance.version,
-                        port=instance.port + offset, admin_port=instance.admin_port + offset)
+                        port=instance.port + offset, admin_port=instance.admin_port + offset,
+                        host=placement.hosts(instance.name))
             )
     return infra + instances
 
@@ -241,6 +266,105 @@ def addresses(offset: int = 0, run_dir: pathlib.Path | None = None) -> dict[str,
         "jaeger query API": f"http://127.0.0.1:{p.jaeger_query}/api/v3/services",
         "control plane (ADS, CSDS)": f"127.0.0.1:{p.xds}",
     }
+
+
+# --- MESH_CONTROL_PLANE=istiod: the same instances and bootstraps, real istiod instead of mesh.xds ---
+
+def control_plane_from_env() -> str:
+    """`ours` (mesh.xds, the default) or `istiod` (tools/istiod: istiod-local)."""
+    value = os.environ.get("MESH_CONTROL_PLANE", "ours") or "ours"
+    if value not in CONTROL_PLANES:
+        raise ValueError(f"MESH_CONTROL_PLANE={value!r}: expected one of {', '.join(CONTROL_PLANES)}")
+    return value
+
+
+def registry_dir(run_dir: pathlib.Path) -> pathlib.Path:
+    """Where the runner writes the ServiceEntry and WorkloadEntry objects istiod reads."""
+    return run_dir / "istiod" / "registry"
+
+
+def istiod_istio_dir(placement: Placement) -> pathlib.Path:
+    """The Istio resources istiod reads. istiod reads a folder recursively (symbolic links skipped),
+    so istio/ itself, whose scenarios/ it would read too, is given as a copy of its top-level files
+    taken at start (`sync_istiod_istio_dir`); a folder without subfolders (the tests' copy) is read
+    as it is, and watched."""
+    folder = placement.istio_dir
+    if any(child.is_dir() for child in folder.iterdir()):
+        return placement.run_dir / "istiod" / "istio"
+    return folder
+
+
+def sync_istiod_istio_dir(placement: Placement) -> None:
+    target = istiod_istio_dir(placement)
+    if target == placement.istio_dir:
+        return
+    target.mkdir(parents=True, exist_ok=True)
+    for stale in target.glob("*.yaml"):
+        stale.unlink()
+    for source in sorted(placement.istio_dir.glob("*.yaml")):
+        (target / source.name).write_bytes(source.read_bytes())
+
+
+def registry_objects(placement: Placement) -> list[dict]:
+    """Istio's registry for the local instances: a ServiceEntry per gRPC service (its hosts the
+    service's FQDN, its port the service port) and a WorkloadEntry per instance (its own address, its
+    service account = the service, labels app/version, the instance's port under the port's name)."""
+    objects: list[dict] = []
+    for service in SERVICES:
+        if service.protocol != "grpc":
+            continue
+        port_name = f"grpc-{service.name}"
+        objects.append({
+            "apiVersion": "networking.istio.io/v1", "kind": "ServiceEntry",
+            "metadata": {"name": service.name, "namespace": NAMESPACE},
+            "spec": {"hosts": [f"{service.name}.{NAMESPACE}.svc.cluster.local"], "location": "MESH_INTERNAL",
+                     "resolution": "STATIC",
+                     "ports": [{"number": service.port + placement.offset, "name": port_name, "protocol": "GRPC"}],
+                     "workloadSelector": {"labels": {"app": service.name}}},
+        })
+        for instance in service.instances:
+            objects.append({
+                "apiVersion": "networking.istio.io/v1", "kind": "WorkloadEntry",
+                "metadata": {"name": instance.name, "namespace": NAMESPACE},
+                "spec": {"address": placement.hosts(instance.name), "serviceAccount": service.name,
+                         "labels": {"app": service.name, "version": instance.version},
+                         "ports": {port_name: instance.port + placement.offset}},
+            })
+    return objects
+
+
+def write_registry(placement: Placement) -> pathlib.Path:
+    """registry.yaml in `registry_dir`, replaced atomically (istiod watches the folder)."""
+    import yaml
+
+    folder = registry_dir(placement.run_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "registry.yaml"
+    temp = folder / ".registry.yaml.tmp"
+    temp.write_text(yaml.safe_dump_all(registry_objects(placement), sort_keys=False))
+    temp.replace(path)
+    return path
+
+
+def istiod_processes(placement: Placement) -> list[Process]:
+    """istiod-local, and the mesh CA's `certs` process: with no istio-agent beside each instance,
+    our CA (mesh/xds/ca.py) writes every instance's certificate files where its bootstrap's
+    `default` file_watcher provider reads them, the provider istiod's TLS settings name."""
+    p = Ports(placement.offset)
+    run_dir = placement.run_dir
+    command = (str(TOOLS / "istiod-local"), "--grpc-addr", placement.xds, "--http-addr", f"127.0.0.1:{p.istiod_http}",
+               "--config-dir", str(istiod_istio_dir(placement)), "--config-dir", str(registry_dir(run_dir)),
+               "--work-dir", str(run_dir / "istiod" / "work"))
+    certs_env = {"MESH_RUN_DIR": str(run_dir), "MESH_CA_DIR": str(run_dir / "ca"),
+                 "MESH_CERTS_DIR": str(run_dir / "certs"), "MESH_PORT_OFFSET": str(placement.offset),
+                 "MESH_CONTROL_PLANE": "istiod"}
+    return [
+        Process("certs", 2, (str(PYTHON), "-m", "mesh.runner.certs"), certs_env,
+                ("file", str(run_dir / "certs" / ".issued")), port=0),
+        Process("control-plane", 2, command,
+                {"MESH_ISTIO_DIR": str(placement.istio_dir)},
+                ("http", f"http://127.0.0.1:{p.istiod_http}/ready"), port=p.xds),
+    ]
 
 
 def run_dir_from_env() -> pathlib.Path:

@@ -62,15 +62,16 @@ figures = Figures("mesh policy")
 
 
 def channel(mesh, service: str, caller) -> grpc.Channel:
-    port = instances(mesh, service)[0].port
+    first = instances(mesh, service)[0]
+    port, host = first.port, first.host  # its own loopback address under istiod (topology.Placement.istiod)
     if caller is PLAINTEXT:
-        return grpc.insecure_channel(f"127.0.0.1:{port}")
+        return grpc.insecure_channel(f"{host}:{port}")
     if isinstance(caller, tuple):
         namespace, account = caller
         authority = f"{service}.{topology.NAMESPACE}.svc.cluster.local"
-        return grpc.secure_channel(f"127.0.0.1:{port}", mtls.client_credentials(mesh.run_dir / "ca", account, namespace),
+        return grpc.secure_channel(f"{host}:{port}", mtls.client_credentials(mesh.run_dir / "ca", account, namespace),
                                    options=[("grpc.ssl_target_name_override", authority)])
-    return mtls.direct_channel(mesh.run_dir, port, service, caller=caller)
+    return mtls.direct_channel(mesh.run_dir, port, service, caller=caller, host=host)
 
 
 def describe(caller) -> str:

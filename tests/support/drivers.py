@@ -87,13 +87,14 @@ class Driver:
         self.mesh = mesh
         self.client = instances(mesh, self.client_service)[0]
         # mTLS as the service that makes this call in the shop (istio/security.yaml allows it)
-        self.channel = mtls.direct_channel(mesh.run_dir, self.client.port, self.client_service, caller=self.caller)
+        self.channel = mtls.direct_channel(mesh.run_dir, self.client.port, self.client_service, caller=self.caller,
+                                           host=self.client.host)
 
     # -- what the test reads ---------------------------------------------------------------------------
     @property
     def client_admin(self) -> str:
         """The admin port of the instance whose client is under test (its CSDS, its channelz)."""
-        return f"127.0.0.1:{self.client.admin_port}"
+        return f"{self.client.host}:{self.client.admin_port}"
 
     @property
     def upstream_port(self) -> int:
@@ -108,7 +109,7 @@ class Driver:
     def upstream_calls(self, extra: Iterable = ()) -> dict[str, ServerCalls]:
         """instance name -> its business server's channelz counters, for every instance of the
         upstream (and `extra` replicas: objects with .name, .admin, .port)."""
-        out = {p.name: server_calls(f"127.0.0.1:{p.admin_port}", p.port) for p in self.upstream_instances()}
+        out = {p.name: server_calls(f"{p.host}:{p.admin_port}", p.port) for p in self.upstream_instances()}
         for replica in extra:
             out[replica.name] = server_calls(replica.admin, replica.port)
         return out

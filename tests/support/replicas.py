@@ -15,9 +15,13 @@ import itertools
 import json
 import urllib.request
 from collections.abc import Mapping
+from pathlib import Path
+
+import yaml
 
 from mesh.runner import topology
 from mesh.xds import bootstrap
+from mesh.xds.ca import MeshCA, WorkloadId, write_workload_files
 from support.channelz import ServerCalls, server_calls
 from support.poll import poll_until
 from support.ports import free_ports
@@ -36,10 +40,11 @@ class Replica:
     port: int
     admin_port: int
     proc: Proc
+    host: str = "127.0.0.1"
 
     @property
     def admin(self) -> str:
-        return f"127.0.0.1:{self.admin_port}"
+        return f"{self.host}:{self.admin_port}"
 
     def calls(self) -> ServerCalls:
         return server_calls(self.admin, self.port)
@@ -58,15 +63,22 @@ def start_replica(procs: Processes, mesh, service: str, version: str, env: Mappi
     """Start one more instance of `service` and return once Consul says it passes its check."""
     template = next(p for p in topology.build(mesh.run_dir, mesh.offset) if p.service == service)
     port, admin_port = free_ports(2)
-    name = f"{service}-test-{version}-{next(_numbers)}-{port}"
-    node = bootstrap.Node(service, name, version, "127.0.0.1", topology.NAMESPACE)
+    number = next(_numbers)
+    name = f"{service}-test-{version}-{number}-{port}"
+    istiod = topology.control_plane_from_env() == "istiod"
+    host = f"127.0.0.{100 + number}" if istiod else "127.0.0.1"  # under istiod: an address of its own
+    node = bootstrap.Node(service, name, version, host, topology.NAMESPACE)
     xds = f"127.0.0.1:{topology.Ports(mesh.offset).xds}"
     bootstrap.write(topology.bootstrap_path(mesh.run_dir, name), bootstrap.bootstrap(node, xds, mesh.run_dir / "certs" / name))
     full_env = {**template.env, "MESH_INSTANCE_ID": name, "MESH_SERVICE_VERSION": version,
                 "MESH_PORT": str(port), "MESH_ADMIN_PORT": str(admin_port),
-                "GRPC_XDS_BOOTSTRAP": str(topology.bootstrap_path(mesh.run_dir, name)), **(env or {})}
+                "GRPC_XDS_BOOTSTRAP": str(topology.bootstrap_path(mesh.run_dir, name)), "MESH_HOST": host, **(env or {})}
+    if istiod:
+        _register_with_istiod(mesh, service, name, version, host, port)
     proc = procs.start(name, template.command, env=full_env, cwd=topology.ROOT)
-    replica = Replica(name, service, version, port, admin_port, proc)
+    if istiod:
+        _unregister_on_stop(proc, topology.registry_dir(mesh.run_dir) / f"{name}.yaml")
+    replica = Replica(name, service, version, port, admin_port, proc, host)
 
     def settled() -> bool:  # passing, or gone (reported below)
         return not proc.alive() or _check_status(mesh.consul, name, mesh.consul_token("read")) == "passing"
@@ -74,3 +86,36 @@ def start_replica(procs: Processes, mesh, service: str, version: str, env: Mappi
     poll_until(settled, timeout, 0.1, f"{name} registered and passing in Consul")
     assert proc.alive(), f"{name} exited with {proc.popen.returncode}:\n{proc.tail()}"
     return replica
+
+
+def _register_with_istiod(mesh, service: str, name: str, version: str, host: str, port: int) -> None:
+    """What istiod needs of an instance the runner did not start: its certificate files (no ADS-time
+    issuance there: the runner's certs process issues for the topology only) and a WorkloadEntry in
+    the registry folder istiod watches."""
+    ca = MeshCA.load(mesh.run_dir / "ca")
+    write_workload_files(mesh.run_dir / "certs" / name, ca.issue(WorkloadId(topology.NAMESPACE, service), 3600), ca.root_pem)
+    entry = {"apiVersion": "networking.istio.io/v1", "kind": "WorkloadEntry",
+             "metadata": {"name": name, "namespace": topology.NAMESPACE},
+             "spec": {"address": host, "serviceAccount": service, "labels": {"app": service, "version": version},
+                      "ports": {f"grpc-{service}": port}}}
+    folder = topology.registry_dir(mesh.run_dir)
+    temp = folder / f".{name}.tmp"
+    temp.write_text(yaml.safe_dump(entry, sort_keys=False))
+    temp.replace(folder / f"{name}.yaml")
+    # A node that connects before istiod has the entry gets no inbound listener, and grpcio does not
+    # ask again: wait until istiod's endpoint index holds the address.
+    shards = f"http://127.0.0.1:{topology.Ports(mesh.offset).istiod_http}/debug/endpointShardz"
+    poll_until(lambda: host in urllib.request.urlopen(shards, timeout=2).read().decode(), 10, 0.1,
+               f"{name}'s WorkloadEntry in istiod's endpoints")
+
+
+def _unregister_on_stop(proc: Proc, entry: Path) -> None:
+    stop = proc.stop
+
+    def stop_and_unregister(*args, **kwargs) -> int:
+        try:
+            return stop(*args, **kwargs)
+        finally:
+            entry.unlink(missing_ok=True)
+
+    proc.stop = stop_and_unregister  # type: ignore[method-assign]
