@@ -263,15 +263,17 @@ chaos-off: ## Take the chaos overrides off instance=NAME (no instance: every one
 
 # --- tests ----------------------------------------------------------------------------------------
 .PHONY: test
-test: build $(PROTO_TOOLS) $(TOOLS)/istioctl $(TOOLS)/compose-check $(KUBE_TOOLS) ## Run every test: contracts, istioctl, Go, TypeScript, Python (unit, conformance, control plane, Kubernetes API, end to end)
+test: build $(PROTO_TOOLS) $(TOOLS)/istioctl $(TOOLS)/compose-check $(KUBE_TOOLS) $(TOOLS)/istiod-local ## Run every test: contracts, istioctl, Go, TypeScript, Python (unit, conformance, control plane, Kubernetes API, end to end, and under real istiod)
 	$(MAKE) proto-check
 	$(MAKE) test-go
 	$(MAKE) test-ts
 	$(call say,Python tests)
 	$(PY) -m pytest
+	$(call say,the end-to-end tests that apply under real istiod)
+	$(MAKE) test-istiod
 
 # The shop under real istiod (tools/istiod): the end-to-end tests that apply, on a mesh the e2e fixture
-# starts with MESH_CONTROL_PLANE=istiod. Not part of `make test` (istiod-local is a heavy build).
+# starts with MESH_CONTROL_PLANE=istiod. `make test` runs them last (istiod-local is a heavy build, made once).
 ISTIOD_TESTS := tests/e2e/test_shop.py tests/e2e/test_traces.py tests/e2e/test_traffic_split.py \
 	tests/e2e/test_traffic_headers.py tests/e2e/test_zero_trust.py tests/e2e/test_traffic_faults.py \
 	tests/e2e/test_traffic_retries.py tests/e2e/test_traffic_circuit_breaker.py
