@@ -6,6 +6,7 @@ parent (a retry) numbered."""
 from __future__ import annotations
 
 import dataclasses
+import pathlib
 import shutil
 import urllib.error
 import urllib.parse
@@ -14,7 +15,7 @@ from datetime import datetime, timedelta, timezone
 from mesh.ctl.where import Mesh
 from mesh.runner import topology
 
-__all__ = ["Span", "render", "render_list", "run", "run_list", "spans_of"]
+__all__ = ["Span", "ordered", "render", "render_list", "run", "run_list", "spans_of"]
 
 LANGUAGE_MARK = {"python": "py", "go": "go", "typescript": "ts", "nodejs": "ts", "js": "ts"}
 ERROR = 2  # OTLP status code
@@ -33,6 +34,7 @@ class Span:
     end: int
     error: str  # "" or the status (message / gRPC code)
     trace_id: str = ""
+    attributes: dict[str, object] = dataclasses.field(default_factory=dict)  # the span's own, as Jaeger gives them
 
 
 def _attrs(items: list[dict]) -> dict[str, object]:
@@ -60,7 +62,7 @@ def spans_of(result: dict) -> list[Span]:
                     error = error or "error"
                 out.append(Span(s["spanId"], s.get("parentSpanId", ""), service, language, short_name(s.get("name", "?")),
                                 KINDS.get(s.get("kind", 0), ""), int(s["startTimeUnixNano"]),
-                                int(s["endTimeUnixNano"]), str(error), s.get("traceId", "")))
+                                int(s["endTimeUnixNano"]), str(error), s.get("traceId", ""), attributes))
     return out
 
 
@@ -91,7 +93,7 @@ def _one_line(message: str) -> str:
     return " ".join(message.split())
 
 
-def _ordered(spans: list[Span]) -> list[tuple[int, Span, int]]:
+def ordered(spans: list[Span]) -> list[tuple[int, Span, int]]:
     """(depth, span, attempt) depth-first, children by start time; attempt > 1 for a repeated call."""
     ids = {s.span_id for s in spans}
     children: dict[str, list[Span]] = {}
@@ -122,7 +124,7 @@ def render(spans: list[Span], width: int = 100) -> str:
     start, end = min(s.start for s in spans), max(s.end for s in spans)
     total = max(end - start, 1)
     rows = []
-    for depth, s, attempt in _ordered(spans):
+    for depth, s, attempt in ordered(spans):
         mark = LANGUAGE_MARK.get(s.language, s.language[:2] or "??")
         retry = f" #{attempt}" if attempt > 1 else ""
         label = f"{'  ' * depth}{'✗' if s.error else '·'} {s.service}[{mark}] {s.kind} {s.name}{retry}"
@@ -149,7 +151,7 @@ def render(spans: list[Span], width: int = 100) -> str:
     return "\n".join(lines)
 
 
-def run(mesh: Mesh, trace_id: str) -> int:
+def run(mesh: Mesh, trace_id: str, html_file: str | None = None) -> int:
     try:
         answer = mesh.jaeger_get(f"/api/v3/traces/{trace_id}")
     except urllib.error.HTTPError as error:
@@ -159,7 +161,13 @@ def run(mesh: Mesh, trace_id: str) -> int:
         print(f"Jaeger answered {error.code} for trace {trace_id}")
         return 1
     assert isinstance(answer, dict)
-    print(render(spans_of(answer.get("result", {})), shutil.get_terminal_size((100, 24)).columns))
+    spans = spans_of(answer.get("result", {}))
+    if html_file:
+        from mesh.ctl import trace_html
+        pathlib.Path(html_file).write_text(trace_html.page(spans, trace_id), encoding="utf-8")
+        print(f"{html_file}: {len(spans)} spans of trace {trace_id}")
+        return 0
+    print(render(spans, shutil.get_terminal_size((100, 24)).columns))
     return 0
 
 
