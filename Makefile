@@ -262,8 +262,14 @@ chaos-off: ## Take the chaos overrides off instance=NAME (no instance: every one
 	@$(PY) -m mesh.runner chaos $(instance) --off
 
 # --- tests ----------------------------------------------------------------------------------------
+# Headless Chromium for the `meshctl trace --html` tests: Debian's package at the version pinned in the
+# script; nothing when one is on the PATH; never fatal (not root with apt: those tests skip and say why).
+.PHONY: chromium
+chromium: ## Install headless Chromium for the browser tests (Debian's pinned package; a no-op when present)
+	@tools/chromium/install
+
 .PHONY: test
-test: build $(PROTO_TOOLS) $(TOOLS)/istioctl $(TOOLS)/compose-check $(KUBE_TOOLS) $(TOOLS)/istiod-local ## Run every test: contracts, istioctl, Go, TypeScript, Python (unit, conformance, control plane, Kubernetes API, end to end, and under real istiod)
+test: build chromium $(PROTO_TOOLS) $(TOOLS)/istioctl $(TOOLS)/compose-check $(KUBE_TOOLS) $(TOOLS)/istiod-local ## Run every test: contracts, istioctl, Go, TypeScript, Python (unit, conformance, control plane, Kubernetes API, end to end, and under real istiod)
 	$(MAKE) proto-check
 	$(MAKE) test-go
 	$(MAKE) test-ts

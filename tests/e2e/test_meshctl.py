@@ -9,6 +9,7 @@ import re
 import subprocess
 import sys
 import tomllib
+import uuid
 
 import httpx
 import pytest
@@ -130,3 +131,32 @@ def test_trace_of_a_call_is_a_waterfall(mesh) -> None:
     assert "pricing PricingService/GetQuote" in listed
     missing = meshctl(mesh.env, "trace", "0" * 31 + "1")
     assert missing.returncode == 1 and "has no trace" in missing.stdout
+
+
+def test_trace_html_of_an_order_shows_all_six_services_in_chromium(mesh, http: httpx.Client) -> None:
+    from support import chromium
+    chromium.require()
+    reply = http.post("/v1/orders", json={
+        "customerId": "html-waterfall", "currency": "EUR", "items": [{"productId": "sku-grinder", "quantity": 1}],
+        "payment": {"cardToken": "tok_visa"}}, headers={"Idempotency-Key": uuid.uuid4().hex})
+    assert reply.status_code == 200, reply.text
+    trace_id = reply.headers["X-Trace-Id"]
+    services = {s.name for s in topology.SERVICES}
+    assert len(services) == 6, services
+
+    def complete() -> str | None:  # spans arrive in Jaeger about a second after the call
+        shown = meshctl({**mesh.env, "COLUMNS": "160"}, "trace", trace_id)
+        return shown.stdout if shown.returncode == 0 and all(f"{s}[" in shown.stdout for s in services) else None
+    poll_until(complete, 20, 0.5, f"trace {trace_id} with all six services in Jaeger")
+    recorded = httpx.get(f"{mesh.jaeger}/api/v3/traces/{trace_id}", timeout=5)  # kept beside the page, for a look
+    (ROOT / ".run").mkdir(exist_ok=True)
+    (ROOT / ".run" / "meshctl-trace.json").write_text(recorded.text)
+    page = ROOT / ".run" / "meshctl-trace.html"
+    page.parent.mkdir(exist_ok=True)
+    done = meshctl(mesh.env, "trace", trace_id, "--html", str(page))
+    assert done.returncode == 0, done.stdout + done.stderr
+    dom = chromium.dump_dom(page)
+    assert 'data-ready="true"' in dom and 'class="toggle"' in dom
+    shown = set(re.findall(r'<tr class="span[^"]*"[^>]*data-service="([^"]+)"', dom))
+    assert shown == services, shown
+    chromium.screenshot(page, ROOT / ".run" / "meshctl-trace.png")
