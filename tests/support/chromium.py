@@ -1,4 +1,4 @@
-"""Headless Chromium as the browser tests drive it: Debian's package (tools/chromium/install, which CI runs),
+"""Headless Chromium as the browser tests drive it: Debian's package (tools/chromium/install, run by make test),
 its own `--headless --dump-dom` (the DOM after the page's scripts ran) and `--screenshot`; no WebDriver.
 Without it the tests skip, saying how to install it."""
 
@@ -18,8 +18,8 @@ __all__ = ["dump_dom", "require", "screenshot"]
 def require() -> str:
     found = shutil.which("chromium") or shutil.which("chromium-browser")
     if not found:
-        pytest.skip("SKIPPED LOUDLY: no chromium on the PATH; tools/chromium/install installs Debian's pinned "
-                    "package (CI runs it before make test)")
+        pytest.skip("SKIPPED LOUDLY: no chromium on the PATH; `make chromium` (tools/chromium/install, which make test runs) installs Debian's "
+                    "pinned package; it needs root and apt")
     return found
 
 
