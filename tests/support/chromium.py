@@ -18,8 +18,8 @@ __all__ = ["dump_dom", "require", "screenshot"]
 def require() -> str:
     found = shutil.which("chromium") or shutil.which("chromium-browser")
     if not found:
-        pytest.skip("SKIPPED LOUDLY: no chromium on the PATH; `make chromium` (tools/chromium/install, which make test runs) installs Debian's "
-                    "pinned package; it needs root and apt")
+        pytest.skip("SKIPPED LOUDLY: no chromium on the PATH; `make chromium` (tools/chromium/install, which "
+                    "make test runs) installs Debian's pinned package; it needs root and apt")
     return found
 
 
