@@ -139,7 +139,8 @@ def page(spans: list[Span], trace_id: str) -> str:
     ids = {s.span_id for s in spans}
     rows = "".join(_row(depth, s, attempt, start, total, ids) for depth, s, attempt in ordered(spans))
     ticks = "".join(
-        f'<span class="tick{" first" if i == 0 else " last" if i == TICKS else ""}" style="left:{i * 100 / TICKS:.0f}%">'
+        f'<span class="tick{" first" if i == 0 else " last" if i == TICKS else ""}" '
+        f'style="left:{i * 100 / TICKS:.0f}%">'
         f'{_e(_ms(total * i // TICKS) if i else "0")}</span>' for i in range(TICKS + 1))
     services = sorted({f"{s.service}[{LANGUAGE_MARK.get(s.language, s.language)}]" for s in spans})
     errors = sum(1 for s in spans if s.error)
