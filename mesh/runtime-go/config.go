@@ -34,7 +34,8 @@ const (
 	EnvConsulAddr      = "CONSUL_HTTP_ADDR"            // default: DefaultConsulAddr
 	EnvConsulToken     = "CONSUL_HTTP_TOKEN"           // default: none
 	EnvConsulTokenFile = "CONSUL_HTTP_TOKEN_FILE"      // a file holding the token; default: none
-	EnvXDSBootstrap    = "GRPC_XDS_BOOTSTRAP"          // required
+	EnvXDS             = "MESH_XDS"                    // off: plain gRPC under an Envoy sidecar; default: true
+	EnvXDSBootstrap    = "GRPC_XDS_BOOTSTRAP"          // required unless MESH_XDS is off
 	EnvOTLPEndpoint    = "OTEL_EXPORTER_OTLP_ENDPOINT" // default: DefaultOTLPEndpoint
 	EnvTracesExporter  = "OTEL_TRACES_EXPORTER"        // otlp or none; default: otlp
 )
@@ -81,8 +82,10 @@ type Config struct {
 	ConsulAddr           string
 	// ConsulToken is Consul's ACL token ("" for none), from CONSUL_HTTP_TOKEN or the file
 	// CONSUL_HTTP_TOKEN_FILE names. A secret: never logged.
-	ConsulToken    string
-	XDSBootstrap   string
+	ConsulToken string
+	// XDS false (MESH_XDS off): a plain business server and DNS targets, for an Envoy sidecar.
+	XDS            bool
+	XDSBootstrap   string // "" when XDS is false and GRPC_XDS_BOOTSTRAP is unset
 	OTLPEndpoint   string
 	TracesExporter string // "otlp" or "none"
 }
@@ -102,6 +105,7 @@ func LoadConfig(defaultServiceName string, getenv func(string) string) (Config, 
 	p := &parser{getenv: getenv}
 	c := Config{}
 	c.ServiceName = p.str(EnvServiceName, defaultServiceName)
+	c.XDS = p.boolean(EnvXDS, true)
 	c.ServiceVersion = p.str(EnvServiceVersion, DefaultServiceVersion)
 	c.InstanceID = p.str(EnvInstanceID, fmt.Sprintf("%s-%d", c.ServiceName, os.Getpid()))
 	c.Namespace = p.str(EnvNamespace, DefaultNamespace)
@@ -120,7 +124,7 @@ func LoadConfig(defaultServiceName string, getenv func(string) string) (Config, 
 	c.ConsulAddr = p.str(EnvConsulAddr, DefaultConsulAddr)
 	c.ConsulToken = p.consulToken(EnvConsulToken, EnvConsulTokenFile)
 	c.XDSBootstrap = p.str(EnvXDSBootstrap, "")
-	if c.XDSBootstrap == "" {
+	if c.XDSBootstrap == "" && c.XDS {
 		p.bad(EnvXDSBootstrap, "required")
 	}
 	c.OTLPEndpoint = p.str(EnvOTLPEndpoint, DefaultOTLPEndpoint)

@@ -187,3 +187,22 @@ func TestConsulTokenFromTheVariableOrItsFile(t *testing.T) {
 		}
 	}
 }
+
+func TestXDSOffNeedsNoBootstrapAndDialsTheKubernetesService(t *testing.T) {
+	cfg, err := LoadConfig("orders", env(map[string]string{"GRPC_XDS_BOOTSTRAP": "b"}))
+	if err != nil || !cfg.XDS {
+		t.Fatalf("default: XDS %v, err %v; want true", cfg.XDS, err)
+	}
+	cfg, err = LoadConfig("orders", env(map[string]string{"MESH_XDS": "off", "MESH_NAMESPACE": "shop", "MESH_SERVICE_PORTS": "pricing=50061"}))
+	if err != nil || cfg.XDS || cfg.XDSBootstrap != "" {
+		t.Fatalf("MESH_XDS=off: %+v, %v", cfg, err)
+	}
+	if target, err := cfg.Target("pricing"); err != nil || target != "dns:///pricing.shop.svc.cluster.local:50061" {
+		t.Fatalf("Target = %q, %v", target, err)
+	}
+	_, err = LoadConfig("orders", env(map[string]string{"MESH_XDS": "plain"}))
+	want := `invalid configuration: MESH_XDS: not a boolean (true/false): "plain"; GRPC_XDS_BOOTSTRAP: required`
+	if err == nil || err.Error() != want {
+		t.Fatalf("err = %v; want %s", err, want)
+	}
+}

@@ -20,12 +20,16 @@ type Env struct {
 }
 
 // Target is the xDS target of a mesh service: `xds:///NAME:PORT`, PORT being the service port
-// MESH_SERVICE_PORTS declares for it. istiod answers only names with a port, so an undeclared
+// MESH_SERVICE_PORTS declares for it; with MESH_XDS off, `dns:///NAME.NAMESPACE.svc.cluster.local:PORT`
+// (the Kubernetes Service, whose traffic the Envoy sidecar intercepts). istiod answers only names with a port, so an undeclared
 // service is an error (naming the variable) rather than a portless name that never resolves.
 func (c Config) Target(service string) (string, error) {
 	port, ok := c.ServicePorts[service]
 	if !ok {
 		return "", fmt.Errorf("%s declares no port for %q (add %s=PORT)", EnvServicePorts, service, service)
+	}
+	if !c.XDS {
+		return "dns:///" + service + "." + c.Namespace + ".svc.cluster.local:" + strconv.Itoa(port), nil
 	}
 	return "xds:///" + service + ":" + strconv.Itoa(port), nil
 }
@@ -40,9 +44,12 @@ func (e *Env) Dial(service string, opts ...grpc.DialOption) (*grpc.ClientConn, e
 	if err != nil {
 		return nil, err
 	}
-	creds, err := xdscreds.NewClientCredentials(xdscreds.ClientOptions{FallbackCreds: insecure.NewCredentials()})
-	if err != nil {
-		return nil, fmt.Errorf("xDS client credentials: %w", err)
+	creds := insecure.NewCredentials() // MESH_XDS off: plain gRPC, the sidecar does TLS
+	if e.Config.XDS {
+		creds, err = xdscreds.NewClientCredentials(xdscreds.ClientOptions{FallbackCreds: insecure.NewCredentials()})
+		if err != nil {
+			return nil, fmt.Errorf("xDS client credentials: %w", err)
+		}
 	}
 	base := []grpc.DialOption{
 		grpc.WithTransportCredentials(creds),

@@ -90,11 +90,21 @@ func Run(svc Service, getenv func(string) string, stdout, stderr io.Writer) int 
 	return code
 }
 
+// businessServer is what the instance needs of its business server: an xDS-managed one, or with
+// MESH_XDS off a plain *grpc.Server.
+type businessServer interface {
+	grpc.ServiceRegistrar
+	GetServiceInfo() map[string]grpc.ServiceInfo
+	Serve(net.Listener) error
+	Stop()
+	GracefulStop()
+}
+
 // instance holds the servers of one running instance.
 type instance struct {
 	cfg   Config
 	log   *slog.Logger
-	biz   *xds.GRPCServer
+	biz   businessServer
 	admin *grpc.Server
 	// adminCleanup releases what the admin services hold (CSDS watches the xDS clients).
 	adminCleanup func()
@@ -119,20 +129,26 @@ func start(ctx context.Context, svc Service, cfg Config, log *slog.Logger) (_ *i
 		modeChanged: make(chan struct{}, 1),
 		health:      health.NewServer(),
 	}
-	creds, err := xdscreds.NewServerCredentials(xdscreds.ServerOptions{FallbackCreds: insecure.NewCredentials()})
-	if err != nil {
-		return nil, fmt.Errorf("xDS server credentials: %w", err)
-	}
 	options := []grpc.ServerOption{
-		grpc.Creds(creds),
 		grpc.StatsHandler(ServerStatsHandler()),
 		grpc.ChainUnaryInterceptor(UnaryErrorInterceptor(log)),
 		grpc.ChainStreamInterceptor(StreamErrorInterceptor(log)),
-		xds.ServingModeCallback(inst.onServingMode),
 	}
-	inst.biz, err = xds.NewGRPCServer(append(options, injectedFailures(cfg, log)...)...)
-	if err != nil {
-		return nil, fmt.Errorf("xDS server: %w", err)
+	options = append(options, injectedFailures(cfg, log)...)
+	if cfg.XDS {
+		creds, err := xdscreds.NewServerCredentials(xdscreds.ServerOptions{FallbackCreds: insecure.NewCredentials()})
+		if err != nil {
+			return nil, fmt.Errorf("xDS server credentials: %w", err)
+		}
+		inst.biz, err = xds.NewGRPCServer(append(options, grpc.Creds(creds), xds.ServingModeCallback(inst.onServingMode))...)
+		if err != nil {
+			return nil, fmt.Errorf("xDS server: %w", err)
+		}
+	} else {
+		// MESH_XDS off: a plain server that serves at once (the Envoy sidecar does TLS and policy).
+		inst.biz = grpc.NewServer(options...)
+		inst.mode = connectivity.ServingModeServing
+		inst.modeChanged <- struct{}{}
 	}
 	defer func() {
 		if err != nil {
@@ -169,8 +185,12 @@ func start(ctx context.Context, svc Service, cfg Config, log *slog.Logger) (_ *i
 	inst.adminAddr = adminLis.Addr().(*net.TCPAddr)
 	go func() { inst.serveErr <- serveErr("admin", inst.admin.Serve(adminLis)) }()
 	go func() { inst.serveErr <- serveErr("business", inst.biz.Serve(bizLis)) }()
+	waiting := "none (MESH_XDS off)"
+	if cfg.XDS {
+		waiting = ServerListenerName(inst.bizAddr.String())
+	}
 	log.Info("listening", "port", inst.bizAddr.Port, "admin_port", inst.adminAddr.Port, "services", inst.names,
-		"waiting_for_listener", ServerListenerName(inst.bizAddr.String()))
+		"waiting_for_listener", waiting)
 	return inst, nil
 }
 

@@ -189,7 +189,8 @@ class InstanceConfig:
     inject_delay_ms: int
     consul_http_addr: str
     consul_token: str = dataclasses.field(repr=False)  # a secret: never in a log line
-    xds_bootstrap: str
+    xds: bool  # MESH_XDS: off under an Envoy sidecar (plain gRPC, DNS names)
+    xds_bootstrap: str  # "" when xds is off and GRPC_XDS_BOOTSTRAP is unset
     otlp_endpoint: str
     traces_exporter: str
 
@@ -202,6 +203,7 @@ def load_instance_config(
     env = os.environ if environ is None else environ
     r = reader or EnvReader(env)
     name = r.string("OTEL_SERVICE_NAME", default_service_name)
+    xds = r.boolean("MESH_XDS", True)
     config = InstanceConfig(
         service_name=name,
         service_version=r.string("MESH_SERVICE_VERSION", "v1"),
@@ -221,7 +223,8 @@ def load_instance_config(
         inject_delay_ms=r.integer("MESH_INJECT_DELAY_MS", 0, minimum=0, maximum=MAX_INJECT_DELAY_MS),
         consul_http_addr=r.string("CONSUL_HTTP_ADDR", "127.0.0.1:8500"),
         consul_token=r.consul_token(),
-        xds_bootstrap=r.required("GRPC_XDS_BOOTSTRAP"),
+        xds=xds,
+        xds_bootstrap=r.required("GRPC_XDS_BOOTSTRAP") if xds else r.string("GRPC_XDS_BOOTSTRAP", ""),
         otlp_endpoint=r.string("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4317"),
         traces_exporter=r.string("OTEL_TRACES_EXPORTER", "otlp", choices=("otlp", "none")),
     )

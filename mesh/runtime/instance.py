@@ -70,11 +70,15 @@ class Servicer:
 
 
 def xds_target(config: InstanceConfig, service: str) -> str:
-    """`xds:///NAME:PORT`, PORT being the service's port in MESH_SERVICE_PORTS."""
+    """`xds:///NAME:PORT`, PORT being the service's port in MESH_SERVICE_PORTS; with MESH_XDS off,
+    `dns:///NAME.NAMESPACE.svc.cluster.local:PORT` (the Kubernetes Service, whose traffic the
+    Envoy sidecar intercepts)."""
     port = config.service_ports.get(service)
     if port is None:
         raise LookupError(f"MESH_SERVICE_PORTS has no port for service {service!r} "
                           f"(it declares: {', '.join(config.service_ports) or 'nothing'})")
+    if not config.xds:
+        return f"dns:///{service}.{config.namespace}.svc.cluster.local:{port}"
     return f"xds:///{service}:{port}"
 
 
@@ -83,11 +87,15 @@ def dial(config: InstanceConfig, service: str) -> grpc.Channel:
     carrying its routing headers (mesh/runtime/propagation.py) and bounded by the incoming RPC's
     deadline or MESH_CALL_TIMEOUT and by its route's timeout (mesh/runtime/deadlines.py, routes.py).
     The headers go on first (the outermost interceptor runs first): the route is chosen on them."""
-    credentials = grpc.xds_channel_credentials(grpc.experimental.insecure_channel_credentials())
     target = xds_target(config, service)
-    channel = grpc.secure_channel(target, credentials)
-    outbound = (OutboundHeaders(config.propagate_headers),
-                OutboundDeadline(config.call_timeout, RouteTimeouts(target, channel)))
+    if config.xds:
+        credentials = grpc.xds_channel_credentials(grpc.experimental.insecure_channel_credentials())
+        channel = grpc.secure_channel(target, credentials)
+        routes: RouteTimeouts | None = RouteTimeouts(target, channel)
+    else:  # plain gRPC: the sidecar does TLS and routing (and its route timeouts)
+        channel = grpc.insecure_channel(target)
+        routes = None
+    outbound = (OutboundHeaders(config.propagate_headers), OutboundDeadline(config.call_timeout, routes))
     return tracing.traced_channel(grpc.intercept_channel(channel, *outbound))
 
 
@@ -171,7 +179,9 @@ class Instance:
         reflection.enable_server_reflection((*names, *ADMIN_SERVICES), self._admin)
         self.admin_port = self._admin.add_insecure_port(f"{self.config.host}:{self.config.admin_port}")
         self._admin.start()
-        if self._serve_grpc:
+        if self._serve_grpc and not self.config.xds:
+            self._start_plain_business_server()
+        elif self._serve_grpc:
             self._start_business_server()
             threading.Thread(target=self._watch_listener, name="listener-watch", daemon=True).start()
         self._set_health(health_pb2.HealthCheckResponse.SERVING)
@@ -179,15 +189,25 @@ class Instance:
             self._register()
         log.info("serving", extra={"port": self.port, "admin_port": self.admin_port, "services": names})
 
-    def _start_business_server(self) -> None:
-        self._business = grpc.server(
+    def _business_server(self, *, xds: bool) -> grpc.Server:
+        server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=BUSINESS_WORKERS),
             interceptors=[*tracing.traced_server_interceptors(), IncomingCalls(), ErrorInterceptor(),
                           *injected_failures(self.config)],
-            xds=True,
+            xds=xds,
         )
         for servicer in self.servicers:
-            servicer.add_to_server(self._business)
+            servicer.add_to_server(server)
+        return server
+
+    def _start_plain_business_server(self) -> None:
+        """MESH_XDS off: a plain server, serving at once (the Envoy sidecar does TLS and policy)."""
+        self._business = self._business_server(xds=False)
+        self._business.add_insecure_port(f"{self.config.host}:{self.port}")
+        self._business.start()
+
+    def _start_business_server(self) -> None:
+        self._business = self._business_server(xds=True)
         credentials = grpc.xds_server_credentials(grpc.insecure_server_credentials())
         self._business.add_secure_port(f"{self.config.host}:{self.port}", credentials)
         self._business.start()

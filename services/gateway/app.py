@@ -108,17 +108,22 @@ class ForwardHeaders(grpc.aio.UnaryUnaryClientInterceptor):
 
 
 class Shop:
-    """The gRPC stubs the gateway calls, each over `xds:///NAME:PORT`."""
+    """The gRPC stubs the gateway calls, each over `xds:///NAME:PORT` (MESH_XDS off: by DNS name)."""
 
     def __init__(self, config: InstanceConfig) -> None:
         credentials = grpc.xds_channel_credentials(grpc.experimental.insecure_channel_credentials())
-        # route timeouts after the forwarded headers (routes match on them): grpcio's own are early
-        self._channels = {
-            name: grpc.aio.secure_channel(xds_target(config, name), credentials, interceptors=[
-                ForwardHeaders(config.propagate_headers), AioRouteTimeouts(xds_target(config, name)),
+
+        def channel(name: str) -> grpc.aio.Channel:
+            target = xds_target(config, name)
+            if not config.xds:  # MESH_XDS off: plain gRPC to the Service; the sidecar routes
+                return grpc.aio.insecure_channel(target, interceptors=[
+                    ForwardHeaders(config.propagate_headers), *tracing.aio_traced_interceptors()])
+            # route timeouts after the forwarded headers (routes match on them): grpcio's own are early
+            return grpc.aio.secure_channel(target, credentials, interceptors=[
+                ForwardHeaders(config.propagate_headers), AioRouteTimeouts(target),
                 *tracing.aio_traced_interceptors()])
-            for name in ("catalog", "pricing", "inventory", "orders")
-        }
+
+        self._channels = {name: channel(name) for name in ("catalog", "pricing", "inventory", "orders")}
         self.catalog = catalog_pb2_grpc.CatalogServiceStub(self._channels["catalog"])
         self.pricing = pricing_pb2_grpc.PricingServiceStub(self._channels["pricing"])
         self.inventory = inventory_pb2_grpc.InventoryServiceStub(self._channels["inventory"])

@@ -123,8 +123,9 @@ class Mesh:
 
     def start_probe(self, language: str, *, service: str | None = None, wait: bool = True,
                     consul: ConsulAgent | None = None, xds_address: str | None = None,
-                    peers: dict[str, int] | None = None, extra_env: dict[str, str] | None = None) -> Probe:
-        """Start a probe of `language`; with `wait`, return once it is SERVING and registered."""
+                    peers: dict[str, int] | None = None, extra_env: dict[str, str | None] | None = None) -> Probe:
+        """Start a probe of `language`; with `wait`, return once it is SERVING and registered.
+        A variable given None in `extra_env` is left out of the probe's environment."""
         number = next(_names)
         service = service or f"probe-{language}-{number}"
         instance_id = f"{service}-{number}"
@@ -132,6 +133,7 @@ class Mesh:
         consul = consul or self.consul
         env = {**self.probe_env(language, service, instance_id, port, admin_port, consul.http_addr, xds_address, peers),
                **(extra_env or {})}
+        env = {name: value for name, value in env.items() if value is not None}
         proc = self.procs.start(instance_id, command(language), env=env, cwd=REPO)
         probe = Probe(language, service, instance_id, port, admin_port, proc, env)
         if wait:

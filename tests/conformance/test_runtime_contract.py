@@ -18,6 +18,7 @@ import grpc
 import pytest
 from envoy.service.status.v3 import csds_pb2, csds_pb2_grpc
 from google.rpc import error_details_pb2
+from grpc_channelz.v1 import channelz_pb2, channelz_pb2_grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
@@ -343,6 +344,31 @@ def test_an_undeclared_peer_is_an_error_that_names_the_variable(world: Mesh, lan
     assert caught.value.code() == grpc.StatusCode.INTERNAL
     poll_until(lambda: [r for r in probe.logs() if "MESH_SERVICE_PORTS" in json.dumps(r)], 5, 0.1,
                "a log line naming MESH_SERVICE_PORTS")
+
+
+def test_without_xds_a_plain_server_serves_and_peers_are_dialled_by_dns_name(world: Mesh, language: str) -> None:
+    """MESH_XDS=off (the sidecar overlay): no bootstrap, a plain business server that serves and
+    registers with no control plane, and dial() to the Kubernetes Service's DNS name. No
+    *.svc.cluster.local resolves here, so the relay cannot connect; its target is read from channelz."""
+    probe = world.start_probe(language, peers={"peer": SERVICE_PORT},
+                              extra_env={"MESH_XDS": "off", "GRPC_XDS_BOOTSTRAP": None, "MESH_NAMESPACE": "shop"})
+    assert "GRPC_XDS_BOOTSTRAP" not in probe.env
+    assert probe.echo("plain", timeout=5).message == "plain"
+    with pytest.raises(grpc.RpcError) as caught:
+        probe.echo("relay", relay_to="peer", timeout=2)
+    # the deadline ends it (from Go possibly CANCELLED: grpc-go resets the stream at the deadline first)
+    assert caught.value.code() in (grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNAVAILABLE,
+                                   grpc.StatusCode.CANCELLED), caught.value
+
+    def targets() -> list[str]:
+        with probe.admin() as channel:
+            reply = channelz_pb2_grpc.ChannelzStub(channel).GetTopChannels(
+                channelz_pb2.GetTopChannelsRequest(start_channel_id=0), timeout=2)
+        return [c.data.target for c in reply.channel]
+
+    poll_until(lambda: "dns:///peer.shop.svc.cluster.local:50051" in targets(), 5, 0.1,
+               "channelz listing the channel to dns:///peer.shop.svc.cluster.local:50051")
+    assert not [t for t in targets() if t.startswith("xds:")], targets()
 
 
 # -- injected failures -----------------------------------------------------------------------------

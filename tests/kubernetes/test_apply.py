@@ -123,7 +123,7 @@ def test_overlay_is_accepted_stored_and_read_back(cluster: Cluster, overlay: str
             assert env["GRPC_XDS_BOOTSTRAP"] == "/etc/istio/proxy/grpc-bootstrap.json"
         else:
             assert "inject.istio.io/templates" not in annotations
-            assert "GRPC_XDS_BOOTSTRAP" not in env
+            assert "GRPC_XDS_BOOTSTRAP" not in env and env["MESH_XDS"] == "off"
         # no kubelet, no scheduler, no controller-manager: nothing runs
         assert not deployment.get("status", {}).get("readyReplicas")
 

@@ -42,6 +42,19 @@ def test_service_ports_give_each_peer_its_xds_target():
         xds_target(config, "payments")
 
 
+def test_xds_off_needs_no_bootstrap_and_dials_the_kubernetes_service():
+    from mesh.runtime.instance import xds_target
+
+    assert load_instance_config("orders", {**BASE}).xds is True
+    config = load_instance_config("orders", {"MESH_XDS": "off", "MESH_NAMESPACE": "shop",
+                                             "MESH_SERVICE_PORTS": "pricing=50061"})
+    assert (config.xds, config.xds_bootstrap) == (False, "")
+    assert xds_target(config, "pricing") == "dns:///pricing.shop.svc.cluster.local:50061"
+    with pytest.raises(ConfigError) as caught:
+        load_instance_config("orders", {"MESH_XDS": "plain"})
+    assert caught.value.problems == ['MESH_XDS: not a boolean (true/false): "plain"', "GRPC_XDS_BOOTSTRAP: required"]
+
+
 def test_bad_service_ports_are_named_with_the_rest():
     with pytest.raises(ConfigError) as caught:
         load_instance_config("orders", {**BASE, "MESH_SERVICE_PORTS": "catalog=50051,pricing=x,=80,payments,catalog=1",

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import yaml
 
 from mesh.runner import kube, topology
@@ -48,17 +49,40 @@ def test_every_version_is_a_deployment_with_the_local_variables():
         assert sum(d["spec"]["replicas"] for d in deployments.values()) == len(service.instances)
 
 
-def test_every_pod_environment_passes_the_runtime_contract():
-    """What a proxyless pod gets (the base's variables, its name as instance id, the grpc-agent's bootstrap)
-    is accepted by the contract's own check (mesh/runtime/config.py, the same rules in Go and TypeScript)."""
+def overlay_env(overlay: str) -> dict[str, str]:
+    """The variables an overlay adds to every Deployment's container (its `env/-` patches)."""
+    kustomization = yaml.safe_load((ROOT / "kubernetes" / "overlays" / overlay / "kustomization.yaml").read_text())
+    added = {}
+    for patch in kustomization["patches"]:
+        for op in yaml.safe_load(patch["patch"]):
+            if op["path"] == "/spec/template/spec/containers/0/env/-":
+                added[op["value"]["name"]] = op["value"]["value"]
+    return added
+
+
+def test_the_overlays_add_the_bootstrap_or_turn_xds_off():
+    assert overlay_env("proxyless") == {"GRPC_XDS_BOOTSTRAP": "/etc/istio/proxy/grpc-bootstrap.json"}
+    assert overlay_env("sidecar") == {"MESH_XDS": "off"}
+
+
+@pytest.mark.parametrize("overlay", ["proxyless", "sidecar"])
+def test_every_pod_environment_passes_the_runtime_contract(overlay: str):
+    """What a pod of each overlay gets (the base's variables, its name as instance id, what the overlay
+    adds: the grpc-agent's bootstrap, or MESH_XDS=off under Envoy) is accepted by the contract's own check
+    (mesh/runtime/config.py, the same rules in Go and TypeScript)."""
     from mesh.runtime.config import load_instance_config
+    from mesh.runtime.instance import xds_target
 
     for service in topology.SERVICES:
         for doc in yaml.safe_load_all((kube.BASE_DIR / f"{service.name}.yaml").read_text()):
             if doc["kind"] != "Deployment":
                 continue
             env = {e["name"]: e.get("value") for e in doc["spec"]["template"]["spec"]["containers"][0]["env"]}
-            env.update(MESH_INSTANCE_ID=f"{doc['metadata']['name']}-5d9c7b-x2x4q",
-                       GRPC_XDS_BOOTSTRAP="/etc/istio/proxy/grpc-bootstrap.json")
+            assert "GRPC_XDS_BOOTSTRAP" not in env and "MESH_XDS" not in env  # the overlays decide
+            env.update(MESH_INSTANCE_ID=f"{doc['metadata']['name']}-5d9c7b-x2x4q", **overlay_env(overlay))
             config = load_instance_config(service.name, env)
             assert (config.host, config.port, config.register) == ("0.0.0.0", service.port, False)
+            assert config.xds is (overlay == "proxyless")
+            for peer, port in config.service_ports.items():
+                assert xds_target(config, peer) == (f"xds:///{peer}:{port}" if config.xds
+                                                    else f"dns:///{peer}.default.svc.cluster.local:{port}")

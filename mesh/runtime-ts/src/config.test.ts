@@ -121,6 +121,21 @@ test('one error names every bad variable, ours and the service’s', () => {
   assert.ok(!caught.message.includes('\n'));
 });
 
+test('MESH_XDS off needs no bootstrap and dials the Kubernetes Service', async () => {
+  assert.equal(load({ GRPC_XDS_BOOTSTRAP: bootstrap }).mesh.xds, true);
+  const { mesh } = load({ MESH_XDS: 'off', MESH_NAMESPACE: 'shop', MESH_SERVICE_PORTS: 'pricing=50061' });
+  assert.deepEqual([mesh.xds, mesh.xdsBootstrap], [false, '']);
+  const { targetOf } = await import('./dial');
+  assert.equal(targetOf('pricing', mesh.servicePorts, mesh.namespace), 'dns:///pricing.shop.svc.cluster.local:50061');
+  assert.equal(targetOf('pricing', mesh.servicePorts), 'xds:///pricing:50061');
+  assert.throws(
+    () => load({ MESH_XDS: 'plain' }),
+    (err: unknown) =>
+      err instanceof ConfigError &&
+      err.message === 'invalid configuration: MESH_XDS: not a boolean (true/false): "plain"; GRPC_XDS_BOOTSTRAP: required',
+  );
+});
+
 test('a bootstrap path that cannot be read is a bad value', () => {
   assert.throws(
     () => load({ GRPC_XDS_BOOTSTRAP: path.join(os.tmpdir(), 'no-such-dir', 'bootstrap.json') }),

@@ -17,6 +17,7 @@ export const DEFAULTS = Object.freeze({
   MESH_DRAIN_TIMEOUT: 5,
   MESH_LOG_LEVEL: 'info',
   MESH_REGISTER: true,
+  MESH_XDS: true,
   MESH_INJECT_FAILURE_PERCENT: 0,
   MESH_INJECT_DELAY_MS: 0,
   CONSUL_HTTP_ADDR: '127.0.0.1:8500',
@@ -57,6 +58,9 @@ export interface MeshConfig {
   readonly consulHttpAddr: string;
   /** Consul's ACL token ('' for none), from CONSUL_HTTP_TOKEN or the file CONSUL_HTTP_TOKEN_FILE names. A secret: never logged. */
   readonly consulToken: string;
+  /** MESH_XDS: false under an Envoy sidecar (a plain business server, DNS targets). */
+  readonly xds: boolean;
+  /** '' when xds is false and GRPC_XDS_BOOTSTRAP is unset. */
   readonly xdsBootstrap: string;
   readonly otlpEndpoint: string;
   readonly tracesExporter: 'otlp' | 'none';
@@ -137,7 +141,7 @@ export class EnvReader {
     const lower = value.toLowerCase();
     if (['true', '1', 'yes', 'on'].includes(lower)) return true;
     if (['false', '0', 'no', 'off'].includes(lower)) return false;
-    this.fail(name, `not a boolean: ${JSON.stringify(value)}`);
+    this.fail(name, `not a boolean (true/false): ${JSON.stringify(value)}`);
     return fallback;
   }
 
@@ -277,7 +281,8 @@ function readOtlpEndpoint(r: EnvReader): string {
   }
 }
 
-function readBootstrap(r: EnvReader): string {
+function readBootstrap(r: EnvReader, xds: boolean): string {
+  if (!xds) return r.string('GRPC_XDS_BOOTSTRAP', '');
   const file = r.required('GRPC_XDS_BOOTSTRAP');
   if (file !== '') {
     try {
@@ -295,6 +300,7 @@ export function readMeshConfig(r: EnvReader, defaultServiceName: string, pid = p
   if (!/^[a-z][a-z0-9-]*$/.test(serviceName)) {
     r.fail('OTEL_SERVICE_NAME', `must be lower-case letters, digits and dashes: ${JSON.stringify(serviceName)}`);
   }
+  const xds = r.boolean('MESH_XDS', DEFAULTS.MESH_XDS);
   return {
     serviceName,
     serviceVersion: r.string('MESH_SERVICE_VERSION', DEFAULTS.MESH_SERVICE_VERSION),
@@ -314,7 +320,8 @@ export function readMeshConfig(r: EnvReader, defaultServiceName: string, pid = p
     injectDelayMs: r.integer('MESH_INJECT_DELAY_MS', DEFAULTS.MESH_INJECT_DELAY_MS, 0, MAX_INJECT_DELAY_MS),
     consulHttpAddr: readConsulAddr(r),
     consulToken: readConsulToken(r),
-    xdsBootstrap: readBootstrap(r),
+    xds,
+    xdsBootstrap: readBootstrap(r, xds),
     otlpEndpoint: readOtlpEndpoint(r),
     tracesExporter: r.oneOf('OTEL_TRACES_EXPORTER', 'otlp', ['otlp', 'none'] as const),
   };

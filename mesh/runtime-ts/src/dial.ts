@@ -18,8 +18,12 @@ export type ClientConstructor<C extends grpc.Client> = new (
   options?: Partial<grpc.ClientOptions>,
 ) => C;
 
-/** The xds:/// target of a mesh service, as istiod names its outbound listeners: NAME:PORT. */
-export function targetOf(service: string, servicePorts: Readonly<Record<string, number>>): string {
+/**
+ * The xds:/// target of a mesh service, as istiod names its outbound listeners: NAME:PORT. With
+ * `sidecarNamespace` (MESH_XDS off) the Kubernetes Service instead, whose traffic the Envoy sidecar
+ * intercepts: dns:///NAME.NAMESPACE.svc.cluster.local:PORT.
+ */
+export function targetOf(service: string, servicePorts: Readonly<Record<string, number>>, sidecarNamespace?: string): string {
   const port = Object.hasOwn(servicePorts, service) ? servicePorts[service] : undefined;
   if (port === undefined) {
     const known = Object.keys(servicePorts);
@@ -28,6 +32,7 @@ export function targetOf(service: string, servicePorts: Readonly<Record<string, 
         'add name=port for every service this instance calls',
     );
   }
+  if (sidecarNamespace !== undefined) return `dns:///${service}.${sidecarNamespace}.svc.cluster.local:${port}`;
   return `xds:///${service}:${port}`;
 }
 
@@ -58,15 +63,18 @@ export class Dialer {
     private readonly servicePorts: Readonly<Record<string, number>>,
     private readonly callTimeoutSeconds: number,
     private readonly propagateHeaders: readonly string[],
+    /** MESH_XDS off: plain gRPC to the Kubernetes Services of this namespace. */
+    private readonly sidecarNamespace?: string,
   ) {}
 
   /** A client of `service` (its name in MESH_SERVICE_PORTS); throws when the name is not declared. */
   dial<C extends grpc.Client>(Client: ClientConstructor<C>, service: string): C {
-    const target = targetOf(service, this.servicePorts);
+    const target = targetOf(service, this.servicePorts, this.sidecarNamespace);
     const key = `${Client.name} ${target}`;
     let client = this.clients.get(key);
     if (!client) {
-      client = new Client(target, xdsChannelCredentials(), {
+      const credentials = this.sidecarNamespace === undefined ? xdsChannelCredentials() : grpc.credentials.createInsecure();
+      client = new Client(target, credentials, {
         interceptors: [outboundCallInterceptor(this.callTimeoutSeconds * 1000), propagateHeadersInterceptor(this.propagateHeaders)],
       });
       this.clients.set(key, client);

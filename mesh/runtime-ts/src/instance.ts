@@ -9,7 +9,7 @@ import type { Logger } from './log';
 import { hostPort, reserveFreePort } from './net';
 import type { ServiceRegistration } from './rpc';
 import type { Tracing } from './tracing';
-import { serverListenerName, startXdsServer, type BusinessServer } from './xds';
+import { serverListenerName, startPlainServer, startXdsServer, type BusinessServer } from './xds';
 
 /** How often the wait for the xDS listener says it is still waiting. */
 const WAITING_LOG_EVERY_MS = 10_000;
@@ -92,7 +92,7 @@ export class MeshInstance {
     let firstServing: () => void;
     const served = new Promise<void>((resolve) => (firstServing = resolve));
     let serving = false;
-    this.business = startXdsServer({
+    this.business = (config.xds ? startXdsServer : startPlainServer)({
       host: config.host,
       port,
       services: this.opts.services,

@@ -75,7 +75,7 @@ async function run<S>(spec: ServiceSpec<S>): Promise<void> {
   const { Dialer } = await import('./dial');
   const { PROTO_INCLUDE_DIRS } = await import('./paths');
 
-  const dialer = new Dialer(mesh.servicePorts, mesh.callTimeoutSeconds, mesh.propagateHeaders);
+  const dialer = new Dialer(mesh.servicePorts, mesh.callTimeoutSeconds, mesh.propagateHeaders, mesh.xds ? undefined : mesh.namespace);
   logger.info('starting', {
     'service.version': mesh.serviceVersion,
     namespace: mesh.namespace,

@@ -66,3 +66,16 @@ export function startXdsServer(opts: {
   server.addServingStateListener(address, (state) => opts.onServing(state.code === grpc.status.OK, state.details));
   return { server, host: opts.host, port: opts.port };
 }
+
+/**
+ * MESH_XDS off (an Envoy sidecar does TLS, routing and policy): a plain server on host:port, with
+ * startXdsServer's callbacks; it serves as soon as it is bound.
+ */
+export function startPlainServer(opts: Parameters<typeof startXdsServer>[0]): BusinessServer {
+  const server = new grpc.Server({ interceptors: opts.interceptors });
+  for (const s of opts.services) server.addService(s.definition, s.implement(opts.logger));
+  bindAsync(server, hostPort(opts.host, opts.port), grpc.ServerCredentials.createInsecure())
+    .then(() => opts.onServing(true, 'plain server (MESH_XDS off)'))
+    .catch(opts.onBindError);
+  return { server, host: opts.host, port: opts.port };
+}
