@@ -189,8 +189,7 @@ def setup(step: str) -> int:
         os.chown(where.run_dir, uid, gid)
         print(f"wrote the bootstraps and Consul's ACL config into {where.run_dir}")
         return 0
-    tokens = {name: consul_acl.read_token(where.run_dir, name)
-              for name in (consul_acl.MANAGEMENT, consul_acl.AGENT, consul_acl.CONTROL_PLANE, consul_acl.READ, *services)}
+    tokens = {name: consul_acl.read_token(where.run_dir, name) for name in consul_acl.token_names(services)}
     deadline = time.monotonic() + 60
     while True:  # Consul makes the management token once it leads, a moment after it answers
         try:

@@ -32,7 +32,7 @@ from collections.abc import Iterable
 
 __all__ = [
     "AGENT", "CONTROL_PLANE", "MANAGEMENT", "READ", "READ_POLICY", "READ_RULES", "Unready", "accessor_id", "bootstrap",
-    "config_path", "prepare", "read_token", "token_bodies", "token_path", "tokens_dir",
+    "config_path", "prepare", "read_token", "token_bodies", "token_names", "token_path", "tokens_dir",
 ]
 
 MANAGEMENT, AGENT, CONTROL_PLANE, READ = "management", "agent", "control-plane", "read"
@@ -84,6 +84,11 @@ def _write_private(path: pathlib.Path, text: str) -> None:
     temp.replace(path)
 
 
+def token_names(services: Iterable[str]) -> tuple[str, ...]:
+    """Every token the mesh has: the fixed ones, then one per service."""
+    return (MANAGEMENT, AGENT, CONTROL_PLANE, READ, *services)
+
+
 def prepare(run_dir: pathlib.Path, services: Iterable[str]) -> dict[str, str]:
     """Make the tokens this run folder lacks (keeping the others: a second `make up` reuses them),
     make every token file 0600 and its folders 0700, and write the agent's ACL config. Returns
@@ -91,7 +96,7 @@ def prepare(run_dir: pathlib.Path, services: Iterable[str]) -> dict[str, str]:
     _private_dir(run_dir / "consul")
     _private_dir(tokens_dir(run_dir))
     tokens = {}
-    for name in (MANAGEMENT, AGENT, CONTROL_PLANE, READ, *services):
+    for name in token_names(services):
         path = token_path(run_dir, name)
         secret = read_token(run_dir, name)
         if not _is_uuid(secret):
