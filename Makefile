@@ -175,16 +175,12 @@ proto: $(PROTO_TOOLS) ## Format, lint and regenerate code for every language fro
 	@# google.rpc for TypeScript only (Python and Go take it from googleapis-common-protos / genproto)
 	$(BUF) generate --template buf.gen.ts-rpc.yaml
 
-.PHONY: proto-check
-proto-check: $(PROTO_TOOLS) ## Lint, format check, breaking check of our contracts against main
-	@# breaking: our contracts only (protos/); vendored third-party files follow their upstreams,
-	@# and a whole-workspace check fails whenever a vendored module is added ("3 images, against 2")
-	$(BUF) lint
-	$(BUF) format --diff --exit-code
-	@if git rev-parse --verify --quiet main >/dev/null; then \
-		echo "buf breaking protos --against .git#branch=main,subdir=protos"; \
-		$(BUF) breaking protos --against '.git#branch=main,subdir=protos'; \
-	else echo "no main branch here: breaking check skipped"; fi
+.PHONY: breaking
+breaking: $(VENV)/.installed tools/proto/node_modules/.installed ## Check protos/ against main for breaking changes and explain each in plain words
+	@# our contracts only (protos/); vendored third-party files follow their upstreams, and a
+	@# whole-workspace check fails whenever a vendored module is added ("3 images, against 2").
+	@# tools/proto/breaking.py runs buf breaking and says, per finding, what old peers see and the usual fix.
+	@$(PY) tools/proto/breaking.py
 
 # --- the mesh -------------------------------------------------------------------------------------
 # Local processes by default (fast); MESH_RUNTIME=compose runs docker-compose.yml instead, and
@@ -270,7 +266,7 @@ chromium: ## Install headless Chromium for the browser tests (Debian's pinned pa
 
 .PHONY: test
 test: build chromium $(PROTO_TOOLS) $(TOOLS)/istioctl $(TOOLS)/compose-check $(KUBE_TOOLS) $(TOOLS)/istiod-local ## Run every test: contracts, istioctl, Go, TypeScript, Python (unit, conformance, control plane, Kubernetes API, end to end, and under real istiod)
-	$(MAKE) proto-check
+	$(MAKE) breaking
 	$(MAKE) test-go
 	$(MAKE) test-ts
 	$(call say,Python tests)
