@@ -433,6 +433,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"no {args.against} branch here: breaking check skipped")
         return 0
     against = f".git#branch={args.against},subdir={args.module}"
+    if not Path(args.buf).exists():
+        print(f"{args.buf} is missing: run `make tools`", file=sys.stderr)
+        return 2
     print(f"buf breaking {args.module} --against '{against}'", flush=True)
     run = subprocess.run([args.buf, "breaking", args.module, "--against", against, "--error-format", "json"],
                          cwd=root, capture_output=True, text=True, check=False)
