@@ -38,8 +38,8 @@ def parse_target(target: str) -> tuple[str, str, str]:
     return service, "", method
 
 
-def _instance(mesh: Mesh, service: str) -> tuple[str, int, int]:
-    """(instance id, port, admin port) of a passing instance of `service`, from Consul."""
+def _instance(mesh: Mesh, service: str) -> tuple[str, str, int, int]:
+    """(instance id, address, port, admin port) of a passing instance of `service`, from Consul."""
     names = [s.name for s in topology.SERVICES]
     if service not in names:
         raise LookupError(f"no service {service!r} in the mesh{suggest(service, names)}; services: {', '.join(names)}")
@@ -48,7 +48,7 @@ def _instance(mesh: Mesh, service: str) -> tuple[str, int, int]:
     if not entries:
         raise LookupError(f"no passing instance of {service} in Consul (`meshctl status`)")
     entry = entries[0]["Service"]
-    return entry["ID"], int(entry["Port"]), int(entry["Meta"]["admin_port"])
+    return entry["ID"], entry.get("Address") or "127.0.0.1", int(entry["Port"]), int(entry["Meta"]["admin_port"])
 
 
 def build_pool(database: ProtoReflectionDescriptorDatabase, service: str) -> descriptor_pool.DescriptorPool:
@@ -148,16 +148,16 @@ def run(mesh: Mesh, target: str, body: str, caller: str) -> int:
         protocols = {s.name: s.protocol for s in topology.SERVICES}
         if protocols.get(service, "grpc") != "grpc":
             raise ValueError(f"{service} speaks HTTP, not gRPC: curl it (README, 'Gateway HTTP API')")
-        instance, port, admin = _instance(mesh, service)
+        instance, host, port, admin = _instance(mesh, service)
     except (ValueError, LookupError) as error:
         print(error)
         return 2
-    with grpc.insecure_channel(f"127.0.0.1:{admin}") as reflection:
+    with grpc.insecure_channel(f"{host}:{admin}") as reflection:
         database = ProtoReflectionDescriptorDatabase(reflection)
         try:
             offered = [s for s in database.get_services() if not s.startswith(INFRA_PREFIXES)]
         except grpc.RpcError as error:
-            print(f"reflection on {instance}'s admin port 127.0.0.1:{admin} failed: {error.code().name}")
+            print(f"reflection on {instance}'s admin port {host}:{admin} failed: {error.code().name}")
             return 1
         if not proto_service:
             if len(offered) != 1:
@@ -172,7 +172,7 @@ def run(mesh: Mesh, target: str, body: str, caller: str) -> int:
             pool = build_pool(database, proto_service)
             descriptor = pool.FindServiceByName(proto_service)
         except (KeyError, TypeError, grpc.RpcError) as error:
-            print(f"reflection on {instance}'s admin port 127.0.0.1:{admin} gave no usable {proto_service}: {error}")
+            print(f"reflection on {instance}'s admin port {host}:{admin} gave no usable {proto_service}: {error}")
             return 1
         methods = [m.name for m in descriptor.methods]
         if method not in methods:
@@ -192,7 +192,7 @@ def run(mesh: Mesh, target: str, body: str, caller: str) -> int:
             print(f"the request is not a {rpc.input_type.full_name}: {error}")
             return 2
     trace_id, span_id = secrets.token_hex(16), secrets.token_hex(8)
-    with mtls.direct_channel(mesh.run_dir, port, service, caller=caller) as channel:
+    with mtls.direct_channel(mesh.run_dir, port, service, caller=caller, host=host) as channel:
         stub = channel.unary_unary(f"/{proto_service}/{method}", request_serializer=request_type.SerializeToString,
                                    response_deserializer=response_type.FromString)
         try:

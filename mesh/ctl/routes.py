@@ -3,7 +3,11 @@ own xDS client holds, from the CSDS its admin port serves (as `istioctl proxy-co
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import json
+import pathlib
+import re
 from collections.abc import Iterable
 
 import grpc
@@ -21,6 +25,7 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import http_con
 from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
 from envoy.service.status.v3 import csds_pb2, csds_pb2_grpc
 from google.protobuf import json_format
+from google.protobuf.message import Message
 
 from mesh.ctl.where import Mesh
 
@@ -56,9 +61,28 @@ def held(reply: csds_pb2.ClientStatusResponse) -> Held:
     return out
 
 
+def _to_dict(message: Message) -> dict:
+    """proto3 JSON of a resource. An `Any` inside may name an extension this process has not imported
+    (istiod's retry host predicate, for one): import the generated modules of its package and retry."""
+    tried: set[str] = set()
+    while True:
+        try:
+            return json_format.MessageToDict(message)
+        except TypeError as error:
+            found = re.search(r"type_url: type.googleapis.com/([\w.]+)", str(error))
+            package = found.group(1).rsplit(".", 1)[0] if found else ""
+            if not package or package in tried:
+                raise
+            tried.add(package)
+            spec = importlib.util.find_spec(package)
+            for folder in (spec.submodule_search_locations or []) if spec else []:
+                for module in sorted(pathlib.Path(folder).glob("*_pb2.py")):
+                    importlib.import_module(f"{package}.{module.stem}")
+
+
 def as_json(resources: Held) -> dict:
     return {kind: [{"name": name, "status": status, "version": version,
-                    "resource": json_format.MessageToDict(message)} for name, status, version, message in items]
+                    "resource": _to_dict(message)} for name, status, version, message in items]
             for kind, items in resources.items()}
 
 
@@ -180,7 +204,7 @@ def overview(mesh: Mesh) -> int:
     for service in topology.SERVICES:
         for instance in service.instances:
             try:
-                resources = fetch(f"127.0.0.1:{instance.admin_port + mesh.offset}")
+                resources = fetch(f"{mesh.host(instance.name)}:{instance.admin_port + mesh.offset}")
             except grpc.RpcError as error:
                 rows.append((instance.name, *["-"] * 4, f"admin port: {error.code().name}"))
                 continue
@@ -199,7 +223,7 @@ def run(mesh: Mesh, instance: str | None, as_json_flag: bool) -> int:
         print(error)
         return 2
     mesh.require_running()
-    admin = f"127.0.0.1:{found.admin_port + mesh.offset}"
+    admin = f"{mesh.host(instance)}:{found.admin_port + mesh.offset}"
     try:
         resources = fetch(admin)
     except grpc.RpcError as error:

@@ -85,7 +85,27 @@ class Mesh:
         except (OSError, urllib.error.URLError, ValueError) as error:
             raise self._down("Consul", self.consul) from error
 
+    @property
+    def control_plane(self) -> str:
+        """`ours` or `istiod`: what the runner started (state.json; MESH_CONTROL_PLANE at `make up`)."""
+        return str(self.state().get("control_plane", "ours"))
+
+    @property
+    def istiod_debug(self) -> str:
+        return f"http://127.0.0.1:{self.ports.istiod_http}"
+
+    def host(self, instance: str) -> str:
+        """The address an instance binds: 127.0.0.1, or its own loopback address under istiod."""
+        found = next((p for p in self.state().get("processes", []) if p.get("name") == instance), {})
+        return str(found.get("host") or "127.0.0.1")
+
     def require_control_plane(self) -> None:
+        if self.control_plane == "istiod":
+            try:
+                with urllib.request.urlopen(f"{self.istiod_debug}/ready", timeout=TIMEOUT):
+                    return
+            except (OSError, urllib.error.URLError) as error:
+                raise self._down("istiod", self.istiod_debug) from error
         with grpc.insecure_channel(self.xds) as channel:
             try:
                 health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=TIMEOUT)

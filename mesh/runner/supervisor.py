@@ -27,7 +27,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 
-from mesh.runner import chaos, probes
+from mesh.runner import chaos, probes, topology
 from mesh.runner.topology import Process
 
 log = logging.getLogger(__name__)
@@ -238,13 +238,14 @@ class Supervisor:
         state = {
             "supervisor_pid": os.getpid(),
             "stopped": stopped,
+            "control_plane": topology.control_plane_from_env(),  # what meshctl asks for xDS status
             # the folder the control plane watches (`python -m mesh.runner scenario` copies into it)
             "istio_dir": next((c.spec.env["MESH_ISTIO_DIR"] for c in self.children if "MESH_ISTIO_DIR" in c.spec.env),
                               None),
             "processes": [
                 {
                     "name": c.spec.name, "service": c.spec.service, "language": c.spec.language,
-                    "version": c.spec.version, "port": c.spec.port, "admin_port": c.spec.admin_port,
+                    "version": c.spec.version, "host": c.spec.host, "port": c.spec.port, "admin_port": c.spec.admin_port,
                     "pid": c.popen.pid if c.popen else None, "restarts": c.restarts, "last_exit": c.last_exit,
                     "ready": list(c.spec.ready), "overrides": c.overrides, "pending_overrides": c.pending,
                 }

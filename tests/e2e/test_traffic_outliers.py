@@ -4,11 +4,18 @@ own v1 instance; a VirtualService sends every call to v1, and the DestinationRul
 outlierDetection (interval 1 s, 5 errors) is gRPC failure-percentage ejection (mesh/xds/traffic.py).
 Under steady traffic the client must eject the replica within two intervals of the first call it
 sent there: the replica's own server (channelz) stops counting calls, while the healthy instance
-keeps taking them and the driven service's caller sees no more errors."""
+keeps taking them and the driven service's caller sees no more errors.
+
+istiod sends proxyless clients no outlier detection (its gRPC generator translates a
+DestinationRule's TLS, load balancer and connectionPool.http.http2MaxRequests only): the ejection
+test is skipped there, and the last test shows what each control plane sends. Outlier ejection is
+ours alone (README "Run under real istiod")."""
 
 from __future__ import annotations
 
 import time
+
+import pytest
 
 from support.csds import wait_cluster, wait_endpoint
 from support.istio_files import destination, destination_rule, tag
@@ -27,6 +34,8 @@ figures = make_figures("outlier ejection")
 
 
 def test_a_failing_replica_is_ejected_within_two_intervals(driver, istio_files, procs, mesh, figures):
+    if istio_files.istiod:
+        pytest.skip("istiod sends proxyless clients no outlier detection (see the next test); ours does")
     up, t = driver.upstream, tag()
     healthy = next(p for p in driver.upstream_instances() if p.version == "v1")
     replica = start_replica(procs, mesh, up, "v1", {"MESH_INJECT_FAILURE_PERCENT": "100"})
@@ -72,3 +81,22 @@ def test_a_failing_replica_is_ejected_within_two_intervals(driver, istio_files, 
     assert errors, "the replica failed no call: the test proved nothing"
     assert not late_errors, f"{len(late_errors)} errors after the replica's last call"
     assert healthy_at_end > healthy_at_last, f"no call reached {healthy.name} in the {QUIET} s after the ejection"
+
+
+def test_the_outlier_policy_reaches_the_client_from_our_control_plane_only(driver, istio_files, figures):
+    """One DestinationRule with outlierDetection and connectionPool.http.http2MaxRequests: both
+    control planes send the client the circuit breaker (max_requests); only ours sends the
+    outlier detection."""
+    up, max_requests = driver.upstream, 77
+    istio_files.write(f"{up}.yaml", destination_rule(up, traffic_policy={
+        "outlierDetection": OUTLIER_DETECTION, "connectionPool": {"http": {"http2MaxRequests": max_requests}}}))
+    cluster = wait_cluster(driver.client_admin, driver.cluster(),  # the service's own cluster: routed to now
+                           lambda c: any(t.max_requests.value == max_requests for t in c.circuit_breakers.thresholds),
+                           what=f"with max_requests {max_requests}")
+    sent = cluster.HasField("outlier_detection")
+    control_plane = "istiod" if istio_files.istiod else "ours"
+    print(figures.add(driver.language, client=f"{driver.client_service}->{up}", control_plane=control_plane,
+                      circuit_breaker=f"max_requests {max_requests}", outlier_detection_sent=sent))
+
+    assert sent == (control_plane == "ours"), \
+        f"{control_plane} {'sent' if sent else 'did not send'} outlier detection: {cluster.outlier_detection}"

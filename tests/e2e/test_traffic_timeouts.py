@@ -12,10 +12,16 @@ route timeout shorter than a fault delay never fires in Go (measured: 3.005 s an
 
 Python (orders): grpcio fires `max_stream_duration` too early, so the control plane sends a C-core
 client the timeout in RouteAction.timeout only, and the Python runtime is to apply it as the
-call's own deadline (mesh/xds/traffic.py); until it does, orders waits out the whole delay."""
+call's own deadline (mesh/xds/traffic.py); until it does, orders waits out the whole delay.
+Under istiod a Python client's route timeouts fire at once: istiod sends every proxyless client the
+timeout as `max_stream_duration` (it does not know the client's language), which grpcio fires
+1.1-1.9 s early. That row is a strict xfail: it passes the day grpcio is fixed, and says so."""
 
 from __future__ import annotations
 
+import pytest
+
+from mesh.runner import topology
 from support.csds import wait_endpoint
 from support.istio_files import destination, destination_rule, tag
 from support.replicas import start_replica
@@ -29,7 +35,11 @@ TOLERANCE = 0.10  # of the timeout
 figures = make_figures("route timeout")
 
 
-def test_a_route_timeout_fires_within_10_percent_of_its_value(driver, istio_files, procs, mesh, figures):
+def test_a_route_timeout_fires_within_10_percent_of_its_value(driver, istio_files, procs, mesh, figures, request):
+    if driver.language == "python" and topology.control_plane_from_env() == "istiod":
+        request.applymarker(pytest.mark.xfail(strict=True, reason=(
+            "istiod sends the route timeout as max_stream_duration, which grpcio fires 1.1-1.9 s early "
+            "(grpc/grpc#34547); ours sends it to a C-core client as RouteAction.timeout only")))
     up = driver.upstream
     istio_files.write(f"{up}.yaml", destination_rule(up, {"slow": {"labels": {"version": "slow"}}}))
     replica = start_replica(procs, mesh, up, "slow", {"MESH_INJECT_DELAY_MS": str(int(DELAY * 1000))})

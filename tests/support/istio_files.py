@@ -68,6 +68,7 @@ class IstioFiles:
         self.folder = Path(mesh.istio_dir)
         self.control_plane = f"127.0.0.1:{topology.Ports(mesh.offset).xds}"
         self.log_path = Path(mesh.run_dir) / "logs" / "control-plane.log"
+        self.istiod = topology.control_plane_from_env() == "istiod"
         self._originals: dict[str, str | None] = {}
 
     def write(self, name: str, *documents: dict) -> Path:
@@ -95,20 +96,28 @@ class IstioFiles:
 
     # -- what the control plane says -------------------------------------------------------------------
     def policy_health(self) -> str:
+        """Ours: the health of `mesh.xds.policy` (NOT_SERVING while any resource is rejected). istiod
+        has no such health: "n/a"."""
+        if self.istiod:
+            return "n/a"
         with grpc.insecure_channel(self.control_plane) as channel:
             reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=POLICY_HEALTH),
                                                               timeout=2)
         return health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
 
     def log_entries(self, since: int = 0) -> list[dict]:
-        """The control plane's JSON log lines from line `since` on (see `log_mark`)."""
+        """The control plane's JSON log lines from line `since` on (see `log_mark`), each with
+        `message` and `severity` (istiod's `msg` and `level` are read as those)."""
         entries = []
         for line in self.log_path.read_text(errors="replace").splitlines()[since:]:
             if line.startswith("{"):
                 try:
-                    entries.append(json.loads(line))
+                    entry = json.loads(line)
                 except ValueError:
-                    pass
+                    continue
+                if "msg" in entry:
+                    entry = {**entry, "message": entry["msg"], "severity": str(entry.get("level", "")).upper()}
+                entries.append(entry)
         return entries
 
     def log_mark(self) -> int:
@@ -116,7 +125,12 @@ class IstioFiles:
         return len(self.log_path.read_text(errors="replace").splitlines())
 
     def rejections(self, file: str, since: int = 0) -> list[str]:
-        """The control plane's rejection messages naming `file` (a name in the folder)."""
+        """The control plane's rejection messages naming `file` (a name in the folder). Ours logs
+        `rejected ...` with the file and the resource; istiod `Failed to parse PATH: reason`, and
+        then keeps its whole previous configuration (its file store reloads the folder as one)."""
+        if self.istiod:
+            return [e["message"] for e in self.log_entries(since)
+                    if e["message"].startswith("Failed to parse ") and f"/{file}:" in e["message"]]
         return [e["message"] for e in self.log_entries(since)
                 if "rejected" in e.get("message", "") and e.get("file", "").endswith("/" + file)]
 
