@@ -27,6 +27,8 @@ def _parser() -> argparse.ArgumentParser:
     trace_ = commands.add_parser("trace", help="a trace from Jaeger as a waterfall in the terminal")
     trace_.add_argument("trace_id", metavar="ID", help="32 hex digits (meshctl call and X-Trace-Id print it)")
     trace_.add_argument("--html", metavar="FILE", help="write the waterfall as one self-contained HTML page instead")
+    trace_.add_argument("--wait", type=float, default=0, metavar="S",
+                        help="wait up to S seconds for the trace to arrive and stop growing (spans come a second late)")
     traces_ = commands.add_parser("traces", help="recent traces from Jaeger, one line each, newest first")
     traces_.add_argument("--service", metavar="S", help="traces that touch this service (default: any)")
     traces_.add_argument("--last", type=int, default=10, metavar="N", help="how many (10)")
@@ -51,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "traces":
             return trace.run_list(mesh, args.service, args.last, args.errors, args.minutes)
         if args.command == "trace":
-            return trace.run(mesh, args.trace_id, args.html)
+            return trace.run(mesh, args.trace_id, args.html, args.wait)
         return call.run(mesh, args.target, args.body, args.caller)
     except MeshDown as error:
         print(f"meshctl: {error}", file=sys.stderr)

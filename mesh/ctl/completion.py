@@ -8,7 +8,7 @@ from mesh.runner import topology
 __all__ = ["script"]
 
 COMMANDS = {"status": "", "routes": "--json", "call": "--as", "traces": "--service --last --errors --minutes",
-            "trace": "--html", "completion": "bash zsh"}
+            "trace": "--html --wait", "completion": "bash zsh"}
 
 
 def script(shell: str) -> str:

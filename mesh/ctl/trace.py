@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import pathlib
 import shutil
+import time
 import urllib.error
 import urllib.parse
 from datetime import datetime, timedelta, timezone
@@ -151,17 +152,45 @@ def render(spans: list[Span], width: int = 100) -> str:
     return "\n".join(lines)
 
 
-def run(mesh: Mesh, trace_id: str, html_file: str | None = None) -> int:
+SETTLED = 1.5  # seconds without a new span after which a trace counts as complete (--wait)
+
+
+def _fetch(mesh: Mesh, trace_id: str) -> list[Span] | None:
+    """The trace's spans; None when Jaeger has none of it."""
     try:
         answer = mesh.jaeger_get(f"/api/v3/traces/{trace_id}")
     except urllib.error.HTTPError as error:
         if error.code == 404:
-            print(f"Jaeger ({mesh.jaeger}) has no trace {trace_id} (yet: spans arrive about a second after a call)")
-            return 1
+            return None
+        raise
+    assert isinstance(answer, dict)
+    return spans_of(answer.get("result", {}))
+
+
+def _fetch_settled(mesh: Mesh, trace_id: str, wait: float) -> list[Span] | None:
+    """With `wait` > 0: poll until the trace has spans and no new one came for SETTLED seconds
+    (every process exports its spans in batches, a second or so after the call), or `wait` is up."""
+    deadline = time.monotonic() + wait
+    spans = _fetch(mesh, trace_id)
+    count, since = (len(spans) if spans else 0), time.monotonic()
+    while time.monotonic() < deadline and not (spans and time.monotonic() - since >= SETTLED):
+        time.sleep(0.25)
+        spans = _fetch(mesh, trace_id)
+        if spans and len(spans) != count:
+            count, since = len(spans), time.monotonic()
+    return spans
+
+
+def run(mesh: Mesh, trace_id: str, html_file: str | None = None, wait: float = 0) -> int:
+    try:
+        spans = _fetch_settled(mesh, trace_id, wait)
+    except urllib.error.HTTPError as error:
         print(f"Jaeger answered {error.code} for trace {trace_id}")
         return 1
-    assert isinstance(answer, dict)
-    spans = spans_of(answer.get("result", {}))
+    if not spans:
+        later = f"in {wait:g} s" if wait else "yet: spans arrive about a second after a call; --wait 10 waits for them"
+        print(f"Jaeger ({mesh.jaeger}) has no trace {trace_id} ({later})")
+        return 1
     if html_file:
         from mesh.ctl import trace_html
         pathlib.Path(html_file).write_text(trace_html.page(spans, trace_id), encoding="utf-8")
