@@ -307,5 +307,5 @@ clean: down ## Remove builds and run state (keeps the tool builds in .tools)
 # on a machine that cannot pull them (.build/docker-bases.env). Docker's layer cache makes a second
 # run take seconds.
 .PHONY: images
-images: ## Build every image (polymesh/NAME:dev): the services and the control plane
+images: $(VENV)/.installed ## Build every image (polymesh/NAME:dev): the services and the control plane
 	tools/docker/build-images

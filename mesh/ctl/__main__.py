@@ -1,12 +1,12 @@
 """meshctl: see what the running mesh does (`status`, `routes`, `call`, `traces`, `trace`); the mesh is found as the
-runner places it (MESH_RUN_DIR, MESH_PORT_OFFSET)."""
+runner places it (MESH_RUN_DIR, MESH_PORT_OFFSET). `new service` adds a service to the repository."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
-from mesh.ctl import call, completion, routes, status, trace
+from mesh.ctl import call, completion, routes, scaffold, status, trace
 from mesh.ctl.where import Mesh, MeshDown
 
 
@@ -34,6 +34,14 @@ def _parser() -> argparse.ArgumentParser:
     traces_.add_argument("--last", type=int, default=10, metavar="N", help="how many (10)")
     traces_.add_argument("--errors", action="store_true", help="only traces with an error span")
     traces_.add_argument("--minutes", type=float, default=60, metavar="M", help="how far back to look (60)")
+    new_ = commands.add_parser("new", help="add a service to the repository: meshctl new service NAME --lang python|go|ts")
+    new_what = new_.add_subparsers(dest="what", required=True, metavar="WHAT")
+    service_ = new_what.add_parser(
+        "service", help="a proto package, a service on its language's runtime with a test, and its entries in the "
+                        "topology, compose, Kubernetes and istio/", description=scaffold.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    service_.add_argument("name", metavar="NAME", help=scaffold.NAME_FORM)
+    service_.add_argument("--lang", required=True, metavar="LANG", help="python, go or ts")
     completion_ = commands.add_parser("completion", help="a shell completion script: source <(meshctl completion bash)")
     completion_.add_argument("shell", choices=("bash", "zsh"))
     return parser
@@ -44,6 +52,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "completion":
         print(completion.script(args.shell))
         return 0
+    if args.command == "new":
+        return scaffold.run(args.name, args.lang)
     mesh = Mesh.from_env()
     try:
         if args.command == "status":

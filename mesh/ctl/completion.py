@@ -3,12 +3,13 @@ from the topology). `source <(meshctl completion bash)`; zsh runs the same throu
 
 from __future__ import annotations
 
+from mesh.ctl import scaffold
 from mesh.runner import topology
 
 __all__ = ["script"]
 
 COMMANDS = {"status": "", "routes": "--json", "call": "--as", "traces": "--service --last --errors --minutes",
-            "trace": "--html --wait", "completion": "bash zsh"}
+            "trace": "--html --wait", "new": "service", "completion": "bash zsh"}
 
 
 def script(shell: str) -> str:
@@ -25,6 +26,7 @@ def script(shell: str) -> str:
     fi
     case "$prev" in
         --as|--service) COMPREPLY=($(compgen -W "{names}" -- "$cur")); return ;;
+        --lang) COMPREPLY=($(compgen -W "{' '.join(scaffold.LANGUAGES)}" -- "$cur")); return ;;
     esac
     case "${{COMP_WORDS[1]}}" in
 {cases}
@@ -32,6 +34,7 @@ def script(shell: str) -> str:
     case "${{COMP_WORDS[1]}}" in
         routes) words="$words {instances}" ;;
         call) [ "$COMP_CWORD" -eq 2 ] && {{ compopt -o nospace 2>/dev/null; words="{services}"; }} ;;
+        new) [ "$COMP_CWORD" -gt 2 ] && words="--lang" ;;
     esac
     COMPREPLY=($(compgen -W "$words" -- "$cur"))
 }}

@@ -270,6 +270,7 @@ def _parser() -> argparse.ArgumentParser:
     setup = commands.add_parser("compose-setup", help="(run inside the compose stack) write its run folder, "
                                                       "or create its Consul tokens")
     setup.add_argument("step", choices=("config", "acl"))
+    commands.add_parser("images", help="every image and its Dockerfile, a line each (tools/docker/build-images reads it)")
     kube_ = commands.add_parser("kube", help="the kustomize base in kubernetes/base from the topology "
                                              "(print, --write, --check)",
                                 description=kube.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -309,6 +310,10 @@ def main(argv: list[str] | None = None) -> int:
         return compose.main([*(["--write"] if args.write else []), *(["--check"] if args.check else [])])
     if args.command == "kube":
         return kube.main([*(["--write"] if args.write else []), *(["--check"] if args.check else [])])
+    if args.command == "images":
+        for name, dockerfile in compose.DOCKERFILES.items():
+            print(name, dockerfile)
+        return 0
     if args.command == "compose-setup":
         return compose.setup(args.step)
     if args.command == "scenario":

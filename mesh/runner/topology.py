@@ -90,6 +90,7 @@ SERVICES = (
     )),
     Service("orders", "python", 50091, (Instance("orders", "v1", 50091, 19091),)),
     Service("gateway", "python", 8080, (Instance("gateway", "v1", 8080, 19080),), protocol="http"),
+    # `meshctl new service` adds its services above this line (mesh/ctl/scaffold.py)
 )
 
 

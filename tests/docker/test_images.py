@@ -8,8 +8,9 @@ Every container, network and volume is removed at teardown (tests/support/docker
 from __future__ import annotations
 
 import json
-import re
+import os
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -29,8 +30,9 @@ PROBE_UNHEALTHY = 4
 
 @pytest.mark.needs_no_engine
 def test_build_script_and_tests_list_the_same_images() -> None:
-    script = (ROOT / "tools" / "docker" / "build-images").read_text()
-    assert dict(re.findall(r"\[([a-z-]+)\]=(\S+Dockerfile)", script)) == IMAGES
+    listed = subprocess.run([str(ROOT / "tools" / "docker" / "build-images"), "--list"], cwd=ROOT, capture_output=True,
+                            text=True, check=True, env={**os.environ, "PYTHON": sys.executable}).stdout
+    assert dict(line.split() for line in listed.splitlines()) == IMAGES
     assert all((ROOT / dockerfile).is_file() for dockerfile in IMAGES.values())
 
 

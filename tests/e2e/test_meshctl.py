@@ -145,8 +145,8 @@ def test_trace_html_of_an_order_shows_all_six_services_in_chromium(mesh, http: h
         "payment": {"cardToken": "tok_visa"}}, headers={"Idempotency-Key": uuid.uuid4().hex})
     assert reply.status_code == 200, reply.text
     trace_id = reply.headers["X-Trace-Id"]
-    services = {s.name for s in topology.SERVICES}
-    assert len(services) == 6, services
+    services = {"gateway", "orders", "catalog", "pricing", "inventory", "payments"}  # an order's path (test_traces.py)
+    assert services <= {s.name for s in topology.SERVICES}
 
     def complete() -> str | None:  # spans arrive in Jaeger about a second after the call
         shown = meshctl({**mesh.env, "COLUMNS": "160"}, "trace", trace_id)

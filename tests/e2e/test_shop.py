@@ -8,6 +8,7 @@ import uuid
 
 import pytest
 
+from mesh.runner import topology
 from support.poll import poll_until
 
 ORDER = {"customerId": "cust-1", "currency": "EUR", "items": [{"productId": "sku-kettle", "quantity": 1}],
@@ -34,7 +35,7 @@ def ledger(mesh, sql: str, *args):
 
 
 def test_up_printed_every_instance_healthy_and_the_addresses(mesh):
-    for instance in ("catalog-v1", "catalog-v2", "payments", "pricing-v1", "pricing-v2", "inventory-1", "inventory-2", "orders", "gateway"):
+    for instance in (i.name for s in topology.SERVICES for i in s.instances):
         line = next(l for l in mesh.up_output.splitlines() if l.startswith(instance + " "))
         assert line.rstrip().endswith("passing"), line
     for label in ("gateway", "consul UI", "jaeger query API"):

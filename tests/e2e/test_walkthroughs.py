@@ -1,5 +1,6 @@
 """The README's walkthroughs, run as written (README "Walkthroughs"): every ```sh block tagged
-`walkthrough=NAME`, in the README's order, in one copy of the repository (tests/support/repo_copy.py),
+`walkthrough=NAME`, in the README's order, in one copy of the repository (tests/support/repo_copy.py:
+the working tree as it is, committed there as `main`),
 each block as one `bash -eo pipefail` script from the copy's root. The only change: the gateway's
 port moves by the test mesh's MESH_PORT_OFFSET (MESH_RUN_DIR and MESH_PORT_OFFSET are in the
 environment, as for a second mesh beside a developer's). Each test checks what a reader would look
@@ -8,7 +9,6 @@ for in the output; the transcripts are kept in .run/walkthroughs/NAME.txt."""
 from __future__ import annotations
 
 import dataclasses
-import os
 import pathlib
 import re
 import subprocess
@@ -18,7 +18,7 @@ import pytest
 
 from mesh.runner import topology
 from mesh.runner.cli import ports_in_use
-from support.repo_copy import repo_copy
+from support import repo_copy
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 TRANSCRIPTS = ROOT / ".run" / "walkthroughs"
@@ -56,14 +56,17 @@ class Copy:
 
 @pytest.fixture(scope="module")
 def copy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Copy]:
-    root = repo_copy(tmp_path_factory.mktemp("walkthrough") / "polymesh")
+    # the copy links the venv: its `make up` must not reinstall it (it would install the copy)
+    stale = subprocess.run(["make", "-q", ".venv/.installed", "tools/proto/node_modules/.installed"], cwd=ROOT)
+    if stale.returncode != 0:
+        pytest.fail("the venv or buf is older than its inputs here: `make tools` first (make test does)")
+    root = repo_copy.make(ROOT, tmp_path_factory.mktemp("walkthrough") / "polymesh", node_modules=True)
+    repo_copy.commit_as_main(root)
     run_dir = root / ".run"
     offset = next((o for o in OFFSETS if not ports_in_use(run_dir, o)), None)
     if offset is None:
         pytest.fail(f"no free port layout among offsets {OFFSETS}")
-    env = {**os.environ, "MESH_RUN_DIR": str(run_dir), "MESH_PORT_OFFSET": str(offset)}
-    env.pop("MESH_CONTROL_PLANE", None)  # the walkthroughs are the default mesh's
-    env.pop("MESH_ISTIO_DIR", None)
+    env = repo_copy.env(root, MESH_RUN_DIR=str(run_dir), MESH_PORT_OFFSET=str(offset))  # the default mesh's
     copy = Copy(root, env, offset)
     yield copy
     subprocess.run(["make", "down"], cwd=root, env=env, capture_output=True, timeout=120)

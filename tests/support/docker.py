@@ -11,19 +11,14 @@ import subprocess
 import uuid
 from pathlib import Path
 
+from mesh.runner import compose
+
 ROOT = Path(__file__).resolve().parents[2]
 CALL_TIMEOUT = 120
 
-# name -> Dockerfile, as tools/docker/build-images builds them (a test checks the two lists agree)
-IMAGES = {
-    "control-plane": "mesh/xds/Dockerfile",
-    "catalog": "services/catalog/Dockerfile",
-    "payments": "services/payments/Dockerfile",
-    "orders": "services/orders/Dockerfile",
-    "gateway": "services/gateway/Dockerfile",
-    "pricing": "services/pricing/Dockerfile",
-    "inventory": "services/inventory/Dockerfile",
-}
+# name -> Dockerfile: the control plane's and each service's of the topology, as docker-compose.yml
+# and tools/docker/build-images build them (a test checks the script lists the same)
+IMAGES = dict(compose.DOCKERFILES)
 
 
 def engine_answers() -> str:

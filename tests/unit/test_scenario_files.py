@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from mesh.runner import scenarios
+from mesh.runner import scenarios, topology
 from istio.networking.v1alpha3 import destination_rule_pb2
 
 from mesh.xds.istio import _State, compile_policy
@@ -18,7 +18,9 @@ from mesh.xds.names import ServiceKey
 ROOT = Path(__file__).resolve().parents[2]
 ISTIO = ROOT / "istio"
 FOLDERS = sorted(p.name for p in (ISTIO / "scenarios").iterdir() if p.is_dir())
-DEFAULTS = ("catalog.yaml", "inventory.yaml", "orders.yaml", "payments.yaml", "pricing.yaml", "security.yaml")
+GRPC_SERVICES = sorted(s.name for s in topology.SERVICES if s.protocol == "grpc")
+# istio/ as shipped: every gRPC service's DestinationRule (istio/SERVICE.yaml) and security.yaml
+DEFAULTS = tuple(sorted([f"{name}.yaml" for name in GRPC_SERVICES] + ["security.yaml"]))
 
 
 def test_every_scenario_folder_is_a_make_scenario_with_a_readme():
@@ -58,7 +60,7 @@ def test_our_control_plane_takes_each_scenario_on_top_of_the_defaults_without_a_
     kept = [ISTIO / d for d in DEFAULTS if not scenarios.resource_keys(ISTIO / d) & mine]
     policy, rejections, warnings = compile_policy(kept + scenarios.scenario_files(name), "default", _State())
     assert (rejections, warnings) == ({}, [])
-    for service in ("catalog", "inventory", "orders", "payments", "pricing"):
+    for service in GRPC_SERVICES:
         rule = policy.of(ServiceKey(service, "default")).destination_rule
         assert rule is not None and destination_rule_pb2.ClientTLSSettings.TLSmode.Name(
             rule.traffic_policy.tls.mode) == "ISTIO_MUTUAL", (name, service)
