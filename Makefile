@@ -278,12 +278,17 @@ test: build chromium $(PROTO_TOOLS) $(TOOLS)/istioctl $(TOOLS)/compose-check $(K
 # starts with MESH_CONTROL_PLANE=istiod. `make test` runs them last (istiod-local is a heavy build, made once).
 ISTIOD_TESTS := tests/e2e/test_shop.py tests/e2e/test_traces.py tests/e2e/test_traffic_split.py \
 	tests/e2e/test_traffic_headers.py tests/e2e/test_zero_trust.py tests/e2e/test_traffic_faults.py \
-	tests/e2e/test_traffic_retries.py tests/e2e/test_traffic_circuit_breaker.py
+	tests/e2e/test_traffic_retries.py tests/e2e/test_traffic_circuit_breaker.py \
+	tests/e2e/test_traffic_timeouts.py tests/e2e/test_traffic_outliers.py tests/e2e/test_traffic_invalid_edit.py
 .PHONY: test-istiod
-test-istiod: build $(TOOLS)/istiod-local ## The shop, its trace, split, header routing, faults, retries, circuit breaker, mTLS/RBAC under real istiod
+test-istiod: build $(TOOLS)/istiod-local ## The shop, its trace, traffic policy (split, headers, faults, retries, circuit breaker, timeouts, outliers, invalid edits), mTLS/RBAC under real istiod
 	MESH_CONTROL_PLANE=istiod $(PY) -m pytest $(ISTIOD_TESTS)
 
 # --- benchmarks -----------------------------------------------------------------------------------
+.PHONY: compare-control-planes
+compare-control-planes: build $(TOOLS)/istiod-local ## The whole e2e suite under ours and under real istiod, side by side (~10 min)
+	$(PY) -m benchmarks.control_planes
+
 .PHONY: bench-controlplane
 bench-controlplane: $(VENV)/.installed $(TOOLS)/consul ## Control plane at scale: push latency, CPU, RSS, stuck clients, before/after (~15 min)
 	$(PY) -m benchmarks.controlplane

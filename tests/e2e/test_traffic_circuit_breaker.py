@@ -3,7 +3,8 @@
 `connectionPool.http.http2MaxRequests: 3` (gRPC's circuit breaker max_requests); a VirtualService
 sends every call there. Ten calls at once: three reach the replica and succeed after 1.5 s; those
 beyond the limit fail at once with UNAVAILABLE (or RESOURCE_EXHAUSTED) instead of queueing, and the
-replica never has more than three calls in flight (its own channelz, sampled).
+replica never has more than three calls in flight (its own channelz, sampled). One call goes
+first, alone, so that the burst finds a connection to the replica.
 
 Orders (Python) runs the PlaceOrder requests whose ids share one of its 64 lock stripes one after
 the other, so a call may wait there for another (1.5 s) before orders calls pricing at all: each
@@ -37,6 +38,11 @@ def test_calls_beyond_the_limit_fail_fast_instead_of_queueing(driver, istio_file
                  lambda c: [x.max_requests.value for x in c.circuit_breakers.thresholds] == [LIMIT],
                  what=f"with a circuit breaker of {LIMIT}")
     wait_endpoint(driver.client_admin, driver.cluster("slow"), replica.port)
+    # One call first, so that the burst measures the breaker and not the first connection: istiod
+    # pushes every server its listener again on any change (ours only when it changed), and a grpcio
+    # server then drops the handshakes in progress; the Go client retries after its backoff (~1 s).
+    warm = driver.call(timeout=10.0)
+    assert warm.upstream_ok, f"the first call through the slow subset failed: {warm.code} {warm.details}"
 
     in_flight, done = [], threading.Event()
 
