@@ -270,7 +270,7 @@ test: build chromium $(PROTO_TOOLS) $(TOOLS)/istioctl $(TOOLS)/compose-check $(K
 	$(MAKE) test-go
 	$(MAKE) test-ts
 	$(call say,Python tests)
-	$(PY) -m pytest
+	$(PY) -m pytest --durations=30
 	$(call say,the end-to-end tests that apply under real istiod)
 	$(MAKE) test-istiod
 
