@@ -16,6 +16,7 @@ and HS256 signed with the public key as the secret (the classic confusion) are r
 from __future__ import annotations
 
 import base64
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -118,10 +119,8 @@ class SigningKey:
                     out.write(pem)
                     out.flush()
                     os.fsync(out.fileno())
-                try:
-                    os.link(temporary, path)  # fails if another caller made one first: theirs is used
-                except FileExistsError:
-                    pass
+                with contextlib.suppress(FileExistsError):  # another caller made one first: theirs is used
+                    os.link(temporary, path)
             finally:
                 os.unlink(temporary)
         _private_only(path)

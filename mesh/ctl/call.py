@@ -11,8 +11,8 @@ import secrets
 
 import grpc
 from google.protobuf import descriptor_pb2, descriptor_pool, json_format, message_factory
-from google.type import money_pb2  # noqa: F401  (a type the services' messages use)
 from google.rpc import error_details_pb2  # noqa: F401  (json_format knows the details' types)
+from google.type import money_pb2  # noqa: F401  (a type the services' messages use)
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
 from grpc_status import rpc_status
 

@@ -103,7 +103,7 @@ def _table(run_dir: pathlib.Path, offset: int) -> tuple[str, bool]:
             _overrides(process), str(process["restarts"]), health,
         ))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    text = "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows)
+    text = "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows)
     return text, healthy and len(rows) > 1
 
 
@@ -223,7 +223,7 @@ def logs(run_dir: pathlib.Path, offset: int, service: str | None, lines: int, fo
     paths = [run_dir / "logs" / f"{name}.log" for name in names]
     if follow:
         return subprocess.call(["tail", "-n", str(lines), "-F", *map(str, paths)])
-    for name, path in zip(names, paths):
+    for name, path in zip(names, paths, strict=True):
         print(f"==> {name} <==\n{_tail(path, lines)}\n")
     return 0
 

@@ -186,7 +186,7 @@ def verdict(ok: bool, expected: str) -> bool:
 def pricing_split(mesh: Mesh) -> bool:
     replies = [mesh.product_page() for _ in range(200)]
     versions = collections.Counter(r.body.get("pricingVersion", f"error {r.status}") for r in replies)
-    print(f"  200 product pages: " + ", ".join(f"{v} {n} ({n / 2:.0f}%)" for v, n in sorted(versions.items())))
+    print("  200 product pages: " + ", ".join(f"{v} {n} ({n / 2:.0f}%)" for v, n in sorted(versions.items())))
     weights = _weights(mesh.istio_dir / "pricing-canary.yaml")
     if weights is None:
         return verdict(False, "istio/pricing-canary.yaml applied")

@@ -74,13 +74,12 @@ class Supervisor:
 
     # -- processes ---------------------------------------------------------------------------------
     def _spawn(self, child: Child) -> None:
-        log_file = open(self.logs / f"{child.spec.name}.log", "ab")
         env = {**os.environ, **child.spec.env, **child.overrides}
-        child.popen = subprocess.Popen(
-            child.spec.command, env=env, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            cwd=pathlib.Path(__file__).resolve().parents[2],
-        )
-        log_file.close()
+        with open(self.logs / f"{child.spec.name}.log", "ab") as log_file:  # the child has its own copy
+            child.popen = subprocess.Popen(
+                child.spec.command, env=env, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                cwd=pathlib.Path(__file__).resolve().parents[2],
+            )
         child.started_at = time.monotonic()
         child.hooked = child.spec.name not in self.on_ready
         log.info("started %s pid %d%s", child.spec.name, child.popen.pid,

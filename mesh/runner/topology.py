@@ -219,7 +219,8 @@ def build(run_dir: pathlib.Path, offset: int = 0) -> list[Process]:
         Process(
             "consul", 1,
             (str(TOOLS / "consul"), "agent", "-dev", "-bind=127.0.0.1", "-client=127.0.0.1", "-log-json",
-             f"-node={CONSUL_NODE}", "-config-file", str(consul_acl.config_path(run_dir)), f"-http-port={p.consul_http}", f"-grpc-port={p.consul_grpc}",
+             f"-node={CONSUL_NODE}", "-config-file", str(consul_acl.config_path(run_dir)),
+             f"-http-port={p.consul_http}", f"-grpc-port={p.consul_grpc}",
              f"-grpc-tls-port={p.consul_grpc_tls}", f"-server-port={p.consul_server}",
              f"-serf-lan-port={p.consul_serf_lan}", f"-serf-wan-port={p.consul_serf_wan}", "-dns-port=-1"),
             {}, ("http", f"http://{consul_addr}/v1/status/leader"), port=p.consul_http,

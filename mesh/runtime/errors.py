@@ -18,14 +18,14 @@ from grpc_status import rpc_status
 from mesh.runtime import core_experiments
 
 __all__ = [
-    "ServiceError",
     "ErrorInterceptor",
+    "ServiceError",
+    "already_exists",
+    "details_of",
+    "failed_precondition",
     "invalid_argument",
     "not_found",
     "not_found_ids",
-    "failed_precondition",
-    "already_exists",
-    "details_of",
     "unpack_details",
 ]
 
@@ -55,7 +55,7 @@ class ServiceError(Exception):
         return rpc_status.to_status(self.to_status_proto())
 
     @classmethod
-    def from_status_proto(cls, status: status_pb2.Status) -> "ServiceError":
+    def from_status_proto(cls, status: status_pb2.Status) -> ServiceError:
         code = next(c for c in grpc.StatusCode if c.value[0] == status.code)
         return cls(code, status.message, unpack_details(status))
 
@@ -177,7 +177,7 @@ class ErrorInterceptor(grpc.ServerInterceptor):
             def guarded(request, context):
                 try:
                     return behaviour(request, context)
-                except Exception as error:  # noqa: BLE001 - every error becomes a status
+                except Exception as error:  # every error becomes a status
                     status = _status_of(error, context, method)
                     if status is None:  # context.abort() set the status: grpcio reports it
                         if core_experiments.TRAILERS_ONLY:
@@ -193,7 +193,7 @@ class ErrorInterceptor(grpc.ServerInterceptor):
                     for response in behaviour(request, context):
                         answered = True
                         yield response
-                except Exception as error:  # noqa: BLE001 - every error becomes a status
+                except Exception as error:  # every error becomes a status
                     status = _status_of(error, context, method)
                     if core_experiments.TRAILERS_ONLY:
                         if status is None:

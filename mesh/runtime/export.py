@@ -34,6 +34,7 @@ Environment (read once, when the processor is built; the SDK's names and default
 from __future__ import annotations
 
 import collections
+import contextlib
 import fcntl
 import itertools
 import logging
@@ -58,7 +59,7 @@ from opentelemetry.sdk.environment_variables import (
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 
-__all__ = ["ChildProcessSpanProcessor", "span_record", "rebuild_span"]
+__all__ = ["ChildProcessSpanProcessor", "rebuild_span", "span_record"]
 
 log = logging.getLogger(__name__)
 
@@ -370,10 +371,8 @@ class ChildProcessSpanProcessor(SpanProcessor):
             self._reported_dropped = dropped
 
     def _close_pipe(self) -> None:
-        try:
+        with contextlib.suppress(OSError):
             self._child.stdin.close()
-        except OSError:
-            pass
 
     # Flush and shutdown.
     def force_flush(self, timeout_millis: int = 30000) -> bool:
@@ -421,10 +420,8 @@ class ChildProcessSpanProcessor(SpanProcessor):
 
 
 def _grow_pipe(fd: int) -> None:
-    try:
+    with contextlib.suppress(OSError):  # not Linux, or above /proc/sys/fs/pipe-max-size: the default still works
         fcntl.fcntl(fd, _F_SETPIPE_SZ, PIPE_SIZE)
-    except OSError:  # not Linux, or above /proc/sys/fs/pipe-max-size: the default still works
-        pass
 
 
 # -- the child process -------------------------------------------------------------------------
@@ -540,7 +537,7 @@ class _ChildExporter:
     def export(self, spans: list[ReadableSpan]) -> None:
         try:
             result = self.exporter.export(spans)
-        except Exception:  # noqa: BLE001 - one bad batch must not end the exporter
+        except Exception:  # one bad batch must not end the exporter
             log.exception("span export failed", extra={"spans": len(spans)})
             return
         if result.name != "SUCCESS":

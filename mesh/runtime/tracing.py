@@ -10,6 +10,7 @@ import logging
 
 import grpc
 from opentelemetry import propagate, trace
+from opentelemetry.baggage.propagation import W3CBaggagePropagator
 from opentelemetry.instrumentation.grpc import (
     aio_client_interceptors,
     client_interceptor,
@@ -22,12 +23,11 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
-from opentelemetry.baggage.propagation import W3CBaggagePropagator
 
 from mesh.runtime.config import InstanceConfig
 from mesh.runtime.export import ChildProcessSpanProcessor
 
-__all__ = ["setup_tracing", "traced_channel", "traced_server_interceptors", "aio_traced_interceptors"]
+__all__ = ["aio_traced_interceptors", "setup_tracing", "traced_channel", "traced_server_interceptors"]
 
 log = logging.getLogger(__name__)
 

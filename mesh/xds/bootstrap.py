@@ -15,8 +15,16 @@ import os
 import pathlib
 from collections.abc import Mapping
 
-__all__ = ["CERT_FILES", "ISTIO_VERSION", "Node", "NodeIdentity", "SERVER_LISTENER_PREFIX",
-           "SERVER_LISTENER_TEMPLATE", "bootstrap", "write"]
+__all__ = [
+    "CERT_FILES",
+    "ISTIO_VERSION",
+    "SERVER_LISTENER_PREFIX",
+    "SERVER_LISTENER_TEMPLATE",
+    "Node",
+    "NodeIdentity",
+    "bootstrap",
+    "write",
+]
 
 SERVER_LISTENER_PREFIX = "xds.istio.io/grpc/lds/inbound/"
 SERVER_LISTENER_TEMPLATE = SERVER_LISTENER_PREFIX + "%s"

@@ -43,8 +43,18 @@ from mesh.xds import traffic
 from mesh.xds.bootstrap import DNS_SUFFIX
 from mesh.xds.names import ServiceKey
 
-__all__ = ["API_VERSIONS", "ROOT_NAMESPACE", "IstioDir", "IstioResource", "POLL_INTERVAL", "Policy", "ScopedSpec",
-           "ServicePolicy", "compile_policy", "read_file"]
+__all__ = [
+    "API_VERSIONS",
+    "POLL_INTERVAL",
+    "ROOT_NAMESPACE",
+    "IstioDir",
+    "IstioResource",
+    "Policy",
+    "ScopedSpec",
+    "ServicePolicy",
+    "compile_policy",
+    "read_file",
+]
 
 log = logging.getLogger(__name__)
 
@@ -724,10 +734,7 @@ def compile_policy(files: Iterable[Path], namespace: str, state: _State,
             try:
                 service = check(current)
             except Rejected as error:
-                if current is resource:
-                    current = reject(resource, str(error))
-                else:
-                    current = None
+                current = reject(resource, str(error)) if current is resource else None
                 continue
             owner = owners.setdefault((current.kind, service), current.ref)
             if owner != current.ref:

@@ -50,17 +50,16 @@ from envoy.config.rbac.v3 import rbac_pb2
 from envoy.config.route.v3 import route_components_pb2
 from envoy.extensions.filters.http.rbac.v3 import rbac_pb2 as rbac_http_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
-from envoy.extensions.transport_sockets.tls.v3 import common_pb2 as tls_common_pb2, tls_pb2
-from google.protobuf import wrappers_pb2
+from envoy.extensions.transport_sockets.tls.v3 import common_pb2 as tls_common_pb2
+from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
 from envoy.type.matcher.v3 import path_pb2, regex_pb2, string_pb2
-from google.protobuf import any_pb2
+from google.protobuf import any_pb2, wrappers_pb2
 from istio.networking.v1alpha3 import destination_rule_pb2
 from istio.security.v1beta1 import authorization_policy_pb2, peer_authentication_pb2
 
 from mesh.xds.bootstrap import CERT_PROVIDER
-from mesh.xds.names import ServiceKey
-
 from mesh.xds.istio import ROOT_NAMESPACE, Policy, ScopedSpec, when_key_kind
+from mesh.xds.names import ServiceKey
 
 __all__ = ["RBAC_FILTER", "RBAC_FILTER_DENY", "TLS_MODE_LABEL", "TLS_TRANSPORT_SOCKET", "authorization_policies",
            "downstream_tls", "istio_mtls_mode", "mtls_mode", "rbac_filters", "rbac_rules", "server_mtls",

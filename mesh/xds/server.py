@@ -133,11 +133,10 @@ class _Stream:
             self._identify(request.node)
         type_url = request.type_url
         sub = self.subscriptions.setdefault(type_url, _Subscription())
-        if request.response_nonce and request.response_nonce != sub.nonce:
-            if sub.nonce:  # an answer to an older response: the newer one is on its way
-                log.debug("ads stream %d: stale nonce %s for %s ignored", self.id, request.response_nonce,
-                          short(type_url))
-                return
+        if request.response_nonce and request.response_nonce != sub.nonce and sub.nonce:
+            # an answer to an older response: the newer one is on its way
+            log.debug("ads stream %d: stale nonce %s for %s ignored", self.id, request.response_nonce, short(type_url))
+            return
         names = frozenset(request.resource_names) - {"*"}
         wildcard = type_url in WILDCARD_TYPES and (not request.resource_names or "*" in request.resource_names)
         if request.response_nonce and sub.nonce and not sub.in_flight:
@@ -172,7 +171,7 @@ class _Stream:
         if self._server.on_node is not None:
             try:  # before the first response: the node's certificate files exist once it hears anything
                 self._server.on_node(self.identity)
-            except Exception:  # noqa: BLE001 - the node still gets its xDS resources; say why it has no certificate
+            except Exception:  # the node still gets its xDS resources; say why it has no certificate
                 log.exception("ads stream %d: preparing node %r failed", self.id, node.id,
                               extra={"node_id": node.id})
 
@@ -239,7 +238,7 @@ class _Stream:
         return None
 
     def uses(self, key: Key) -> bool:
-        type_url, name, variant = key
+        type_url, name, _variant = key
         sub = self.subscriptions.get(type_url)
         return sub is not None and name in sub.names
 

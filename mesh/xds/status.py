@@ -9,10 +9,10 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 
 import grpc
+from polymesh.controlplane.v1 import status_pb2, status_pb2_grpc
 
 from mesh.xds.istio import IstioDir
 from mesh.xds.names import ServiceKey
-from polymesh.controlplane.v1 import status_pb2, status_pb2_grpc
 
 __all__ = ["StatusServer", "response"]
 

@@ -83,7 +83,7 @@ class Supervisor:
                 reason = "ended unexpectedly"
             except asyncio.CancelledError:
                 raise
-            except Exception as error:  # noqa: BLE001 - whatever it was, log it and start again
+            except Exception as error:  # whatever it was, log it and start again
                 reason = f"{type(error).__name__}: {error}"
                 backoff = self._backoff.get(name, self._backoff_min)
                 log.error("%s failed, the last published resources keep serving; retrying in %.1f s: %s",

@@ -13,9 +13,9 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-
 from support.reports import add_failure_report
 from support.tokens import bearer, run_key
+
 from mesh.auth.tokens import mint
 from mesh.runner import consul_acl, scenarios, topology
 from mesh.runner.cli import ports_in_use

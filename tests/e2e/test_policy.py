@@ -4,14 +4,15 @@ changes where the gateway's calls go, with no restart, and taking it away restor
 from __future__ import annotations
 
 import shutil
-import time
 import subprocess
+import time
+
+from support.poll import poll_until
 
 import pytest
 
 from mesh.runner import topology
 from mesh.runner.topology import ROOT
-from support.poll import poll_until
 
 SCENARIO = ROOT / "istio" / "scenarios" / "beta-header" / "beta-header.yaml"
 CALLS = 20

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from support.kubernetes import BIN, ROOT, Cluster
+
 from mesh.runner import kube, topology
 
 OVERLAYS = ROOT / "kubernetes" / "overlays"

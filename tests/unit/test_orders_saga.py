@@ -10,6 +10,11 @@ from concurrent import futures
 import grpc
 import pytest
 from google.type import money_pb2
+from shop.catalog.v1 import catalog_pb2_grpc
+from shop.inventory.v1 import inventory_pb2, inventory_pb2_grpc
+from shop.orders.v1 import orders_pb2, orders_pb2_grpc
+from shop.payments.v1 import payments_pb2_grpc
+from shop.pricing.v1 import pricing_pb2, pricing_pb2_grpc
 
 from mesh.runtime.errors import details_of, invalid_argument
 from services.catalog.servicer import CatalogServicer
@@ -18,11 +23,6 @@ from services.orders.servicer import OrderServicer
 from services.orders.store import OrderStore
 from services.payments.ledger import Ledger
 from services.payments.servicer import PaymentServicer
-from shop.catalog.v1 import catalog_pb2_grpc
-from shop.inventory.v1 import inventory_pb2, inventory_pb2_grpc
-from shop.orders.v1 import orders_pb2, orders_pb2_grpc
-from shop.payments.v1 import payments_pb2_grpc
-from shop.pricing.v1 import pricing_pb2, pricing_pb2_grpc
 
 Status = orders_pb2.OrderStatus
 
@@ -43,7 +43,7 @@ class FakePricing(pricing_pb2_grpc.PricingServiceServicer):
                                        unit_price=money_pb2.Money(currency_code=request.currency_code, units=10),
                                        line_total=money_pb2.Money(currency_code=request.currency_code, units=10 * i.quantity))
                  for i in request.items]
-        total = money_pb2.Money(currency_code=request.currency_code, units=sum(l.line_total.units for l in lines))
+        total = money_pb2.Money(currency_code=request.currency_code, units=sum(line.line_total.units for line in lines))
         return pricing_pb2.GetQuoteResponse(quote=pricing_pb2.Quote(lines=lines, total=total, pricing_version="v1"))
 
 

@@ -13,11 +13,11 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from support.poll import poll_until
+from support.ports import free_ports
 
 from mesh.runner import chaos
 from mesh.runner.cli import _overrides
-from support.poll import poll_until
-from support.ports import free_ports
 
 # A mesh instance stand-in: answers HTTP 200 "ok" (the supervisor's readiness probe) and writes the
 # injection variables it was started with to env-<pid>.json.
@@ -68,7 +68,7 @@ def mesh(tmp_path: Path, procs):
     (tmp_path / "supervise.py").write_text(SUPERVISE)
     specs = []
     for (name, service, wave), port in zip((("infra", "", 1), ("fake-1", "fake", 2), ("fake-2", "fake", 2)),
-                                           free_ports(3)):
+                                           free_ports(3), strict=True):
         specs.append({"name": name, "wave": wave, "command": [sys.executable, str(tmp_path / "child.py"), str(port),
                                                               str(run_dir)],
                       "env": {}, "ready": ["http", f"http://127.0.0.1:{port}/"], "service": service,

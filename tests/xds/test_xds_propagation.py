@@ -13,7 +13,6 @@ import sys
 import time
 
 import pytest
-
 from support.backends import start_catalog_backend
 from support.poll import poll_until
 from support.xds import write_bootstrap
