@@ -7,6 +7,7 @@ import dataclasses
 import os
 import pathlib
 from collections.abc import Callable
+from typing import Any
 
 from mesh.runner import consul_acl
 from mesh.xds import bootstrap
@@ -307,11 +308,11 @@ def sync_istiod_istio_dir(placement: Placement) -> None:
         (target / source.name).write_bytes(source.read_bytes())
 
 
-def registry_objects(placement: Placement) -> list[dict]:
+def registry_objects(placement: Placement) -> list[dict[str, Any]]:
     """Istio's registry for the local instances: a ServiceEntry per gRPC service (its hosts the
     service's FQDN, its port the service port) and a WorkloadEntry per instance (its own address, its
     service account = the service, labels app/version, the instance's port under the port's name)."""
-    objects: list[dict] = []
+    objects: list[dict[str, Any]] = []
     for service in SERVICES:
         if service.protocol != "grpc":
             continue

@@ -8,7 +8,8 @@ status with details in `grpc-status-details-bin`, and turns anything unexpected 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any, cast
 
 import grpc
 from google.protobuf import any_pb2, message
@@ -16,6 +17,7 @@ from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from mesh.runtime import core_experiments
+from mesh.runtime.interceptors import Behaviour, Continuation, Handler, replaced
 
 __all__ = [
     "ErrorInterceptor",
@@ -84,7 +86,7 @@ def not_found_ids(error: grpc.RpcError) -> list[str]:
     """The ids a downstream NOT_FOUND names (docs/runtime-contract.md, "Errors")."""
     for detail in details_of(error):
         if isinstance(detail, error_details_pb2.ErrorInfo) and detail.metadata.get(RESOURCE_IDS):
-            return detail.metadata[RESOURCE_IDS].split(",")
+            return str(detail.metadata[RESOURCE_IDS]).split(",")
     return []
 
 
@@ -117,7 +119,8 @@ def unpack_details(status: status_pb2.Status) -> list[message.Message]:
 def details_of(error: grpc.RpcError) -> list[message.Message]:
     """The google.rpc details carried by a failed call (sync or asyncio)."""
     trailing = error.trailing_metadata() if hasattr(error, "trailing_metadata") else None
-    for key, value in trailing or ():
+    # (key, value) pairs: the stubs' _Metadatum (.key, .value) is not what grpcio returns
+    for key, value in cast(Sequence[tuple[str, Any]], trailing or ()):
         if key == "grpc-status-details-bin":
             return unpack_details(status_pb2.Status.FromString(value))
     return []
@@ -157,7 +160,7 @@ def _status_of(error: Exception, context: grpc.ServicerContext, method: str) -> 
         if code in PASS_THROUGH:
             return ServiceError(code, error.details() or "").to_status()
         return ServiceError(grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE).to_status()
-    if context.code() not in (None, grpc.StatusCode.OK):
+    if context.code() not in (None, grpc.StatusCode.OK):  # type: ignore[attr-defined]  # grpcio has it; its stubs lack it
         return None  # context.abort() set the status already; keep it
     log.error("unexpected error in %s", method, exc_info=error)
     return ServiceError(grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE).to_status()
@@ -166,15 +169,16 @@ def _status_of(error: Exception, context: grpc.ServicerContext, method: str) -> 
 class ErrorInterceptor(grpc.ServerInterceptor):
     """Maps exceptions raised by servicer methods, unary or streaming, to gRPC statuses."""
 
-    def intercept_service(self, continuation, handler_call_details):
+    def intercept_service(self, continuation: Continuation,
+                          handler_call_details: grpc.HandlerCallDetails) -> Handler | None:
         handler = continuation(handler_call_details)
         if handler is None:
             return handler
         method = handler_call_details.method
         serialize = handler.response_serializer
 
-        def unary(behaviour):
-            def guarded(request, context):
+        def unary(behaviour: Behaviour) -> Behaviour:
+            def guarded(request: Any, context: grpc.ServicerContext) -> Any:
                 try:
                     return behaviour(request, context)
                 except Exception as error:  # every error becomes a status
@@ -186,8 +190,8 @@ class ErrorInterceptor(grpc.ServerInterceptor):
                     return _fail(context, status)
             return guarded
 
-        def streaming(behaviour):
-            def guarded(request, context):
+        def streaming(behaviour: Behaviour) -> Behaviour:
+            def guarded(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
                 answered = False
                 try:
                     for response in behaviour(request, context):
@@ -214,7 +218,7 @@ class ErrorInterceptor(grpc.ServerInterceptor):
             "unary_stream": handler.unary_stream and streaming(handler.unary_stream),
             "stream_stream": handler.stream_stream and streaming(handler.stream_stream),
         }
-        return handler._replace(
-            **{kind: behaviour for kind, behaviour in wrapped.items() if behaviour},
-            response_serializer=lambda message: b"" if message is _NO_MESSAGE else serialize(message),
+        return replaced(
+            handler, **{kind: behaviour for kind, behaviour in wrapped.items() if behaviour},
+            response_serializer=lambda message: b"" if message is _NO_MESSAGE else serialize(message) if serialize else message,
         )

@@ -18,6 +18,8 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent import futures
+from types import ModuleType
+from typing import Any
 
 import consul
 import grpc
@@ -64,7 +66,8 @@ class Servicer:
     add_to_server: Callable[[grpc.Server], None]
 
     @classmethod
-    def of(cls, pb2_module, service: str, add: Callable, servicer: object) -> Servicer:
+    def of(cls, pb2_module: ModuleType, service: str, add: Callable[[Any, grpc.Server], None],
+           servicer: object) -> Servicer:
         """`Servicer.of(catalog_pb2, "CatalogService", add_CatalogServiceServicer_to_server, impl)`."""
         return cls(pb2_module.DESCRIPTOR.services_by_name[service].full_name, lambda server: add(servicer, server))
 
@@ -102,7 +105,8 @@ def dial(config: InstanceConfig, service: str) -> grpc.Channel:
 def _free_port(host: str) -> int:
     with socket.socket() as probe:
         probe.bind((host, 0))
-        return probe.getsockname()[1]
+        port: int = probe.getsockname()[1]
+        return port
 
 
 def _accepts(host: str, port: int) -> bool:
@@ -224,7 +228,7 @@ class Instance:
                 )
             time.sleep(0.05)
 
-    def _set_health(self, status) -> None:
+    def _set_health(self, status: int) -> None:
         for name in ("", *(s.name for s in self.servicers)):
             self.health.set(name, status)
 

@@ -7,6 +7,8 @@ every second, and those spans would bury the requests people come to Jaeger for.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from typing import Any
 
 import grpc
 from opentelemetry import propagate, trace
@@ -41,8 +43,10 @@ UNTRACED_SERVICES = (
 )
 
 
-def _rpc_filter():
-    return filters.negate(filters.any_of(*(filters.service_name(name) for name in UNTRACED_SERVICES)))
+def _rpc_filter() -> Callable[[Any], bool]:
+    rpc_filter: Callable[[Any], bool] = filters.negate(
+        filters.any_of(*(filters.service_name(name) for name in UNTRACED_SERVICES)))
+    return rpc_filter
 
 
 def setup_tracing(config: InstanceConfig, exporter: SpanExporter | None = None) -> TracerProvider:
@@ -73,8 +77,10 @@ def traced_server_interceptors() -> list[grpc.ServerInterceptor]:
 
 def traced_channel(channel: grpc.Channel) -> grpc.Channel:
     # The instrumentation's client interceptor has its own interface, wired in by grpcext.
-    return grpcext.intercept_channel(channel, client_interceptor(filter_=_rpc_filter()))
+    traced: grpc.Channel = grpcext.intercept_channel(channel, client_interceptor(filter_=_rpc_filter()))
+    return traced
 
 
-def aio_traced_interceptors() -> list:
-    return aio_client_interceptors(filter_=_rpc_filter())
+def aio_traced_interceptors() -> list[grpc.aio.ClientInterceptor]:
+    interceptors: list[grpc.aio.ClientInterceptor] = aio_client_interceptors(filter_=_rpc_filter())
+    return interceptors

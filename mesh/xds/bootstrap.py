@@ -14,6 +14,7 @@ import json
 import os
 import pathlib
 from collections.abc import Mapping
+from typing import Any
 
 __all__ = [
     "CERT_FILES",
@@ -59,7 +60,7 @@ class Node:
         return {"app": self.service, "version": self.version}
 
 
-def bootstrap(node: Node, xds_address: str, certs_dir: pathlib.Path | str) -> dict:
+def bootstrap(node: Node, xds_address: str, certs_dir: pathlib.Path | str) -> dict[str, Any]:
     certs = pathlib.Path(certs_dir)
     return {
         "xds_servers": [
@@ -88,7 +89,7 @@ def bootstrap(node: Node, xds_address: str, certs_dir: pathlib.Path | str) -> di
     }
 
 
-def write(path: pathlib.Path | str, document: dict) -> None:
+def write(path: pathlib.Path | str, document: dict[str, Any]) -> None:
     """Write atomically: an instance that starts meanwhile reads the old file or the new one."""
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
