@@ -49,13 +49,12 @@ from envoy.service.status.v3 import csds_pb2
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
+from benchmarks.stats import summary  # noqa: E402
 from support.consul import ConsulAgent  # noqa: E402
 from support.fleet import ClientFleet, SyntheticClient  # noqa: E402
 from support.ports import free_port  # noqa: E402
 from support.procs import Processes  # noqa: E402
 from support.xds import ControlPlane  # noqa: E402
-
-from benchmarks.stats import summary  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "controlplane.json"
 NODES = 10  # Consul nodes the instances are spread over

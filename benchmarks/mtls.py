@@ -56,14 +56,13 @@ def _conformance_world():
 
 _world = _conformance_world()
 LANGUAGES, SERVICE_PORT, Mesh = _world.LANGUAGES, _world.SERVICE_PORT, _world.Mesh
+from benchmarks.stats import summary  # noqa: E402
+from mesh.xds import bootstrap  # noqa: E402
 from polymesh.conformance.v1 import conformance_pb2, conformance_pb2_grpc  # noqa: E402
 from support.consul import ConsulAgent  # noqa: E402
 from support.poll import poll_until  # noqa: E402
 from support.procs import Processes  # noqa: E402
 from support.xds import start_control_plane  # noqa: E402
-
-from benchmarks.stats import summary  # noqa: E402
-from mesh.xds import bootstrap  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "mtls.json"
 MODES = ("plaintext", "mtls")

@@ -81,6 +81,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 os.environ["PYTHONPATH"] = os.pathsep.join(
     p for p in (str(ROOT), str(ROOT / "gen" / "python"), os.environ.get("PYTHONPATH", "")) if p)
 
+from benchmarks.stats import summary  # noqa: E402
 from support.backends import start_catalog_backend_process  # noqa: E402
 from support.consul import ConsulAgent  # noqa: E402
 from support.istio import DESTINATION_RULE, default_route, virtual_service, write_atomically  # noqa: E402
@@ -88,8 +89,6 @@ from support.poll import poll_until  # noqa: E402
 from support.procs import Processes  # noqa: E402
 from support.xds import ControlPlane, start_control_plane, write_bootstrap  # noqa: E402
 from support.xds_probes import LANGUAGES, ProbeOutput, build_go_probe, install_node_probe, probe_command  # noqa: E402
-
-from benchmarks.stats import summary  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "propagation.json"
 TARGET = "xds:///catalog:7000"

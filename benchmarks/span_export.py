@@ -56,9 +56,9 @@ def serve(config: str, endpoint: str, service_name: str) -> None:
     """Serve until SIGTERM; print `PORT n` once listening and a JSON line of stats at the end."""
     import grpc
     from opentelemetry import trace
-    from shop.catalog.v1 import catalog_pb2, catalog_pb2_grpc
 
     from mesh.runtime import tracing
+    from shop.catalog.v1 import catalog_pb2, catalog_pb2_grpc
 
     provider = None
     processor = None
@@ -120,6 +120,7 @@ def _resource_attributes(service_name: str) -> dict:
 def load(port: int, rate: float, duration: float, warmup: float, out: str) -> None:
     """Open loop: call i is sent at start + i/rate whatever came back; latency from its send."""
     import grpc
+
     from shop.catalog.v1 import catalog_pb2, catalog_pb2_grpc
 
     channel = grpc.insecure_channel(f"127.0.0.1:{port}")

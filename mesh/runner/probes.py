@@ -10,6 +10,7 @@ import urllib.request
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+
 from polymesh.controlplane.v1 import status_pb2, status_pb2_grpc
 
 TIMEOUT = 0.5

@@ -59,7 +59,6 @@ from pathlib import Path
 from envoy.service.discovery.v3 import ads_pb2, ads_pb2_grpc
 from envoy.service.status.v3 import csds_pb2_grpc
 from grpc_health.v1 import health, health_pb2_grpc
-from polymesh.controlplane.v1 import status_pb2_grpc
 
 from mesh.runtime import logs
 from mesh.runtime.config import LOG_LEVELS, ConfigError, EnvReader
@@ -74,6 +73,7 @@ from mesh.xds.server import UNACKED_TIMEOUT, AdsServer, create_server
 from mesh.xds.status import StatusServer
 from mesh.xds.status import response as status_response
 from mesh.xds.supervise import Health, Supervisor
+from polymesh.controlplane.v1 import status_pb2_grpc
 
 log = logging.getLogger("mesh.xds")
 

@@ -10,10 +10,10 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import grpc
-from polymesh.controlplane.v1 import status_pb2, status_pb2_grpc
 
 from mesh.xds.istio import IstioDir
 from mesh.xds.names import ServiceKey
+from polymesh.controlplane.v1 import status_pb2, status_pb2_grpc
 
 __all__ = ["StatusServer", "response"]
 

@@ -6,12 +6,11 @@ import base64
 import binascii
 import os
 
-from shop.catalog.v1 import catalog_pb2, catalog_pb2_grpc
-
 from mesh.runtime.config import InstanceConfig
 from mesh.runtime.errors import invalid_argument, not_found
 from mesh.runtime.instance import Servicer
 from services.catalog.store import ProductStore
+from shop.catalog.v1 import catalog_pb2, catalog_pb2_grpc
 
 DOMAIN = "catalog.shop.local"
 DEFAULT_PAGE_SIZE = 10

@@ -6,9 +6,9 @@ import json
 import pathlib
 
 from google.protobuf import json_format
-from shop.catalog.v1 import catalog_pb2
 
 from mesh.runtime.sqlite import Database
+from shop.catalog.v1 import catalog_pb2
 
 SEED = pathlib.Path(__file__).with_name("seed.json")
 SCHEMA = """

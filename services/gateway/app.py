@@ -29,10 +29,6 @@ from aiohttp import web
 from google.protobuf import json_format
 from multidict import CIMultiDictProxy
 from opentelemetry import propagate, trace
-from shop.catalog.v1 import catalog_pb2, catalog_pb2_grpc
-from shop.inventory.v1 import inventory_pb2, inventory_pb2_grpc
-from shop.orders.v1 import orders_pb2, orders_pb2_grpc
-from shop.pricing.v1 import pricing_pb2, pricing_pb2_grpc
 
 from mesh.auth.tokens import TokenError, Verifier
 from mesh.runtime import logs, tracing
@@ -42,6 +38,10 @@ from mesh.runtime.instance import CONFIG_ERROR_EXIT, Instance, load_config_or_ex
 from mesh.runtime.routes import AioRouteTimeouts
 from services.gateway.errors import error_response, from_rpc_error, header_too_large, rate_limited, unauthenticated
 from services.gateway.ratelimit import RateLimiter
+from shop.catalog.v1 import catalog_pb2, catalog_pb2_grpc
+from shop.inventory.v1 import inventory_pb2, inventory_pb2_grpc
+from shop.orders.v1 import orders_pb2, orders_pb2_grpc
+from shop.pricing.v1 import pricing_pb2, pricing_pb2_grpc
 
 log = logging.getLogger(__name__)
 

@@ -16,16 +16,16 @@ import uuid
 import grpc
 from google.protobuf import timestamp_pb2
 from google.rpc import error_details_pb2
-from shop.catalog.v1 import catalog_pb2, catalog_pb2_grpc
-from shop.inventory.v1 import inventory_pb2, inventory_pb2_grpc
-from shop.orders.v1 import orders_pb2, orders_pb2_grpc
-from shop.payments.v1 import payments_pb2, payments_pb2_grpc
-from shop.pricing.v1 import pricing_pb2, pricing_pb2_grpc
 
 from mesh.runtime.config import InstanceConfig
 from mesh.runtime.errors import ServiceError, already_exists, details_of, invalid_argument, not_found, not_found_ids
 from mesh.runtime.instance import Servicer, dial
 from services.orders.store import OrderStore
+from shop.catalog.v1 import catalog_pb2, catalog_pb2_grpc
+from shop.inventory.v1 import inventory_pb2, inventory_pb2_grpc
+from shop.orders.v1 import orders_pb2, orders_pb2_grpc
+from shop.payments.v1 import payments_pb2, payments_pb2_grpc
+from shop.pricing.v1 import pricing_pb2, pricing_pb2_grpc
 
 log = logging.getLogger(__name__)
 

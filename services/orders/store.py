@@ -12,9 +12,9 @@ import dataclasses
 import time
 
 from google.rpc import status_pb2
-from shop.orders.v1 import orders_pb2
 
 from mesh.runtime.sqlite import Database
+from shop.orders.v1 import orders_pb2
 
 TABLE = """
 CREATE TABLE IF NOT EXISTS orders (

@@ -6,9 +6,9 @@ from __future__ import annotations
 import sqlite3
 
 from google.type import money_pb2
-from shop.payments.v1 import payments_pb2
 
 from mesh.runtime.sqlite import Database
+from shop.payments.v1 import payments_pb2
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS charges (

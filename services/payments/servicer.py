@@ -8,12 +8,11 @@ from __future__ import annotations
 import os
 import re
 
-from shop.payments.v1 import payments_pb2, payments_pb2_grpc
-
 from mesh.runtime.config import InstanceConfig
 from mesh.runtime.errors import failed_precondition, invalid_argument
 from mesh.runtime.instance import Servicer
 from services.payments.ledger import Ledger
+from shop.payments.v1 import payments_pb2, payments_pb2_grpc
 
 DOMAIN = "payments.shop.local"
 ACCEPTED_TOKENS = frozenset({"tok_visa"})

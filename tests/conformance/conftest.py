@@ -21,6 +21,8 @@ from pathlib import Path
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from mesh.xds import bootstrap
 from polymesh.conformance.v1 import conformance_pb2, conformance_pb2_grpc
 from support.consul import ConsulAgent
 from support.jaeger import Jaeger
@@ -29,8 +31,6 @@ from support.ports import free_ports
 from support.procs import Proc, Processes
 from support.reports import add_failure_report
 from support.xds import ControlPlane, start_control_plane
-
-from mesh.xds import bootstrap
 
 REPO = Path(__file__).resolve().parents[2]
 LANGUAGES = ("python", "go", "typescript")

@@ -20,13 +20,13 @@ import pytest
 from conftest import SERVICE_PORT, Mesh, Probe
 from cryptography import x509
 from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
+
+from mesh.xds.ca import MeshCA, WorkloadId
 from polymesh.conformance.v1 import conformance_pb2, conformance_pb2_grpc
 from support import csds
 from support.figures import Figures
 from support.poll import poll_until
 from support.xds import ControlPlane, start_control_plane
-
-from mesh.xds.ca import MeshCA, WorkloadId
 
 pytestmark = pytest.mark.integration
 

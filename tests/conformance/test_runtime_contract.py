@@ -22,14 +22,14 @@ from google.rpc import error_details_pb2
 from grpc_channelz.v1 import channelz_pb2, channelz_pb2_grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from mesh.runtime.errors import details_of
+from mesh.xds.bootstrap import SERVER_LISTENER_PREFIX
 from polymesh.conformance.v1 import conformance_pb2, conformance_pb2_grpc
 from support.consul import ConsulAgent
 from support.poll import poll_until
 from support.ports import free_port
 from support.xds import start_control_plane
-
-from mesh.runtime.errors import details_of
-from mesh.xds.bootstrap import SERVER_LISTENER_PREFIX
 
 pytestmark = pytest.mark.integration
 

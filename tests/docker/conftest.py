@@ -9,6 +9,7 @@ import subprocess
 from collections.abc import Iterator
 
 import pytest
+
 from support.docker import IMAGES, ROOT, Resources, engine_answers
 from support.reports import add_failure_report
 

@@ -20,10 +20,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-from support.poll import poll_until
-from support.ports import free_ports
 
 from mesh.runner import compose, topology
+from support.poll import poll_until
+from support.ports import free_ports
 
 ROOT = Path(__file__).resolve().parents[2]
 BASES_ENV = ROOT / ".build" / "docker-bases.env"

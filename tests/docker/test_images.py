@@ -15,10 +15,10 @@ import time
 from pathlib import Path
 
 import pytest
-from support.docker import IMAGES, ROOT, Resources, bases_env, docker
 
 from mesh.auth.tokens import SigningKey
 from mesh.xds import bootstrap
+from support.docker import IMAGES, ROOT, Resources, bases_env, docker
 
 PUBLIC_CONSUL_IMAGE = "hashicorp/consul:1.22.3"
 # The images' own HEALTHCHECK command, checked more often than their defaults (5 s, 30 s start period;

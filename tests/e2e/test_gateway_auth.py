@@ -13,11 +13,11 @@ import uuid
 
 import httpx
 import pytest
-from support import tokens as forge
-from support.poll import poll_until
 
 from mesh.auth import tokens
 from services.gateway.app import MAX_BODY_BYTES, MAX_HEADER_BYTES, MAX_LINE_BYTES
+from support import tokens as forge
+from support.poll import poll_until
 
 ORDER = {"customerId": "me", "currency": "EUR", "items": [{"productId": "sku-kettle", "quantity": 1}],
          "payment": {"cardToken": "tok_visa"}}

@@ -13,9 +13,9 @@ import uuid
 
 import httpx
 import pytest
-from support.poll import poll_until
 
 from mesh.runner import topology
+from support.poll import poll_until
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.e2e

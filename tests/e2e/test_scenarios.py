@@ -15,11 +15,11 @@ import uuid
 import grpc
 import httpx
 import pytest
-from shop.inventory.v1 import inventory_pb2, inventory_pb2_grpc
-from support.poll import poll_until
 
 from mesh.runner import mtls, topology
 from mesh.runner.topology import ROOT
+from shop.inventory.v1 import inventory_pb2, inventory_pb2_grpc
+from support.poll import poll_until
 
 SCENARIOS = ROOT / "istio" / "scenarios"
 PAGE = "/v1/products/sku-grinder"

@@ -6,6 +6,7 @@ import base64
 import uuid
 
 import httpx
+
 from support.poll import poll_until
 
 # (parent service, child service): a client span in the parent whose child is a server span

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import grpc
 import pytest
+
+from mesh.runner import mtls, topology
 from shop.catalog.v1 import catalog_pb2, catalog_pb2_grpc
 from shop.inventory.v1 import inventory_pb2, inventory_pb2_grpc
 from shop.orders.v1 import orders_pb2, orders_pb2_grpc
@@ -19,8 +21,6 @@ from shop.payments.v1 import payments_pb2, payments_pb2_grpc
 from shop.pricing.v1 import pricing_pb2, pricing_pb2_grpc
 from support.drivers import instances
 from support.figures import Figures
-
-from mesh.runner import mtls, topology
 
 PLAINTEXT = None
 OTHER_NAMESPACE = "other"  # a workload of another namespace, with a valid mesh certificate

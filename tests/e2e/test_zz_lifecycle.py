@@ -10,6 +10,7 @@ import signal
 import socket
 
 import httpx
+
 from support.poll import poll_until
 
 

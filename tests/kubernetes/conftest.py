@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
+
 from support.kubernetes import BIN, START_TIMEOUT, Cluster, istio_crds, missing_tools
 from support.ports import free_ports
 from support.procs import Processes

@@ -38,11 +38,11 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import grpc
+
+from mesh.runner import mtls, topology
 from shop.inventory.v1 import inventory_pb2, inventory_pb2_grpc
 from shop.orders.v1 import orders_pb2, orders_pb2_grpc
 from shop.pricing.v1 import pricing_pb2, pricing_pb2_grpc
-
-from mesh.runner import mtls, topology
 from support.channelz import ServerCalls, server_calls
 from support.csds import cluster_name
 

@@ -1,11 +1,11 @@
 import grpc
 import pytest
 from google.rpc import error_details_pb2
-from shop.catalog.v1 import catalog_pb2, catalog_pb2_grpc
 
 from mesh.runtime.errors import details_of
 from services.catalog.servicer import CatalogServicer
 from services.catalog.store import ProductStore
+from shop.catalog.v1 import catalog_pb2, catalog_pb2_grpc
 
 
 @pytest.fixture

@@ -18,7 +18,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import support.jaeger
 from opentelemetry import trace
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
@@ -27,12 +26,13 @@ from opentelemetry.sdk.trace import SpanLimits, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
-from support.poll import poll_until
-from support.procs import Processes
 
+import support.jaeger
 from mesh.runtime import tracing
 from mesh.runtime.config import load_instance_config
 from mesh.runtime.export import ChildProcessSpanProcessor, rebuild_span, span_record
+from support.poll import poll_until
+from support.procs import Processes
 
 ROOT = Path(__file__).resolve().parents[2]
 RESOURCE = {"service.name": "export-test", "service.version": "v7", "service.instance.id": "export-test-1"}

@@ -13,11 +13,11 @@ from google.rpc import error_details_pb2
 from multidict import CIMultiDict, CIMultiDictProxy
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
-from shop.orders.v1 import orders_pb2
 
 from mesh.auth.tokens import SigningKey, Verifier, mint
 from mesh.runtime.errors import ServiceError, invalid_argument
 from services.gateway.app import HTTP_LIMITS, MAX_BODY_BYTES, ForwardHeaders, _request_headers, make_app
+from shop.orders.v1 import orders_pb2
 
 trace.set_tracer_provider(TracerProvider())
 GOOD = {"customerId": "c1", "currency": "EUR", "items": [{"productId": "sku-kettle", "quantity": 1}],

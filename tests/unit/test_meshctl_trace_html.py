@@ -11,10 +11,10 @@ import re
 from html.parser import HTMLParser
 
 import pytest
-from support import chromium
 
 from mesh.ctl.trace import Span, ordered, render, spans_of
 from mesh.ctl.trace_html import page
+from support import chromium
 
 FIXTURE = pathlib.Path(__file__).parent / "fixtures" / "jaeger_order_trace.json"
 HOSTILE = "<script>document.title='pwned'</script><img src=x onerror=alert(1)>"

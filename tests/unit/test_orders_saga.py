@@ -10,11 +10,6 @@ from concurrent import futures
 import grpc
 import pytest
 from google.type import money_pb2
-from shop.catalog.v1 import catalog_pb2_grpc
-from shop.inventory.v1 import inventory_pb2, inventory_pb2_grpc
-from shop.orders.v1 import orders_pb2, orders_pb2_grpc
-from shop.payments.v1 import payments_pb2_grpc
-from shop.pricing.v1 import pricing_pb2, pricing_pb2_grpc
 
 from mesh.runtime.errors import details_of, invalid_argument
 from services.catalog.servicer import CatalogServicer
@@ -23,6 +18,11 @@ from services.orders.servicer import OrderServicer
 from services.orders.store import OrderStore
 from services.payments.ledger import Ledger
 from services.payments.servicer import PaymentServicer
+from shop.catalog.v1 import catalog_pb2_grpc
+from shop.inventory.v1 import inventory_pb2, inventory_pb2_grpc
+from shop.orders.v1 import orders_pb2, orders_pb2_grpc
+from shop.payments.v1 import payments_pb2_grpc
+from shop.pricing.v1 import pricing_pb2, pricing_pb2_grpc
 
 Status = orders_pb2.OrderStatus
 

@@ -1,11 +1,11 @@
 import grpc
 import pytest
 from google.type import money_pb2
-from shop.payments.v1 import payments_pb2, payments_pb2_grpc
 
 from mesh.runtime.errors import details_of
 from services.payments.ledger import Ledger
 from services.payments.servicer import PaymentServicer
+from shop.payments.v1 import payments_pb2, payments_pb2_grpc
 
 Status = payments_pb2.ChargeStatus
 EUR_10 = money_pb2.Money(currency_code="EUR", units=10)

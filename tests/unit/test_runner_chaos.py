@@ -13,11 +13,11 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from support.poll import poll_until
-from support.ports import free_ports
 
 from mesh.runner import chaos
 from mesh.runner.cli import _overrides
+from support.poll import poll_until
+from support.ports import free_ports
 
 # A mesh instance stand-in: answers HTTP 200 "ok" (the supervisor's readiness probe) and writes the
 # injection variables it was started with to env-<pid>.json.

@@ -8,9 +8,9 @@ import threading
 import time
 
 import pytest
-from support.tokens import hs256_with_public_key, signed_by_a_stranger, unsigned
 
 from mesh.auth.tokens import AUDIENCE, ISSUER, KEY_FILE, KeyFileError, SigningKey, TokenError, Verifier, jwks_path, mint
+from support.tokens import hs256_with_public_key, signed_by_a_stranger, unsigned
 
 KEY = SigningKey.generate()
 VERIFIER = Verifier.from_jwks(KEY.jwks())

@@ -7,6 +7,7 @@ import functools
 from pathlib import Path
 
 import pytest
+
 from support.consul import ConsulAgent
 from support.procs import Processes
 from support.xds import ControlPlane

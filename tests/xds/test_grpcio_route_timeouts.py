@@ -25,13 +25,13 @@ from pathlib import Path
 import grpc
 import pytest
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
-from support.backends import start_catalog_backend
-from support.xds import REPO, write_bootstrap
 
 from mesh.xds import translate
 from mesh.xds.catalog import Endpoint
 from mesh.xds.istio import _State, compile_policy
 from mesh.xds.names import ClientTarget, ServiceKey, cluster_name
+from support.backends import start_catalog_backend
+from support.xds import REPO, write_bootstrap
 
 pytestmark = pytest.mark.integration
 

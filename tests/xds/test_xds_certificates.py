@@ -21,6 +21,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509 import verification
+
 from support.ads import EDS, AdsClient
 from support.xds import ControlPlane
 

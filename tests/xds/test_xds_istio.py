@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from support.backends import start_catalog_backend
 from support.istio import DESTINATION_RULE, default_route, virtual_service, weighted
 from support.istio import write_atomically as write

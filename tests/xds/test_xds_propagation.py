@@ -13,6 +13,7 @@ import sys
 import time
 
 import pytest
+
 from support.backends import start_catalog_backend
 from support.poll import poll_until
 from support.xds import write_bootstrap

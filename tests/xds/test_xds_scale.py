@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+
 from support.fleet import ClientFleet, connections_to, deregister_all, register_all
 
 pytestmark = pytest.mark.integration

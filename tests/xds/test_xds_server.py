@@ -10,13 +10,13 @@ import logging
 import grpc
 from envoy.service.discovery.v3 import ads_pb2_grpc
 from grpc_health.v1 import health, health_pb2_grpc
-from support.ads import CDS, EDS, LDS, RDS, AdsClient
-from support.poll import apoll_until
 
 from mesh.xds.catalog import Catalog, Endpoint
 from mesh.xds.reconcile import Reconciler
 from mesh.xds.resources import ResourceStore
 from mesh.xds.server import AdsServer, create_server
+from support.ads import CDS, EDS, LDS, RDS, AdsClient
+from support.poll import apoll_until
 
 PORT = 7000  # the service port clients dial; instances listen on their own
 CATALOG_EDS = f"outbound|{PORT}||catalog.default.svc.cluster.local"

@@ -14,6 +14,7 @@ from envoy.admin.v3 import config_dump_shared_pb2 as dump_pb2
 from envoy.config.listener.v3 import listener_pb2
 from envoy.service.status.v3 import csds_pb2
 from google.protobuf import json_format
+
 from polymesh.controlplane.v1 import status_pb2, status_pb2_grpc
 from support.ads import EDS, AdsClient
 from support.backends import start_catalog_backend

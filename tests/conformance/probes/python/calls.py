@@ -14,10 +14,10 @@ import sys
 import time
 
 import grpc
-from polymesh.conformance.v1 import conformance_pb2, conformance_pb2_grpc
 
 from mesh.runtime.config import load_instance_config
 from mesh.runtime.instance import dial
+from polymesh.conformance.v1 import conformance_pb2, conformance_pb2_grpc
 
 
 def main() -> None:

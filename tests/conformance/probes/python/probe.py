@@ -4,13 +4,13 @@
 from __future__ import annotations
 
 from opentelemetry import trace
-from polymesh.conformance.v1 import conformance_pb2, conformance_pb2_grpc
 
 from mesh.runtime.config import InstanceConfig
 from mesh.runtime.deadlines import remaining
 from mesh.runtime.errors import invalid_argument, not_found
 from mesh.runtime.instance import LANGUAGE, Servicer, dial, run
 from mesh.runtime.propagation import propagated_headers
+from polymesh.conformance.v1 import conformance_pb2, conformance_pb2_grpc
 
 Failure = conformance_pb2.Failure
 

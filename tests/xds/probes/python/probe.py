@@ -15,6 +15,7 @@ import time
 
 import grpc
 import grpc.experimental  # needed for insecure_channel_credentials()
+
 from shop.catalog.v1 import catalog_pb2, catalog_pb2_grpc
 
 running = True
