@@ -97,7 +97,7 @@ class Mesh:
 
     def host(self, instance: str) -> str:
         """The address an instance binds: 127.0.0.1, or its own loopback address under istiod."""
-        found = next((p for p in self.state().get("processes", []) if p.get("name") == instance), {})
+        found: dict[str, Any] = next((p for p in self.state().get("processes", []) if p.get("name") == instance), {})
         return str(found.get("host") or "127.0.0.1")
 
     def require_control_plane(self) -> None:

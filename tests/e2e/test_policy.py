@@ -7,12 +7,11 @@ import shutil
 import subprocess
 import time
 
-from support.poll import poll_until
-
 import pytest
 
 from mesh.runner import topology
 from mesh.runner.topology import ROOT
+from support.poll import poll_until
 
 SCENARIO = ROOT / "istio" / "scenarios" / "beta-header" / "beta-header.yaml"
 CALLS = 20
