@@ -32,7 +32,7 @@ help: ## List the targets
 $(VENV)/.installed: pyproject.toml requirements.lock
 	$(call say,Python venv with pinned packages)
 	$(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install --quiet --disable-pip-version-check -c requirements.lock -e '.[test]'
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -c requirements.lock -e '.[test,lint]'
 	@# xds-protos ships an old copy of opentelemetry/proto that overwrites opentelemetry-proto's
 	@# files (its exporter then fails to import): reinstall the real one last.
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check --force-reinstall --no-deps \
@@ -127,9 +127,9 @@ $(foreach service,$(GO_SERVICES),$(eval $(call go_service_rule,$(service))))
 build-go: $(GO_BINARIES) ## Build every Go service and the Go conformance probe
 
 .PHONY: test-go
-test-go: build-go $(TOOLS)/consul ## Vet and test every Go module (the runtime's tests use the real Consul)
+test-go: build-go $(TOOLS)/consul ## Test every Go module (the runtime's tests use the real Consul; make lint vets them)
 	$(call say,Go tests: $(GO_MODULES))
-	for module in $(GO_MODULES); do (cd $$module && go vet ./... && go test ./...); done
+	for module in $(GO_MODULES); do (cd $$module && go test ./...); done
 
 # --- TypeScript ---
 # npm workspaces (root package.json): one install, one hoisted node_modules, so there is one copy of
@@ -181,6 +181,27 @@ breaking: $(VENV)/.installed tools/proto/node_modules/.installed ## Check protos
 	@# whole-workspace check fails whenever a vendored module is added ("3 images, against 2").
 	@# tools/proto/breaking.py runs buf breaking and says, per finding, what old peers see and the usual fix.
 	@$(PY) tools/proto/breaking.py
+
+# --- lint -----------------------------------------------------------------------------------------
+# Every language's static checks, in the order a contract change flows: protos, then the code in
+# Python, Go and TypeScript. `make test` runs it first. Versions: buf in tools/proto, ruff and mypy
+# (and the stub packages) in pyproject.toml's lint extra and requirements.lock.
+# Go: every module we write (GO_MODULES, the generated code and the xDS probe; tools/ only pins
+# upstreams' modules).
+GO_LINT_MODULES := $(GO_MODULES) gen/go tests/xds/probes/go
+.PHONY: lint
+lint: $(PROTO_TOOLS) node_modules/.installed ## Lint every language: buf (protos), ruff and mypy --strict on mesh/ (Python), go vet, tsc (strict)
+	$(call say,protos: buf lint and buf format)
+	$(BUF) lint
+	$(BUF) format --diff --exit-code
+	$(call say,Python: ruff check)
+	$(VENV)/bin/ruff check --quiet .
+	$(call say,Python: mypy --strict on mesh/)
+	$(VENV)/bin/mypy
+	$(call say,Go: go vet in $(GO_LINT_MODULES))
+	for module in $(GO_LINT_MODULES); do (cd $$module && go vet ./...); done
+	$(call say,TypeScript: tsc -b (strict: tsconfig.base.json) over $(TS_WORKSPACES))
+	node_modules/.bin/tsc -b
 
 # --- the mesh -------------------------------------------------------------------------------------
 # Local processes by default (fast); MESH_RUNTIME=compose runs docker-compose.yml instead, and
@@ -265,7 +286,8 @@ chromium: ## Install headless Chromium for the browser tests (Debian's pinned pa
 	@tools/chromium/install
 
 .PHONY: test
-test: build chromium $(PROTO_TOOLS) $(TOOLS)/istioctl $(TOOLS)/compose-check $(KUBE_TOOLS) $(TOOLS)/istiod-local ## Run every test: contracts, istioctl, Go, TypeScript, Python (unit, conformance, control plane, Kubernetes API, end to end, and under real istiod)
+test: build chromium $(PROTO_TOOLS) $(TOOLS)/istioctl $(TOOLS)/compose-check $(KUBE_TOOLS) $(TOOLS)/istiod-local ## Run every test: lint, contracts, istioctl, Go, TypeScript, Python (unit, conformance, control plane, Kubernetes API, end to end, and under real istiod)
+	$(MAKE) lint
 	$(MAKE) breaking
 	$(MAKE) test-go
 	$(MAKE) test-ts

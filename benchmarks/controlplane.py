@@ -49,13 +49,12 @@ from envoy.service.status.v3 import csds_pb2
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
+from benchmarks.stats import summary  # noqa: E402
 from support.consul import ConsulAgent  # noqa: E402
-from support.fleet import ClientFleet, SyntheticClient, eds_name  # noqa: E402
+from support.fleet import ClientFleet, SyntheticClient  # noqa: E402
+from support.ports import free_port  # noqa: E402
 from support.procs import Processes  # noqa: E402
 from support.xds import ControlPlane  # noqa: E402
-from support.ports import free_port  # noqa: E402
-
-from benchmarks.stats import summary  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "controlplane.json"
 NODES = 10  # Consul nodes the instances are spread over
@@ -91,7 +90,8 @@ class Catalog:
     async def register_grid(self, services: int, instances: int) -> tuple[float, float]:
         """services x instances; returns (seconds it took, time.time() the last call returned)."""
         started = time.monotonic()
-        await asyncio.gather(*(self.register(service_name(s), f"{service_name(s)}-{i}", port_of(s, i), (s * instances + i) % NODES)
+        await asyncio.gather(*(self.register(service_name(s), f"{service_name(s)}-{i}", port_of(s, i),
+                                             (s * instances + i) % NODES)
                                for s in range(services) for i in range(instances)))
         return time.monotonic() - started, time.time()
 

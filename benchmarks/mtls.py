@@ -42,7 +42,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 import importlib.util  # noqa: E402
 
 import grpc  # noqa: E402
-import grpc.experimental  # noqa: E402,F401  (insecure_channel_credentials)
+import grpc.experimental  # noqa: E402  (insecure_channel_credentials)
 
 
 def _conformance_world():
@@ -56,14 +56,13 @@ def _conformance_world():
 
 _world = _conformance_world()
 LANGUAGES, SERVICE_PORT, Mesh = _world.LANGUAGES, _world.SERVICE_PORT, _world.Mesh
+from benchmarks.stats import summary  # noqa: E402
 from mesh.xds import bootstrap  # noqa: E402
 from polymesh.conformance.v1 import conformance_pb2, conformance_pb2_grpc  # noqa: E402
 from support.consul import ConsulAgent  # noqa: E402
 from support.poll import poll_until  # noqa: E402
 from support.procs import Processes  # noqa: E402
 from support.xds import start_control_plane  # noqa: E402
-
-from benchmarks.stats import summary  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "mtls.json"
 MODES = ("plaintext", "mtls")

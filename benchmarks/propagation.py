@@ -81,16 +81,14 @@ sys.path.insert(0, str(ROOT / "tests"))
 os.environ["PYTHONPATH"] = os.pathsep.join(
     p for p in (str(ROOT), str(ROOT / "gen" / "python"), os.environ.get("PYTHONPATH", "")) if p)
 
+from benchmarks.stats import summary  # noqa: E402
 from support.backends import start_catalog_backend_process  # noqa: E402
 from support.consul import ConsulAgent  # noqa: E402
 from support.istio import DESTINATION_RULE, default_route, virtual_service, write_atomically  # noqa: E402
 from support.poll import poll_until  # noqa: E402
 from support.procs import Processes  # noqa: E402
 from support.xds import ControlPlane, start_control_plane, write_bootstrap  # noqa: E402
-from support.xds_probes import (LANGUAGES, ProbeOutput, build_go_probe, install_node_probe,  # noqa: E402
-                                probe_command)
-
-from benchmarks.stats import summary  # noqa: E402
+from support.xds_probes import LANGUAGES, ProbeOutput, build_go_probe, install_node_probe, probe_command  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "propagation.json"
 TARGET = "xds:///catalog:7000"
@@ -531,8 +529,9 @@ def main() -> None:
     print(f"\n{sum(output['probe_calls'].values()):,} calls in all; failed: " + "; ".join(
         f"{phase} " + ", ".join(f"{language} {n}" for language, n in per_language.items())
         for phase, per_language in output["probe_failed_calls"].items())
-          + f"; NACKs: {output['nacks']}; {output['took_s']:.0f} s; load average {output['machine']['load_average_before'][0]:.1f} "
-          f"before, {output['machine']['load_average_after'][0]:.1f} after ({os.cpu_count()} CPUs)")
+          + f"; NACKs: {output['nacks']}; {output['took_s']:.0f} s; "
+          f"load average {output['machine']['load_average_before'][0]:.1f} before, "
+          f"{output['machine']['load_average_after'][0]:.1f} after ({os.cpu_count()} CPUs)")
     print(f"written to {args.out}")
 
 

@@ -11,9 +11,9 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))  # `import support` from any test directory
 
-from support.consul import ConsulAgent  # noqa: E402
-from support.procs import Processes  # noqa: E402
-from support.reports import add_failure_report, pytest_runtest_makereport  # noqa: E402, F401 - the hook
+from support.consul import ConsulAgent
+from support.procs import Processes
+from support.reports import add_failure_report, pytest_runtest_makereport  # noqa: F401 - the hook
 
 
 @pytest.fixture

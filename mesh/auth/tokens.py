@@ -16,6 +16,7 @@ and HS256 signed with the public key as the secret (the classic confusion) are r
 from __future__ import annotations
 
 import base64
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -24,6 +25,7 @@ import re
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import jwt
 from cryptography.hazmat.primitives import serialization
@@ -118,10 +120,8 @@ class SigningKey:
                     out.write(pem)
                     out.flush()
                     os.fsync(out.fileno())
-                try:
-                    os.link(temporary, path)  # fails if another caller made one first: theirs is used
-                except FileExistsError:
-                    pass
+                with contextlib.suppress(FileExistsError):  # another caller made one first: theirs is used
+                    os.link(temporary, path)
             finally:
                 os.unlink(temporary)
         _private_only(path)
@@ -137,7 +137,7 @@ class SigningKey:
             signing.write_jwks(jwks_path(auth_dir))
         return signing
 
-    def jwks(self) -> dict:
+    def jwks(self) -> dict[str, Any]:
         jwk = RSAAlgorithm.to_jwk(self.key.public_key(), as_dict=True)
         return {"keys": [{**jwk, "kid": self.kid, "use": "sig", "alg": ALGORITHM}]}
 
@@ -172,11 +172,12 @@ class Verifier:
         self._keys = dict(keys)
 
     @classmethod
-    def from_jwks(cls, jwks: dict) -> Verifier:
-        keys = {}
+    def from_jwks(cls, jwks: dict[str, Any]) -> Verifier:
+        keys: dict[str, rsa.RSAPublicKey] = {}
         for jwk in jwks.get("keys", ()):
             if jwk.get("kty") == "RSA" and jwk.get("use", "sig") == "sig" and jwk.get("kid"):
-                keys[jwk["kid"]] = RSAAlgorithm.from_jwk(jwk)
+                key = RSAAlgorithm.from_jwk(jwk)
+                keys[jwk["kid"]] = key.public_key() if isinstance(key, rsa.RSAPrivateKey) else key
         return cls(keys)
 
     @classmethod

@@ -20,7 +20,8 @@ def _parser() -> argparse.ArgumentParser:
                          help="an instance id (meshctl status lists them); none: a line per instance")
     routes_.add_argument("--json", action="store_true", help="the resources as proto3 JSON")
     call_ = commands.add_parser("call", help="call SERVICE/Method with a JSON request over the mesh's mTLS")
-    call_.add_argument("target", metavar="SERVICE/Method", help="catalog/ListProducts or shop.catalog.v1.CatalogService/ListProducts")
+    call_.add_argument("target", metavar="SERVICE/Method",
+                       help="catalog/ListProducts or shop.catalog.v1.CatalogService/ListProducts")
     call_.add_argument("body", nargs="?", default="{}", metavar="JSON", help="the request (proto3 JSON; default {})")
     call_.add_argument("--as", dest="caller", default="meshctl", metavar="SERVICE",
                        help="the workload identity to call as (default meshctl; AuthorizationPolicies decide)")

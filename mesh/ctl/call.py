@@ -8,11 +8,13 @@ from __future__ import annotations
 import difflib
 import json
 import secrets
+from collections.abc import Iterable
+from typing import Any
 
 import grpc
 from google.protobuf import descriptor_pb2, descriptor_pool, json_format, message_factory
-from google.type import money_pb2  # noqa: F401  (a type the services' messages use)
 from google.rpc import error_details_pb2  # noqa: F401  (json_format knows the details' types)
+from google.type import money_pb2  # noqa: F401  (a type the services' messages use)
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
 from grpc_status import rpc_status
 
@@ -61,9 +63,9 @@ def build_pool(database: ProtoReflectionDescriptorDatabase, service: str) -> des
 
     def defined(file: descriptor_pb2.FileDescriptorProto) -> set[str]:
         prefix = f".{file.package}." if file.package else "."
-        names = set()
+        names: set[str] = set()
 
-        def walk(messages, scope: str) -> None:
+        def walk(messages: Iterable[descriptor_pb2.DescriptorProto], scope: str) -> None:
             for m in messages:
                 names.add(scope + m.name)
                 walk(m.nested_type, scope + m.name + ".")
@@ -73,9 +75,9 @@ def build_pool(database: ProtoReflectionDescriptorDatabase, service: str) -> des
         return names
 
     def used(file: descriptor_pb2.FileDescriptorProto) -> set[str]:
-        names = set()
+        names: set[str] = set()
 
-        def walk(messages) -> None:
+        def walk(messages: Iterable[descriptor_pb2.DescriptorProto]) -> None:
             for m in messages:
                 names.update(f.type_name for f in m.field if f.type_name)
                 walk(m.nested_type)
@@ -88,7 +90,7 @@ def build_pool(database: ProtoReflectionDescriptorDatabase, service: str) -> des
         fully qualified, resolved as protoc does: the innermost scope that defines them, else as given."""
         own = defined(file)
 
-        def walk(messages, scope: list[str]) -> None:
+        def walk(messages: Iterable[descriptor_pb2.DescriptorProto], scope: list[str]) -> None:
             for m in messages:
                 inner = [*scope, m.name]
                 for f in m.field:
@@ -127,7 +129,7 @@ def build_pool(database: ProtoReflectionDescriptorDatabase, service: str) -> des
     return pool
 
 
-def _details(error: grpc.RpcError) -> list[dict]:
+def _details(error: grpc.RpcError) -> list[dict[str, Any]]:
     status = rpc_status.from_call(error)  # type: ignore[arg-type]
     if status is None:
         return []
@@ -196,7 +198,7 @@ def run(mesh: Mesh, target: str, body: str, caller: str) -> int:
         stub = channel.unary_unary(f"/{proto_service}/{method}", request_serializer=request_type.SerializeToString,
                                    response_deserializer=response_type.FromString)
         try:
-            response = stub(request, timeout=TIMEOUT, metadata=[("traceparent", f"00-{trace_id}-{span_id}-01")])
+            response = stub(request, timeout=TIMEOUT, metadata=(("traceparent", f"00-{trace_id}-{span_id}-01"),))
         except grpc.RpcError as error:
             answer = {"code": error.code().name, "message": error.details(), "details": _details(error)}
             if error.code() == grpc.StatusCode.PERMISSION_DENIED:

@@ -8,7 +8,8 @@ import importlib.util
 import json
 import pathlib
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 import grpc
 from envoy.admin.v3 import config_dump_shared_pb2 as dump_pb2
@@ -17,6 +18,7 @@ from envoy.config.core.v3 import health_check_pb2
 from envoy.config.endpoint.v3 import endpoint_pb2
 from envoy.config.listener.v3 import listener_pb2
 from envoy.config.route.v3 import route_components_pb2, route_pb2
+
 # Imported so that json_format knows the types inside the resources' Any fields.
 from envoy.extensions.filters.http.fault.v3 import fault_pb2  # noqa: F401
 from envoy.extensions.filters.http.rbac.v3 import rbac_pb2  # noqa: F401
@@ -24,7 +26,7 @@ from envoy.extensions.filters.http.router.v3 import router_pb2  # noqa: F401
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
 from envoy.service.status.v3 import csds_pb2, csds_pb2_grpc
-from google.protobuf import json_format
+from google.protobuf import duration_pb2, json_format
 from google.protobuf.message import Message
 
 from mesh.ctl.where import Mesh
@@ -34,7 +36,7 @@ __all__ = ["Held", "fetch", "render", "run"]
 KINDS = {listener_pb2.Listener: "listeners", route_pb2.RouteConfiguration: "routes",
          cluster_pb2.Cluster: "clusters", endpoint_pb2.ClusterLoadAssignment: "endpoints"}
 
-Held = dict[str, list[tuple[str, str, str, object]]]  # kind -> [(name, status, version, message)]
+Held = dict[str, list[tuple[str, str, str, Message]]]  # kind -> [(name, status, version, message)]
 
 
 def fetch(admin: str) -> Held:
@@ -61,7 +63,7 @@ def held(reply: csds_pb2.ClientStatusResponse) -> Held:
     return out
 
 
-def _to_dict(message: Message) -> dict:
+def _to_dict(message: Message) -> dict[str, Any]:
     """proto3 JSON of a resource. An `Any` inside may name an extension this process has not imported
     (istiod's retry host predicate, for one): import the generated modules of its package and retry."""
     tried: set[str] = set()
@@ -80,13 +82,13 @@ def _to_dict(message: Message) -> dict:
                     importlib.import_module(f"{package}.{module.stem}")
 
 
-def as_json(resources: Held) -> dict:
+def as_json(resources: Held) -> dict[str, Any]:
     return {kind: [{"name": name, "status": status, "version": version,
                     "resource": _to_dict(message)} for name, status, version, message in items]
             for kind, items in resources.items()}
 
 
-def _seconds(d) -> str:
+def _seconds(d: duration_pb2.Duration) -> str:
     return f"{d.seconds + d.nanos / 1e9:g}s"
 
 
@@ -161,7 +163,7 @@ def _listener_line(listener: listener_pb2.Listener) -> str:
 def render(resources: Held) -> str:
     lines = []
 
-    def section(kind: str, title: str, describe) -> None:
+    def section(kind: str, title: str, describe: Callable[[Any], Iterable[str]]) -> None:
         items = resources.get(kind, [])
         lines.append(f"{title} ({len(items)})")
         for name, status, version, message in items:
@@ -179,11 +181,11 @@ def render(resources: Held) -> str:
     return "\n".join(lines).rstrip()
 
 
-def _domains(domains) -> str:
+def _domains(domains: Sequence[str]) -> str:
     """The longest name (the FQDN) and how many others: the list repeats it with and without port and suffixes."""
     if not domains:
         return "(no domains)"
-    longest = max(domains, key=len)
+    longest: str = max(domains, key=len)
     return longest + (f" (+{len(domains) - 1} shorter forms)" if len(domains) > 1 else "")
 
 
@@ -200,7 +202,7 @@ def overview(mesh: Mesh) -> int:
     from mesh.ctl.render import table
     from mesh.runner import topology
     mesh.require_running()
-    rows = [("INSTANCE", "LISTENERS", "ROUTES", "CLUSTERS", "ENDPOINTS", "NOT ACKED")]
+    rows: list[tuple[str, ...]] = [("INSTANCE", "LISTENERS", "ROUTES", "CLUSTERS", "ENDPOINTS", "NOT ACKED")]
     for service in topology.SERVICES:
         for instance in service.instances:
             try:

@@ -9,6 +9,7 @@ import json
 import os
 import time
 import urllib.request
+from pathlib import Path
 
 import grpc
 from cryptography import x509
@@ -88,8 +89,8 @@ def _uptime(pid: int | None) -> str:
     if not pid:
         return "-"
     try:
-        started = int(open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[19]) / os.sysconf("SC_CLK_TCK")
-        since_boot = float(open("/proc/uptime").read().split()[0])
+        started = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]) / os.sysconf("SC_CLK_TCK")
+        since_boot = float(Path("/proc/uptime").read_text().split()[0])
     except (OSError, ValueError, IndexError):
         return "-"
     return duration(since_boot - started)
@@ -130,7 +131,8 @@ def run(mesh: Mesh) -> int:
     print(table(rows))
     istiod = mesh.control_plane == "istiod"
     nodes = fetch_istiod_sync(mesh) if istiod else fetch_xds(mesh.xds)
-    print(f"\nxDS clients ({'/debug/syncz of istiod at ' + mesh.istiod_debug if istiod else 'CSDS of the control plane at ' + mesh.xds}):")
+    source = f"/debug/syncz of istiod at {mesh.istiod_debug}" if istiod else f"CSDS of the control plane at {mesh.xds}"
+    print(f"\nxDS clients ({source}):")
     connected = {n.instance for n in nodes}
     absent = [(sid, *(["not connected"] + ["-"] * (len(XDS_TYPES) - 1))) for sid in sorted(services) if sid not in connected]
     print(table([("NODE", *XDS_TYPES.values())] + [(n.instance, *n.cells.values()) for n in nodes] + absent))

@@ -11,7 +11,8 @@ import shutil
 import time
 import urllib.error
 import urllib.parse
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
+from typing import Any, cast
 
 from mesh.ctl.where import Mesh
 from mesh.runner import topology
@@ -38,11 +39,11 @@ class Span:
     attributes: dict[str, object] = dataclasses.field(default_factory=dict)  # the span's own, as Jaeger gives them
 
 
-def _attrs(items: list[dict]) -> dict[str, object]:
+def _attrs(items: list[dict[str, Any]]) -> dict[str, object]:
     return {a["key"]: next(iter(a.get("value", {}).values()), "") for a in items}
 
 
-def spans_of(result: dict) -> list[Span]:
+def spans_of(result: dict[str, Any]) -> list[Span]:
     """The spans of an /api/v3/traces answer (OTLP JSON)."""
     languages = {s.name: s.language for s in topology.SERVICES}
     out = []
@@ -76,7 +77,7 @@ def short_name(name: str) -> str:
 
 def _int(value: object) -> int:
     try:
-        return int(value)  # type: ignore[call-overload]
+        return int(cast(Any, value))  # whatever it is: int() says whether it is a number
     except (TypeError, ValueError):
         return 0
 
@@ -216,7 +217,7 @@ def render_list(spans: list[Span], last: int, errors_only: bool) -> str:
         root = min((s for s in members if s.parent_id not in ids), key=lambda s: s.start, default=members[0])
         start, end = min(s.start for s in members), max(s.end for s in members)
         services = sorted({f"{s.service}[{LANGUAGE_MARK.get(s.language, s.language)}]" for s in members})
-        rows.append((trace_id, datetime.fromtimestamp(start / 1e9, timezone.utc).strftime("%H:%M:%S.%f")[:-3],
+        rows.append((trace_id, datetime.fromtimestamp(start / 1e9, UTC).strftime("%H:%M:%S.%f")[:-3],
                      f"{root.service} {root.name}", _ms(end - start), str(len(members)), str(failed) if failed else "-",
                      " ".join(services)))
         shown += 1
@@ -225,7 +226,7 @@ def render_list(spans: list[Span], last: int, errors_only: bool) -> str:
     if len(rows) == 1:
         return "(no traces)"
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows)
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows)
 
 
 def run_list(mesh: Mesh, service: str | None, last: int, errors_only: bool, minutes: float) -> int:
@@ -234,7 +235,7 @@ def run_list(mesh: Mesh, service: str | None, last: int, errors_only: bool, minu
         from mesh.ctl.where import suggest
         print(f"no service {service!r}{suggest(service, names)}; services: {', '.join(names)}")
         return 2
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     depth = max(last * (5 if errors_only else 1), 20)
     spans: list[Span] = []
     for name in [service] if service else names:

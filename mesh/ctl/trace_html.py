@@ -10,7 +10,7 @@ builds markup from trace data. The script also reads the URL's fragment (`#colla
 from __future__ import annotations
 
 import html
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from mesh.ctl.trace import LANGUAGE_MARK, Span, _ms, ordered
 
@@ -144,7 +144,7 @@ def page(spans: list[Span], trace_id: str) -> str:
         f'{_e(_ms(total * i // TICKS) if i else "0")}</span>' for i in range(TICKS + 1))
     services = sorted({f"{s.service}[{LANGUAGE_MARK.get(s.language, s.language)}]" for s in spans})
     errors = sum(1 for s in spans if s.error)
-    when = datetime.fromtimestamp(start / 1e9, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC") if spans else "-"
+    when = datetime.fromtimestamp(start / 1e9, UTC).strftime("%Y-%m-%d %H:%M:%S UTC") if spans else "-"
     summary = (f"{len(spans)} spans, {len(services)} services ({', '.join(services)}), {errors} with errors, "
                f"{_ms(total)}, started {when}")
     legend = " ".join(f'<span class="lang" style="background:{c}">{m}</span>' for m, c in LANGUAGE_COLOURS.items())

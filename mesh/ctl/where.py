@@ -9,6 +9,7 @@ import os
 import pathlib
 import urllib.error
 import urllib.request
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -96,7 +97,7 @@ class Mesh:
 
     def host(self, instance: str) -> str:
         """The address an instance binds: 127.0.0.1, or its own loopback address under istiod."""
-        found = next((p for p in self.state().get("processes", []) if p.get("name") == instance), {})
+        found: dict[str, Any] = next((p for p in self.state().get("processes", []) if p.get("name") == instance), {})
         return str(found.get("host") or "127.0.0.1")
 
     def require_control_plane(self) -> None:
@@ -108,7 +109,9 @@ class Mesh:
                 raise self._down("istiod", self.istiod_debug) from error
         with grpc.insecure_channel(self.xds) as channel:
             try:
-                health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=TIMEOUT)
+                # types-grpcio-health-checking's HealthStub declares no methods
+                health_pb2_grpc.HealthStub(channel).Check(  # type: ignore[attr-defined]
+                    health_pb2.HealthCheckRequest(), timeout=TIMEOUT)
             except grpc.RpcError as error:
                 if error.code() == grpc.StatusCode.UNAVAILABLE or error.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
                     raise self._down("the control plane", self.xds) from None
@@ -122,10 +125,11 @@ class Mesh:
         except (OSError, urllib.error.URLError, ValueError) as error:
             raise self._down("Jaeger", self.jaeger) from error
 
-    def state(self) -> dict:
+    def state(self) -> dict[str, Any]:
         """The runner's state.json (PIDs, restarts), or an empty one."""
         try:
-            return json.loads((self.run_dir / "state.json").read_text())
+            state: dict[str, Any] = json.loads((self.run_dir / "state.json").read_text())
+            return state
         except (OSError, ValueError):
             return {"processes": []}
 

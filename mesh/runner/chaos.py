@@ -23,7 +23,8 @@ import os
 import pathlib
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 from mesh.runner import consul_acl, probes, topology
 
@@ -42,7 +43,7 @@ class Rejected(ValueError):
     """An override that is not one of VARIABLES or out of its range."""
 
 
-def validate(overrides: dict) -> dict[str, dict[str, str]]:
+def validate(overrides: dict[str, Any]) -> dict[str, dict[str, str]]:
     """{instance: {VARIABLE: value}} with every value a whole number in its range; zeros dropped
     (a zero injects nothing), and instances left with nothing dropped."""
     if not isinstance(overrides, dict):
@@ -81,7 +82,8 @@ def read(run_dir: pathlib.Path) -> dict[str, dict[str, str]]:
 
 def describe(env: dict[str, str] | None) -> str:
     """'fail=100%,delay=500ms' (one word, for the status table), or '-' for none."""
-    parts = [unit.format(env[name]) for name, (_, _, _, unit) in VARIABLES.items() if name in (env or {})]
+    env = env or {}
+    parts = [unit.format(env[name]) for name, (_, _, _, unit) in VARIABLES.items() if name in env]
     return ",".join(parts) or "-"
 
 
@@ -112,7 +114,7 @@ def request(run_dir: pathlib.Path, instances: list[str], env: dict[str, str] | N
     return table
 
 
-def _processes(run_dir: pathlib.Path) -> dict[str, dict]:
+def _processes(run_dir: pathlib.Path) -> dict[str, dict[str, Any]]:
     try:
         state = json.loads((run_dir / "state.json").read_text())
     except (OSError, ValueError):
@@ -120,8 +122,8 @@ def _processes(run_dir: pathlib.Path) -> dict[str, dict]:
     return {p["name"]: p for p in state.get("processes", [])}
 
 
-def wait_applied(run_dir: pathlib.Path, before: dict[str, dict], wanted: dict[str, dict[str, str]],
-                 healthy, timeout: float = APPLY_TIMEOUT) -> dict[str, str]:
+def wait_applied(run_dir: pathlib.Path, before: dict[str, dict[str, Any]], wanted: dict[str, dict[str, str]],
+                 healthy: Callable[[dict[str, Any]], bool], timeout: float = APPLY_TIMEOUT) -> dict[str, str]:
     """Wait until the supervisor runs every instance of `wanted` with its overrides: a new PID when
     they changed (`before` is the state before the request) and `healthy(process)` true. Returns
     {instance: what happened}; raises TimeoutError naming the instances still waiting."""
@@ -152,7 +154,7 @@ def wait_applied(run_dir: pathlib.Path, before: dict[str, dict], wanted: dict[st
         time.sleep(0.1)
 
 
-def _ready_now(process: dict, consul_http: str, consul_token: str = "") -> bool:
+def _ready_now(process: dict[str, Any], consul_http: str, consul_token: str = "") -> bool:
     """Is this process (a row of state.json) ready by its own probe?"""
     kind, target = process.get("ready") or ("", "")
     if kind == "consul":
@@ -165,7 +167,7 @@ def _ready_now(process: dict, consul_http: str, consul_token: str = "") -> bool:
 INJECTING = "injecting failures"  # the WARN every runtime logs at start when MESH_INJECT_* are set
 
 
-def apply(run_dir: pathlib.Path, offset: int, state: dict, target: str | None, env: dict[str, str], off: bool,
+def apply(run_dir: pathlib.Path, offset: int, state: dict[str, Any], target: str | None, env: dict[str, str], off: bool,
           timeout: float = APPLY_TIMEOUT, hint: bool = True) -> int:
     """`python -m mesh.runner chaos`: set the overrides of TARGET (an instance, or every instance of
     a service; with `off` and no TARGET, every instance), wait until the supervisor has restarted

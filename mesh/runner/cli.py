@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import time
+from typing import Any
 
 from mesh.auth.tokens import SigningKey
 from mesh.runner import chaos, compose, consul_acl, kube, probes, scenarios, topology
@@ -37,14 +38,15 @@ def _alive(pid: int | None) -> bool:
         return False
 
 
-def _state(run_dir: pathlib.Path) -> dict | None:
+def _state(run_dir: pathlib.Path) -> dict[str, Any] | None:
     try:
-        return json.loads((run_dir / "state.json").read_text())
+        state: dict[str, Any] = json.loads((run_dir / "state.json").read_text())
+        return state
     except (OSError, ValueError):
         return None
 
 
-def _running(run_dir: pathlib.Path) -> dict | None:
+def _running(run_dir: pathlib.Path) -> dict[str, Any] | None:
     state = _state(run_dir)
     return state if state and not state["stopped"] and _alive(state["supervisor_pid"]) else None
 
@@ -71,7 +73,7 @@ def _ports(processes: list[topology.Process], offset: int) -> list[int]:
     return sorted(port for port in ports if port)
 
 
-def _health(process: dict, spec: topology.Process, checks: dict[str, str]) -> str:
+def _health(process: dict[str, Any], spec: topology.Process, checks: dict[str, str]) -> str:
     kind, target = spec.ready
     if not process.get("pid"):
         return "down"
@@ -103,11 +105,11 @@ def _table(run_dir: pathlib.Path, offset: int) -> tuple[str, bool]:
             _overrides(process), str(process["restarts"]), health,
         ))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    text = "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows)
+    text = "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows)
     return text, healthy and len(rows) > 1
 
 
-def _overrides(process: dict) -> str:
+def _overrides(process: dict[str, Any]) -> str:
     """The chaos overrides an instance runs with (`mesh/runner/chaos.py`), or `restarting:` the ones
     it is being restarted for: `fail=100%,delay=500ms`, `-` for none."""
     pending = process.get("pending_overrides")
@@ -223,7 +225,7 @@ def logs(run_dir: pathlib.Path, offset: int, service: str | None, lines: int, fo
     paths = [run_dir / "logs" / f"{name}.log" for name in names]
     if follow:
         return subprocess.call(["tail", "-n", str(lines), "-F", *map(str, paths)])
-    for name, path in zip(names, paths):
+    for name, path in zip(names, paths, strict=True):
         print(f"==> {name} <==\n{_tail(path, lines)}\n")
     return 0
 

@@ -30,6 +30,7 @@ import os
 import pathlib
 import sys
 import time
+from typing import Any
 
 import yaml
 
@@ -75,11 +76,11 @@ def placement(net: str) -> topology.Placement:
                               pathlib.Path(ISTIO_PATH), lambda name: at[name])
 
 
-def _build(image: str) -> dict:
+def _build(image: str) -> dict[str, Any]:
     return {"context": ".", "dockerfile": DOCKERFILES[image], "args": BUILD_ARGS}
 
 
-def _network(name: str) -> dict:
+def _network(name: str) -> dict[str, Any]:
     return {"mesh": {"ipv4_address": f"{NET}.{addresses()[name]}"}}
 
 
@@ -93,7 +94,7 @@ def render() -> str:
     where = placement(NET)
     volume = [f"mesh:{VOLUME_PATH}"]
     setup_env = {NET_VARIABLE: NET}
-    services: dict[str, dict] = {
+    services: dict[str, dict[str, Any]] = {
         "mesh-config": {
             "image": IMAGES["control-plane"], "build": _build("control-plane"), "user": "0:0",
             "command": ["python", "-m", "mesh.runner", "compose-setup", "config"],
@@ -159,11 +160,11 @@ class _Dumper(yaml.SafeDumper):
     """Plain YAML: no anchors for values several services share; a short list of scalars (a
     command, a port) on one line, everything else a block."""
 
-    def ignore_aliases(self, data) -> bool:
+    def ignore_aliases(self, data: object) -> bool:
         return True
 
 
-def _sequence(dumper: yaml.SafeDumper, data: list) -> yaml.Node:
+def _sequence(dumper: yaml.SafeDumper, data: list[object]) -> yaml.Node:
     short = all(isinstance(item, (str, int)) for item in data) and sum(len(str(item)) for item in data) < 90
     return dumper.represent_sequence("tag:yaml.org,2002:seq", data, flow_style=short)
 

@@ -29,6 +29,7 @@ import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Iterable
+from typing import Any
 
 __all__ = [
     "AGENT", "CONTROL_PLANE", "MANAGEMENT", "READ", "READ_POLICY", "READ_RULES", "Unready", "accessor_id", "bootstrap",
@@ -127,7 +128,7 @@ def accessor_id(name: str) -> str:
     return str(uuid.uuid5(uuid.NAMESPACE_URL, f"polymesh:consul-token:{name}"))
 
 
-def token_bodies(tokens: dict[str, str], services: Iterable[str], node: str) -> list[dict]:
+def token_bodies(tokens: dict[str, str], services: Iterable[str], node: str) -> list[dict[str, Any]]:
     """The body of every token but the management one, as `PUT /v1/acl/token` takes it."""
     services = list(services)
     bodies = [
@@ -152,11 +153,11 @@ def bootstrap(consul_http: str, tokens: dict[str, str], services: Iterable[str],
     # Create first (a new agent, the usual case, logs no error); update what a try before made.
     policy = {"Name": READ_POLICY, "Description": "polymesh: the catalog and health, read only", "Rules": READ_RULES}
     if api.call("PUT", "/v1/acl/policy", policy, exists_ok=True) is None:
-        existing = api.call("GET", f"/v1/acl/policy/name/{READ_POLICY}")
+        existing = api.read(f"/v1/acl/policy/name/{READ_POLICY}")
         api.call("PUT", f"/v1/acl/policy/{existing['ID']}", policy)
     for body in token_bodies(tokens, services, node):
         if api.call("PUT", "/v1/acl/token", body, exists_ok=True) is None:
-            made = _Api(consul_http, body["SecretID"]).call("GET", "/v1/acl/token/self")
+            made = _Api(consul_http, body["SecretID"]).read("/v1/acl/token/self")
             api.call("PUT", f"/v1/acl/token/{made['AccessorID']}", {**body, "AccessorID": made["AccessorID"]})
 
 
@@ -165,7 +166,13 @@ class _Api:
         self.base = f"http://{consul_http}"
         self.token = token
 
-    def call(self, method: str, path: str, body: dict | None = None, exists_ok: bool = False) -> dict | None:
+    def read(self, path: str) -> dict[str, Any]:
+        answer = self.call("GET", path)
+        assert answer is not None  # None only with exists_ok
+        return answer
+
+    def call(self, method: str, path: str, body: dict[str, Any] | None = None,
+             exists_ok: bool = False) -> dict[str, Any] | None:
         """The answer; None when `exists_ok` and Consul says it has that policy or token already."""
         request = urllib.request.Request(
             self.base + path, method=method, headers={"X-Consul-Token": self.token},
@@ -173,7 +180,8 @@ class _Api:
         )
         try:
             with urllib.request.urlopen(request, timeout=TIMEOUT) as reply:
-                return json.load(reply)
+                answer: dict[str, Any] = json.load(reply)
+                return answer
         except urllib.error.HTTPError as error:
             text = error.read().decode(errors="replace").strip()
             if exists_ok and ("already exists" in text or "already in use" in text):  # Consul says 500

@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import pathlib
 import sys
+from typing import Any
 
 import yaml
 
@@ -55,7 +56,7 @@ HEADER = ("# Generated from mesh/runner/topology.py by `python -m mesh.runner ku
 
 def placement() -> topology.Placement:
     p = topology.Ports(0)
-    return topology.Placement(RUN_DIR, 0, "", "", f"http://jaeger.{OBSERVABILITY}.svc.cluster.local:{p.otlp_grpc}",
+    return topology.Placement(pathlib.Path(RUN_DIR), 0, "", "", f"http://jaeger.{OBSERVABILITY}.svc.cluster.local:{p.otlp_grpc}",
                               pathlib.Path("/istio"), lambda _: "0.0.0.0")
 
 
@@ -66,7 +67,7 @@ def _versions(service: topology.Service) -> dict[str, list[topology.Instance]]:
     return by_version
 
 
-def _env(service: topology.Service, instance: topology.Instance) -> list[dict]:
+def _env(service: topology.Service, instance: topology.Instance) -> list[dict[str, Any]]:
     env = topology.instance_env(service, instance, placement())
     for name in list(env):
         # Kubernetes is the registry; the xDS bootstrap is the proxyless overlay's (Istio's grpc-agent)
@@ -78,19 +79,19 @@ def _env(service: topology.Service, instance: topology.Instance) -> list[dict]:
             *({"name": k, "value": v} for k, v in sorted(env.items()))]
 
 
-def _security_context() -> dict:
+def _security_context() -> dict[str, Any]:
     return {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True, "runAsNonRoot": True,
             "runAsUser": MESH_UID, "runAsGroup": MESH_UID, "capabilities": {"drop": ["ALL"]},
             "seccompProfile": {"type": "RuntimeDefault"}}
 
 
-def _deployment(service: topology.Service, version: str, instances: list[topology.Instance]) -> dict:
+def _deployment(service: topology.Service, version: str, instances: list[topology.Instance]) -> dict[str, Any]:
     first = instances[0]
     labels = {"app": service.name, "version": version}
     port_name = "http" if service.protocol == "http" else "grpc"
     probe = {"grpc": {"port": first.admin_port}, "periodSeconds": 5, "timeoutSeconds": 2}
     volumes = [{"name": "tmp", "emptyDir": {"medium": "Memory", "sizeLimit": "64Mi"}}]
-    mounts = [{"name": "tmp", "mountPath": "/tmp"}]
+    mounts: list[dict[str, Any]] = [{"name": "tmp", "mountPath": "/tmp"}]
     if service.name in STORES:
         volumes.append({"name": "data", "persistentVolumeClaim": {"claimName": f"{service.name}-data"}})
     else:
@@ -133,8 +134,8 @@ def _deployment(service: topology.Service, version: str, instances: list[topolog
     }
 
 
-def _service_docs(service: topology.Service) -> list[dict]:
-    docs: list[dict] = [{"apiVersion": "v1", "kind": "ServiceAccount",
+def _service_docs(service: topology.Service) -> list[dict[str, Any]]:
+    docs: list[dict[str, Any]] = [{"apiVersion": "v1", "kind": "ServiceAccount",
                          "metadata": {"name": service.name, "namespace": NAMESPACE,
                                       "labels": {"app": service.name, "app.kubernetes.io/part-of": PART_OF}}}]
     if service.name in STORES:
@@ -156,12 +157,12 @@ def _service_docs(service: topology.Service) -> list[dict]:
     return docs
 
 
-def _namespaces() -> list[dict]:
+def _namespaces() -> list[dict[str, Any]]:
     return [{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}
             for name in (NAMESPACE, "istio-system", OBSERVABILITY)]
 
 
-def _jaeger() -> list[dict]:
+def _jaeger() -> list[dict[str, Any]]:
     p = topology.BASE_PORTS
     labels = {"app": "jaeger", "version": JAEGER_IMAGE.rsplit(":", 1)[1], "app.kubernetes.io/part-of": f"{PART_OF}-observability"}
     ports = [("grpc-otlp", p["otlp_grpc"], "grpc"), ("http-otlp", p["otlp_http"], "http"),
@@ -193,7 +194,7 @@ def _jaeger() -> list[dict]:
     ]
 
 
-def _telemetry() -> dict:
+def _telemetry() -> dict[str, Any]:
     # The provider `jaeger` is an extension provider of the mesh config (README "Deploy to Kubernetes with
     # Istio": opentelemetry, service jaeger.observability.svc.cluster.local, port 4317).
     return {"apiVersion": "telemetry.istio.io/v1", "kind": "Telemetry",
@@ -201,7 +202,7 @@ def _telemetry() -> dict:
             "spec": {"tracing": [{"providers": [{"name": "jaeger"}], "randomSamplingPercentage": 100.0}]}}
 
 
-def _dump(docs: list[dict]) -> str:
+def _dump(docs: list[dict[str, Any]]) -> str:
     return HEADER + yaml.dump_all(docs, Dumper=compose._Dumper, sort_keys=False, width=120)
 
 

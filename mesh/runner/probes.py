@@ -22,7 +22,7 @@ def http_ok(url: str) -> bool:
             body = reply.read()
             # Consul answers /v1/status/leader with "" until it has elected itself (istiod's /ready: an
             # empty 200 when ready).
-            return reply.status == 200 and body.strip() != b'""'
+            return bool(reply.status == 200 and body.strip() != b'""')
     except (OSError, urllib.error.URLError):
         return False
 
@@ -39,7 +39,9 @@ def pid_file_ok(path: str, pid: int | None) -> bool:
 def grpc_serving(address: str) -> bool:
     with grpc.insecure_channel(address) as channel:
         try:
-            reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=TIMEOUT)
+            # types-grpcio-health-checking's HealthStub declares no methods
+            reply: health_pb2.HealthCheckResponse = health_pb2_grpc.HealthStub(channel).Check(  # type: ignore[attr-defined]
+                health_pb2.HealthCheckRequest(), timeout=TIMEOUT)
         except grpc.RpcError:
             return False
     return reply.status == health_pb2.HealthCheckResponse.SERVING

@@ -23,6 +23,7 @@ from __future__ import annotations
 import collections
 import concurrent.futures
 import dataclasses
+import functools
 import json
 import pathlib
 import shutil
@@ -32,6 +33,7 @@ import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Callable
+from typing import Any
 
 import grpc
 import yaml
@@ -52,7 +54,7 @@ SCENARIO_USER = "scenario-traffic"
 @dataclasses.dataclass
 class Reply:
     status: int  # 0: no HTTP answer
-    body: dict
+    body: dict[str, Any]
     seconds: float
 
     @property
@@ -66,9 +68,10 @@ class Mesh:
     run_dir: pathlib.Path
     offset: int
 
-    def state(self) -> dict:
+    def state(self) -> dict[str, Any]:
         try:
-            return json.loads((self.run_dir / "state.json").read_text())
+            state: dict[str, Any] = json.loads((self.run_dir / "state.json").read_text())
+            return state
         except (OSError, ValueError):
             return {"processes": []}
 
@@ -82,7 +85,7 @@ class Mesh:
     def gateway(self) -> str:
         return f"http://127.0.0.1:{topology.Ports(self.offset).gateway}"
 
-    def process(self, name: str) -> dict:
+    def process(self, name: str) -> dict[str, Any]:
         return next(p for p in self.state()["processes"] if p["name"] == name)
 
     def log_size(self, name: str) -> int:
@@ -99,7 +102,7 @@ class Mesh:
         except OSError:
             return []
 
-    def http(self, method: str, path: str, body: dict | None = None, headers: dict[str, str] | None = None,
+    def http(self, method: str, path: str, body: dict[str, Any] | None = None, headers: dict[str, str] | None = None,
              timeout: float = 30.0) -> Reply:
         data = json.dumps(body).encode() if body is not None else None
         request = urllib.request.Request(self.gateway + path, data=data, method=method,
@@ -137,10 +140,10 @@ class Mesh:
         stock = {p["id"]: self.product_page(product=p["id"]).body.get("available", 0) for p in listed}
         units = [pid for pid, n in sorted(stock.items(), key=lambda kv: -kv[1]) for _ in range(min(n, wanted))]
         # round robin over the products, so that no product runs out first
-        by_product = collections.defaultdict(list)
+        by_product: dict[str, list[str]] = collections.defaultdict(list)
         for pid in units:
             by_product[pid].append(pid)
-        out = []
+        out: list[str] = []
         while len(out) < wanted and any(by_product.values()):
             for pid in list(by_product):
                 if by_product[pid] and len(out) < wanted:
@@ -186,7 +189,7 @@ def verdict(ok: bool, expected: str) -> bool:
 def pricing_split(mesh: Mesh) -> bool:
     replies = [mesh.product_page() for _ in range(200)]
     versions = collections.Counter(r.body.get("pricingVersion", f"error {r.status}") for r in replies)
-    print(f"  200 product pages: " + ", ".join(f"{v} {n} ({n / 2:.0f}%)" for v, n in sorted(versions.items())))
+    print("  200 product pages: " + ", ".join(f"{v} {n} ({n / 2:.0f}%)" for v, n in sorted(versions.items())))
     weights = _weights(mesh.istio_dir / "pricing-canary.yaml")
     if weights is None:
         return verdict(False, "istio/pricing-canary.yaml applied")
@@ -220,7 +223,7 @@ def beta_routing(mesh: Mesh) -> bool:
         products = mesh.in_stock(1)
         reply = mesh.order(products[0], headers) if products else None
         priced = reply.body.get("order", {}).get("pricingVersion") if reply else "no stock left"
-        print(f"  an order with {label:<18}      priced by {priced or reply.error}")
+        print(f"  an order with {label:<18}      priced by {priced or (reply.error if reply else '-')}")
         ok &= priced == expected
     return verdict(ok, "v2 for every call with exactly `x-user-tier: beta`, v1 for every other, orders included")
 
@@ -231,7 +234,7 @@ def payments_hidden(mesh: Mesh, orders: int = 100) -> bool:
         print(f"  only {len(products)} units left in stock (stock comes back with a fresh run folder: make down, "
               "remove .run/data, make up)")
     start = mesh.log_size("orders")
-    replies = concurrently([lambda p=p: mesh.order(p) for p in products], workers=8)
+    replies = concurrently([functools.partial(mesh.order, p) for p in products], workers=8)
     lines = mesh.log_since("orders", start)
     hidden = sum(1 for line in lines if ('"order failed"' in line and "payments is unavailable" in line)
                  or ("compensation of" in line and "incomplete" in line))
@@ -245,7 +248,7 @@ def payments_hidden(mesh: Mesh, orders: int = 100) -> bool:
 
 def timeout_fires(mesh: Mesh) -> bool:
     products = mesh.in_stock(3)
-    orders = concurrently([lambda p=p: mesh.order(p) for p in products], workers=3)
+    orders = concurrently([functools.partial(mesh.order, p) for p in products], workers=3)
     pages = [mesh.product_page() for _ in range(3)]
     print(f"  3 orders:        {_outcomes(orders)}")
     print(f"  3 product pages: {_outcomes(pages)}  (GetStock is not delayed)")
@@ -461,7 +464,7 @@ def _list() -> int:
     return 0
 
 
-def main(run_dir: pathlib.Path, offset: int, name: str | None, mode: str, running: dict | None) -> int:
+def main(run_dir: pathlib.Path, offset: int, name: str | None, mode: str, running: dict[str, Any] | None) -> int:
     if name is None and mode == "demo":
         return _list()
     if name is not None and name not in SCENARIOS:
@@ -474,6 +477,9 @@ def main(run_dir: pathlib.Path, offset: int, name: str | None, mode: str, runnin
     if mode == "off":
         print("taking every scenario off")
         return take_off(mesh)
+    if name is None:  # only the listing and `off` go without one
+        print(f"which scenario? one of: {', '.join(SCENARIOS)}")
+        return 2
     scenario = SCENARIOS[name]
     if mode == "traffic":
         missing = [f for f in scenario.files if not (mesh.istio_dir / f).exists()]

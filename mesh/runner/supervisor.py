@@ -43,7 +43,7 @@ TICK = 0.1
 @dataclasses.dataclass
 class Child:
     spec: Process
-    popen: subprocess.Popen | None = None
+    popen: subprocess.Popen[bytes] | None = None
     started_at: float = 0.0
     restarts: int = 0
     failures_in_a_row: int = 0
@@ -74,13 +74,12 @@ class Supervisor:
 
     # -- processes ---------------------------------------------------------------------------------
     def _spawn(self, child: Child) -> None:
-        log_file = open(self.logs / f"{child.spec.name}.log", "ab")
         env = {**os.environ, **child.spec.env, **child.overrides}
-        child.popen = subprocess.Popen(
-            child.spec.command, env=env, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            cwd=pathlib.Path(__file__).resolve().parents[2],
-        )
-        log_file.close()
+        with open(self.logs / f"{child.spec.name}.log", "ab") as log_file:  # the child has its own copy
+            child.popen = subprocess.Popen(
+                child.spec.command, env=env, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                cwd=pathlib.Path(__file__).resolve().parents[2],
+            )
         child.started_at = time.monotonic()
         child.hooked = child.spec.name not in self.on_ready
         log.info("started %s pid %d%s", child.spec.name, child.popen.pid,
@@ -219,18 +218,18 @@ class Supervisor:
             child.pending = None
         # Mesh instances first (they deregister and flush spans), then the infrastructure.
         for wave in sorted({c.spec.wave for c in self.children}, reverse=True):
-            members = [c for c in self.children if c.spec.wave == wave and c.popen is not None]
-            for child in members:
-                child.popen.send_signal(signal.SIGTERM)
+            members = [(c, c.popen) for c in self.children if c.spec.wave == wave and c.popen is not None]
+            for _, popen in members:
+                popen.send_signal(signal.SIGTERM)
             deadline = time.monotonic() + STOP_TIMEOUT
-            for child in members:
+            for child, popen in members:
                 try:
-                    child.popen.wait(max(0.1, deadline - time.monotonic()))
+                    popen.wait(max(0.1, deadline - time.monotonic()))
                 except subprocess.TimeoutExpired:
-                    log.warning("%s did not stop in %.0f s; killing pid %d", child.spec.name, STOP_TIMEOUT, child.popen.pid)
-                    child.popen.kill()
-                    child.popen.wait()
-                child.last_exit = child.popen.returncode
+                    log.warning("%s did not stop in %.0f s; killing pid %d", child.spec.name, STOP_TIMEOUT, popen.pid)
+                    popen.kill()
+                    popen.wait()
+                child.last_exit = popen.returncode
                 child.popen = None
         self._save(stopped=True)
 

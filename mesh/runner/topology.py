@@ -7,6 +7,7 @@ import dataclasses
 import os
 import pathlib
 from collections.abc import Callable
+from typing import Any
 
 from mesh.runner import consul_acl
 from mesh.xds import bootstrap
@@ -219,7 +220,8 @@ def build(run_dir: pathlib.Path, offset: int = 0) -> list[Process]:
         Process(
             "consul", 1,
             (str(TOOLS / "consul"), "agent", "-dev", "-bind=127.0.0.1", "-client=127.0.0.1", "-log-json",
-             f"-node={CONSUL_NODE}", "-config-file", str(consul_acl.config_path(run_dir)), f"-http-port={p.consul_http}", f"-grpc-port={p.consul_grpc}",
+             f"-node={CONSUL_NODE}", "-config-file", str(consul_acl.config_path(run_dir)),
+             f"-http-port={p.consul_http}", f"-grpc-port={p.consul_grpc}",
              f"-grpc-tls-port={p.consul_grpc_tls}", f"-server-port={p.consul_server}",
              f"-serf-lan-port={p.consul_serf_lan}", f"-serf-wan-port={p.consul_serf_wan}", "-dns-port=-1"),
             {}, ("http", f"http://{consul_addr}/v1/status/leader"), port=p.consul_http,
@@ -306,11 +308,11 @@ def sync_istiod_istio_dir(placement: Placement) -> None:
         (target / source.name).write_bytes(source.read_bytes())
 
 
-def registry_objects(placement: Placement) -> list[dict]:
+def registry_objects(placement: Placement) -> list[dict[str, Any]]:
     """Istio's registry for the local instances: a ServiceEntry per gRPC service (its hosts the
     service's FQDN, its port the service port) and a WorkloadEntry per instance (its own address, its
     service account = the service, labels app/version, the instance's port under the port's name)."""
-    objects: list[dict] = []
+    objects: list[dict[str, Any]] = []
     for service in SERVICES:
         if service.protocol != "grpc":
             continue

@@ -90,7 +90,7 @@ class EnvReader:
         except ValueError:
             self._problems.append(f"{name}: not an integer: {json.dumps(value)}")
             return default
-        if minimum is not None and number < minimum or maximum is not None and number > maximum:
+        if (minimum is not None and number < minimum) or (maximum is not None and number > maximum):
             self._problems.append(f"{name}: must be between {minimum} and {maximum}: {number}")
             return default
         return number

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Mapping, MutableMapping
 
 __all__ = ["DISABLED", "TRAILERS_ONLY", "disable_experiments"]
 
@@ -29,7 +30,8 @@ def _entries(value: str) -> list[str]:
     return [entry.strip() for entry in value.split(",") if entry.strip()]
 
 
-def disable_experiments(environ=os.environ, modules=sys.modules) -> bool:
+def disable_experiments(environ: MutableMapping[str, str] = os.environ,
+                        modules: Mapping[str, object] = sys.modules) -> bool:
     """Add `-NAME` to GRPC_EXPERIMENTS for each of DISABLED it does not name already (an explicit
     choice wins), unless grpc core is loaded already; True if core sees every one of them off."""
     entries = _entries(environ.get(VARIABLE, ""))

@@ -15,7 +15,7 @@ import time
 import grpc
 
 from mesh.runtime import incoming
-from mesh.runtime.interceptors import CallDetailsInterceptor
+from mesh.runtime.interceptors import CallDetailsInterceptor, replaced
 from mesh.runtime.routes import RouteTimeouts
 
 __all__ = ["OutboundDeadline", "remaining"]
@@ -37,4 +37,4 @@ class OutboundDeadline(CallDetailsInterceptor):
         timeout = min(candidates) if candidates else self._default
         if self._routes is not None:
             timeout = self._routes.bound(details.method, details.metadata, timeout)
-        return details._replace(timeout=timeout)  # grpc.intercept_channel's details are a namedtuple
+        return replaced(details, timeout=timeout)

@@ -8,7 +8,8 @@ status with details in `grpc-status-details-bin`, and turns anything unexpected 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any, cast
 
 import grpc
 from google.protobuf import any_pb2, message
@@ -16,16 +17,17 @@ from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from mesh.runtime import core_experiments
+from mesh.runtime.interceptors import Behaviour, Continuation, Handler, replaced
 
 __all__ = [
-    "ServiceError",
     "ErrorInterceptor",
+    "ServiceError",
+    "already_exists",
+    "details_of",
+    "failed_precondition",
     "invalid_argument",
     "not_found",
     "not_found_ids",
-    "failed_precondition",
-    "already_exists",
-    "details_of",
     "unpack_details",
 ]
 
@@ -55,7 +57,7 @@ class ServiceError(Exception):
         return rpc_status.to_status(self.to_status_proto())
 
     @classmethod
-    def from_status_proto(cls, status: status_pb2.Status) -> "ServiceError":
+    def from_status_proto(cls, status: status_pb2.Status) -> ServiceError:
         code = next(c for c in grpc.StatusCode if c.value[0] == status.code)
         return cls(code, status.message, unpack_details(status))
 
@@ -84,7 +86,7 @@ def not_found_ids(error: grpc.RpcError) -> list[str]:
     """The ids a downstream NOT_FOUND names (docs/runtime-contract.md, "Errors")."""
     for detail in details_of(error):
         if isinstance(detail, error_details_pb2.ErrorInfo) and detail.metadata.get(RESOURCE_IDS):
-            return detail.metadata[RESOURCE_IDS].split(",")
+            return str(detail.metadata[RESOURCE_IDS]).split(",")
     return []
 
 
@@ -117,7 +119,8 @@ def unpack_details(status: status_pb2.Status) -> list[message.Message]:
 def details_of(error: grpc.RpcError) -> list[message.Message]:
     """The google.rpc details carried by a failed call (sync or asyncio)."""
     trailing = error.trailing_metadata() if hasattr(error, "trailing_metadata") else None
-    for key, value in trailing or ():
+    # (key, value) pairs: the stubs' _Metadatum (.key, .value) is not what grpcio returns
+    for key, value in cast(Sequence[tuple[str, Any]], trailing or ()):
         if key == "grpc-status-details-bin":
             return unpack_details(status_pb2.Status.FromString(value))
     return []
@@ -157,7 +160,7 @@ def _status_of(error: Exception, context: grpc.ServicerContext, method: str) -> 
         if code in PASS_THROUGH:
             return ServiceError(code, error.details() or "").to_status()
         return ServiceError(grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE).to_status()
-    if context.code() not in (None, grpc.StatusCode.OK):
+    if context.code() not in (None, grpc.StatusCode.OK):  # type: ignore[attr-defined]  # grpcio has it; its stubs lack it
         return None  # context.abort() set the status already; keep it
     log.error("unexpected error in %s", method, exc_info=error)
     return ServiceError(grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE).to_status()
@@ -166,18 +169,19 @@ def _status_of(error: Exception, context: grpc.ServicerContext, method: str) -> 
 class ErrorInterceptor(grpc.ServerInterceptor):
     """Maps exceptions raised by servicer methods, unary or streaming, to gRPC statuses."""
 
-    def intercept_service(self, continuation, handler_call_details):
+    def intercept_service(self, continuation: Continuation,
+                          handler_call_details: grpc.HandlerCallDetails) -> Handler | None:
         handler = continuation(handler_call_details)
         if handler is None:
             return handler
         method = handler_call_details.method
         serialize = handler.response_serializer
 
-        def unary(behaviour):
-            def guarded(request, context):
+        def unary(behaviour: Behaviour) -> Behaviour:
+            def guarded(request: Any, context: grpc.ServicerContext) -> Any:
                 try:
                     return behaviour(request, context)
-                except Exception as error:  # noqa: BLE001 - every error becomes a status
+                except Exception as error:  # every error becomes a status
                     status = _status_of(error, context, method)
                     if status is None:  # context.abort() set the status: grpcio reports it
                         if core_experiments.TRAILERS_ONLY:
@@ -186,14 +190,14 @@ class ErrorInterceptor(grpc.ServerInterceptor):
                     return _fail(context, status)
             return guarded
 
-        def streaming(behaviour):
-            def guarded(request, context):
+        def streaming(behaviour: Behaviour) -> Behaviour:
+            def guarded(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
                 answered = False
                 try:
                     for response in behaviour(request, context):
                         answered = True
                         yield response
-                except Exception as error:  # noqa: BLE001 - every error becomes a status
+                except Exception as error:  # every error becomes a status
                     status = _status_of(error, context, method)
                     if core_experiments.TRAILERS_ONLY:
                         if status is None:
@@ -214,7 +218,7 @@ class ErrorInterceptor(grpc.ServerInterceptor):
             "unary_stream": handler.unary_stream and streaming(handler.unary_stream),
             "stream_stream": handler.stream_stream and streaming(handler.stream_stream),
         }
-        return handler._replace(
-            **{kind: behaviour for kind, behaviour in wrapped.items() if behaviour},
-            response_serializer=lambda message: b"" if message is _NO_MESSAGE else serialize(message),
+        return replaced(
+            handler, **{kind: behaviour for kind, behaviour in wrapped.items() if behaviour},
+            response_serializer=lambda message: b"" if message is _NO_MESSAGE else serialize(message) if serialize else message,
         )

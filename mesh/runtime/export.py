@@ -34,6 +34,7 @@ Environment (read once, when the processor is built; the SDK's names and default
 from __future__ import annotations
 
 import collections
+import contextlib
 import fcntl
 import itertools
 import logging
@@ -46,7 +47,8 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import IO, TYPE_CHECKING, Any
 
 from opentelemetry.context import Context
 from opentelemetry.sdk.environment_variables import (
@@ -58,7 +60,12 @@ from opentelemetry.sdk.environment_variables import (
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 
-__all__ = ["ChildProcessSpanProcessor", "span_record", "rebuild_span"]
+if TYPE_CHECKING:  # imported where used at run time (the child process imports little)
+    from opentelemetry.sdk.trace.export import SpanExporter
+    from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+    from opentelemetry.trace import SpanContext
+
+__all__ = ["ChildProcessSpanProcessor", "rebuild_span", "span_record"]
 
 log = logging.getLogger(__name__)
 
@@ -99,10 +106,11 @@ def _env_int(name: str, default: int) -> int:
 # A record is a tuple of str/int/float/bool/None, tuples and dicts of those: cheap to pickle, and
 # untracked by the garbage collector once its containers hold only atoms.
 
-_scope_records: dict = {}
+Record = tuple[Any, ...]
+_scope_records: dict[InstrumentationScope, Record] = {}
 
 
-def _scope_record(scope) -> tuple | None:
+def _scope_record(scope: InstrumentationScope | None) -> Record | None:
     if scope is None:
         return None
     record = _scope_records.get(scope)
@@ -114,12 +122,12 @@ def _scope_record(scope) -> tuple | None:
     return record
 
 
-def _context_record(context) -> tuple:
+def _context_record(context: SpanContext) -> Record:
     state = tuple(context.trace_state.items()) if context.trace_state else ()
     return (context.trace_id, context.span_id, context.is_remote, int(context.trace_flags), state)
 
 
-def span_record(span: ReadableSpan) -> tuple:
+def span_record(span: ReadableSpan) -> Record:
     """Everything the OTLP encoder reads from `span`, as primitives (see `rebuild_span`)."""
     parent = span.parent
     status = span.status
@@ -146,7 +154,7 @@ def span_record(span: ReadableSpan) -> tuple:
 class _RebuiltSpan(ReadableSpan):
     """A `ReadableSpan` that also carries the original's dropped counts."""
 
-    def __init__(self, *args, dropped: tuple[int, int, int], **kwargs) -> None:
+    def __init__(self, *args: Any, dropped: tuple[int, int, int], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._dropped = dropped
 
@@ -163,7 +171,7 @@ class _RebuiltSpan(ReadableSpan):
         return self._dropped[2]
 
 
-def _attributes(values: dict | None, dropped: int):
+def _attributes(values: dict[str, Any] | None, dropped: int) -> Mapping[str, Any]:
     from opentelemetry.attributes import BoundedAttributes
 
     if not dropped:
@@ -173,14 +181,15 @@ def _attributes(values: dict | None, dropped: int):
     return bounded
 
 
-def _span_context(record: tuple):
+def _span_context(record: Record) -> SpanContext:
     from opentelemetry.trace import SpanContext, TraceFlags, TraceState
 
     trace_id, span_id, is_remote, flags, state = record
     return SpanContext(trace_id, span_id, is_remote, TraceFlags(flags), TraceState(list(state)) if state else None)
 
 
-def rebuild_span(record: tuple, resource: Resource, scopes: dict | None = None) -> ReadableSpan:
+def rebuild_span(record: Record, resource: Resource,
+                 scopes: dict[Record, InstrumentationScope] | None = None) -> ReadableSpan:
     """The inverse of `span_record`: a span the SDK's OTLP encoder encodes as it did the original.
     `scopes` caches `InstrumentationScope`s by record, so spans of one scope share one object."""
     from opentelemetry.sdk.trace import Event
@@ -266,7 +275,7 @@ class ChildProcessSpanProcessor(SpanProcessor):
         self._child_gone = False
 
         self._child = self._start_child(log_level)
-        self._pipe = self._child.stdin.fileno()
+        self._pipe = self._stdin.fileno()
         _grow_pipe(self._pipe)
         self._send(
             [
@@ -289,7 +298,12 @@ class ChildProcessSpanProcessor(SpanProcessor):
         self._handoff = threading.Thread(target=self._run_handoff, name="span-handoff", daemon=True)
         self._handoff.start()
 
-    def _start_child(self, log_level: str) -> subprocess.Popen:
+    @property
+    def _stdin(self) -> IO[bytes]:
+        assert self._child.stdin is not None  # started with stdin=PIPE
+        return self._child.stdin
+
+    def _start_child(self, log_level: str) -> subprocess.Popen[bytes]:
         ack_read, ack_write = os.pipe()
         # fork+exec of a fresh interpreter (no Python runs between them): safe with grpc threads.
         child = subprocess.Popen(
@@ -370,10 +384,8 @@ class ChildProcessSpanProcessor(SpanProcessor):
             self._reported_dropped = dropped
 
     def _close_pipe(self) -> None:
-        try:
-            self._child.stdin.close()
-        except OSError:
-            pass
+        with contextlib.suppress(OSError):
+            self._stdin.close()
 
     # Flush and shutdown.
     def force_flush(self, timeout_millis: int = 30000) -> bool:
@@ -421,10 +433,8 @@ class ChildProcessSpanProcessor(SpanProcessor):
 
 
 def _grow_pipe(fd: int) -> None:
-    try:
+    with contextlib.suppress(OSError):  # not Linux, or above /proc/sys/fs/pipe-max-size: the default still works
         fcntl.fcntl(fd, _F_SETPIPE_SZ, PIPE_SIZE)
-    except OSError:  # not Linux, or above /proc/sys/fs/pipe-max-size: the default still works
-        pass
 
 
 # -- the child process -------------------------------------------------------------------------
@@ -494,13 +504,13 @@ def _child_main() -> None:
 
 
 class _ChildExporter:
-    def __init__(self, exporter, resource: Resource, config: dict, ack: int) -> None:
+    def __init__(self, exporter: SpanExporter, resource: Resource, config: dict[str, Any], ack: int) -> None:
         self.exporter = exporter
         self.resource = resource
         self.batch_size = config["max_export_batch_size"]
         self.delay = config["schedule_delay_seconds"]
         self.ack = ack
-        self.scopes: dict = {}
+        self.scopes: dict[Record, InstrumentationScope] = {}
         self.pending: list[ReadableSpan] = []
         self.deadline: float | None = None  # when the oldest pending span must be exported
 
@@ -540,7 +550,7 @@ class _ChildExporter:
     def export(self, spans: list[ReadableSpan]) -> None:
         try:
             result = self.exporter.export(spans)
-        except Exception:  # noqa: BLE001 - one bad batch must not end the exporter
+        except Exception:  # one bad batch must not end the exporter
             log.exception("span export failed", extra={"spans": len(spans)})
             return
         if result.name != "SUCCESS":

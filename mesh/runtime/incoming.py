@@ -12,9 +12,12 @@ from __future__ import annotations
 import contextvars
 import dataclasses
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import grpc
+
+from mesh.runtime.interceptors import Behaviour, Continuation, Handler, replaced
 
 __all__ = ["IncomingCall", "IncomingCalls", "current"]
 
@@ -40,8 +43,8 @@ def _incoming(context: grpc.ServicerContext) -> IncomingCall:
     return IncomingCall(deadline, tuple(context.invocation_metadata() or ()))
 
 
-def _scoped_unary(behaviour: Callable) -> Callable:
-    def handle(request_or_iterator, context):
+def _scoped_unary(behaviour: Behaviour) -> Behaviour:
+    def handle(request_or_iterator: Any, context: grpc.ServicerContext) -> Any:
         token = _current.set(_incoming(context))
         try:
             return behaviour(request_or_iterator, context)
@@ -50,10 +53,10 @@ def _scoped_unary(behaviour: Callable) -> Callable:
     return handle
 
 
-def _scoped_stream(behaviour: Callable) -> Callable:
-    def handle(request_or_iterator, context) -> Iterator:
+def _scoped_stream(behaviour: Behaviour) -> Behaviour:
+    def handle(request_or_iterator: Any, context: grpc.ServicerContext) -> Iterator[Any]:
         call = _incoming(context)
-        responses = iter(())
+        responses: Iterator[Any] = iter(())
         token = _current.set(call)
         try:
             responses = behaviour(request_or_iterator, context)
@@ -72,14 +75,16 @@ def _scoped_stream(behaviour: Callable) -> Callable:
 
 
 class IncomingCalls(grpc.ServerInterceptor):
-    def intercept_service(self, continuation, handler_call_details):
+    def intercept_service(self, continuation: Continuation,
+                          handler_call_details: grpc.HandlerCallDetails) -> Handler | None:
         handler = continuation(handler_call_details)
         if handler is None:
             return handler
         if handler.unary_unary:
-            return handler._replace(unary_unary=_scoped_unary(handler.unary_unary))
+            return replaced(handler, unary_unary=_scoped_unary(handler.unary_unary))
         if handler.stream_unary:
-            return handler._replace(stream_unary=_scoped_unary(handler.stream_unary))
+            return replaced(handler, stream_unary=_scoped_unary(handler.stream_unary))
         if handler.unary_stream:
-            return handler._replace(unary_stream=_scoped_stream(handler.unary_stream))
-        return handler._replace(stream_stream=_scoped_stream(handler.stream_stream))
+            return replaced(handler, unary_stream=_scoped_stream(handler.unary_stream))
+        assert handler.stream_stream is not None  # a handler has one of the four
+        return replaced(handler, stream_stream=_scoped_stream(handler.stream_stream))

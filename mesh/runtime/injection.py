@@ -12,12 +12,13 @@ from __future__ import annotations
 import logging
 import random
 import threading
-from collections.abc import Callable
+from typing import Any
 
 import grpc
 
 from mesh.runtime.config import InstanceConfig
 from mesh.runtime.errors import ServiceError
+from mesh.runtime.interceptors import Behaviour, Continuation, Handler, replaced
 
 __all__ = ["InjectedFailures", "injected_failures"]
 
@@ -48,15 +49,16 @@ class InjectedFailures(grpc.ServerInterceptor):
         if random.randrange(100) < self._percent:
             raise ServiceError(grpc.StatusCode.UNAVAILABLE, f"injected failure (MESH_INJECT_FAILURE_PERCENT={self._percent})")
 
-    def _guarded(self, behaviour: Callable) -> Callable:
-        def handle(request_or_iterator, context):
+    def _guarded(self, behaviour: Behaviour) -> Behaviour:
+        def handle(request_or_iterator: Any, context: grpc.ServicerContext) -> Any:
             self._inject(context)
             return behaviour(request_or_iterator, context)
         return handle
 
-    def intercept_service(self, continuation, handler_call_details):
+    def intercept_service(self, continuation: Continuation,
+                          handler_call_details: grpc.HandlerCallDetails) -> Handler | None:
         handler = continuation(handler_call_details)
         if handler is None:
             return handler
         kinds = ("unary_unary", "stream_unary", "unary_stream", "stream_stream")
-        return handler._replace(**{kind: self._guarded(getattr(handler, kind)) for kind in kinds if getattr(handler, kind)})
+        return replaced(handler, **{kind: self._guarded(getattr(handler, kind)) for kind in kinds if getattr(handler, kind)})

@@ -18,16 +18,17 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent import futures
+from types import ModuleType
+from typing import Any
 
 import consul
 import grpc
-from consul.callback import CB
 import grpc_admin
+from consul.callback import CB
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from mesh.runtime import logs, tracing
-from mesh.runtime.tracing import UNTRACED_SERVICES
 from mesh.runtime.config import ConfigError, EnvReader, InstanceConfig, load_instance_config
 from mesh.runtime.deadlines import OutboundDeadline
 from mesh.runtime.errors import ErrorInterceptor
@@ -35,8 +36,9 @@ from mesh.runtime.incoming import IncomingCalls
 from mesh.runtime.injection import injected_failures
 from mesh.runtime.propagation import OutboundHeaders
 from mesh.runtime.routes import RouteTimeouts
+from mesh.runtime.tracing import UNTRACED_SERVICES
 
-__all__ = ["Servicer", "Instance", "run", "load_config_or_exit", "dial", "xds_target", "CONFIG_ERROR_EXIT"]
+__all__ = ["CONFIG_ERROR_EXIT", "Instance", "Servicer", "dial", "load_config_or_exit", "run", "xds_target"]
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +66,8 @@ class Servicer:
     add_to_server: Callable[[grpc.Server], None]
 
     @classmethod
-    def of(cls, pb2_module, service: str, add: Callable, servicer: object) -> "Servicer":
+    def of(cls, pb2_module: ModuleType, service: str, add: Callable[[Any, grpc.Server], None],
+           servicer: object) -> Servicer:
         """`Servicer.of(catalog_pb2, "CatalogService", add_CatalogServiceServicer_to_server, impl)`."""
         return cls(pb2_module.DESCRIPTOR.services_by_name[service].full_name, lambda server: add(servicer, server))
 
@@ -102,7 +105,8 @@ def dial(config: InstanceConfig, service: str) -> grpc.Channel:
 def _free_port(host: str) -> int:
     with socket.socket() as probe:
         probe.bind((host, 0))
-        return probe.getsockname()[1]
+        port: int = probe.getsockname()[1]
+        return port
 
 
 def _accepts(host: str, port: int) -> bool:
@@ -224,7 +228,7 @@ class Instance:
                 )
             time.sleep(0.05)
 
-    def _set_health(self, status) -> None:
+    def _set_health(self, status: int) -> None:
         for name in ("", *(s.name for s in self.servicers)):
             self.health.set(name, status)
 
@@ -313,7 +317,7 @@ class Instance:
             try:
                 self._consul.agent.service.deregister(self.config.instance_id)
                 log.info("deregistered from Consul")
-            except Exception as error:  # Consul down must not block the shutdown.
+            except Exception as error:  # noqa: BLE001 - Consul down must not block the shutdown
                 log.warning("could not deregister from Consul: %s", error)
         drains = [s.stop(self.config.drain_timeout) for s in (self._business, self._admin) if s is not None]
         for done in drains:

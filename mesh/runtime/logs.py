@@ -13,7 +13,7 @@ from typing import Any
 
 from opentelemetry import trace
 
-__all__ = ["configure", "JsonFormatter"]
+__all__ = ["JsonFormatter", "configure"]
 
 SEVERITY = {"DEBUG": "DEBUG", "INFO": "INFO", "WARNING": "WARN", "ERROR": "ERROR", "CRITICAL": "ERROR"}
 # Attributes every LogRecord has; anything else passed with `extra=` is logged as a field.
@@ -26,7 +26,7 @@ class JsonFormatter(logging.Formatter):
         self._static = {"service.name": service_name, "service.instance.id": instance_id}
 
     def format(self, record: logging.LogRecord) -> str:
-        when = datetime.datetime.fromtimestamp(record.created, tz=datetime.timezone.utc)
+        when = datetime.datetime.fromtimestamp(record.created, tz=datetime.UTC)
         line: dict[str, Any] = {
             "timestamp": when.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
             "severity": SEVERITY.get(record.levelname, record.levelname),

@@ -13,15 +13,15 @@ from collections.abc import Sequence
 import grpc
 
 from mesh.runtime import incoming
-from mesh.runtime.interceptors import CallDetailsInterceptor
+from mesh.runtime.interceptors import CallDetailsInterceptor, replaced
 
 __all__ = ["OutboundHeaders", "propagated_headers"]
 
 
-def propagated_headers(names: Sequence[str]) -> dict[str, list[str]]:
+def propagated_headers(names: Sequence[str]) -> dict[str, list[str | bytes]]:
     """The headers of `names` the incoming RPC on this thread came with, each with its values in order."""
     call = incoming.current()
-    found: dict[str, list[str]] = {}
+    found: dict[str, list[str | bytes]] = {}
     for key, value in call.metadata if call is not None else ():
         if key in names:
             found.setdefault(key, []).append(value)
@@ -37,4 +37,4 @@ class OutboundHeaders(CallDetailsInterceptor):
         set_by_call = {key for key, _ in own}
         added = tuple((name, value) for name, values in propagated_headers(self._names).items()
                       if name not in set_by_call for value in values)
-        return details._replace(metadata=own + added) if added else details
+        return replaced(details, metadata=own + added) if added else details

@@ -47,10 +47,12 @@ the route timeout then counts from there, as gRPC's max_stream_duration counts f
 from __future__ import annotations
 
 import dataclasses
+import enum
 import re
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any, TypeVar, cast
 
 import grpc
 from envoy.admin.v3 import config_dump_shared_pb2 as config_dump
@@ -58,7 +60,11 @@ from envoy.config.listener.v3 import listener_pb2
 from envoy.config.route.v3 import route_components_pb2, route_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 from envoy.service.status.v3 import csds_pb2
-from grpc._cython import cygrpc
+from envoy.type.matcher.v3 import string_pb2
+from google.protobuf import any_pb2, duration_pb2
+from grpc._cython import cygrpc  # type: ignore[attr-defined]  # grpcio's private core module: not in its stubs
+
+from mesh.runtime.interceptors import replaced
 
 __all__ = ["REFRESH_SECONDS", "AioRouteTimeouts", "RouteTimeouts", "compile_routes", "route_timeout", "select_virtual_host"]
 
@@ -69,22 +75,28 @@ ROUTE_CONFIGURATION = "type.googleapis.com/envoy.config.route.v3.RouteConfigurat
 # gRPC has nothing for the name and will fail calls that need it (a NACKed resource without contents:
 # its first version was rejected)
 _GONE = (config_dump.DOES_NOT_EXIST, config_dump.NACKED, config_dump.RECEIVED_ERROR, config_dump.TIMEOUT)
-_PENDING = object()  # the config is not there yet
 
-Metadata = Sequence[tuple[str, str | bytes]] | None
+
+class _Pending(enum.Enum):
+    PENDING = "the config is not there yet"
+
+
+_PENDING = _Pending.PENDING
+Metadata = Iterable[tuple[str, str | bytes]] | None
+_Request = TypeVar("_Request")
+_Call = TypeVar("_Call")
 
 
 # ---- route matching (pure) -----------------------------------------------------------------------
 
 
-def _seconds(duration) -> float:
+def _seconds(duration: duration_pb2.Duration) -> float:
     return duration.seconds + duration.nanos / 1e9
 
 
-def _string_matcher(matcher) -> Callable[[str], bool]:
-    """envoy.type.matcher.v3.StringMatcher."""
+def _string_matcher(matcher: string_pb2.StringMatcher) -> Callable[[str], bool]:
     kind = matcher.WhichOneof("match_pattern")
-    fold = (lambda s: s.lower()) if matcher.ignore_case else (lambda s: s)
+    fold: Callable[[str], str] = (lambda s: s.lower()) if matcher.ignore_case else (lambda s: s)
     if kind == "exact":
         want = fold(matcher.exact)
         return lambda v: fold(v) == want
@@ -116,27 +128,33 @@ def _header_matcher(header: route_components_pb2.HeaderMatcher) -> Callable[[dic
     name = header.name.lower()
     kind = header.WhichOneof("header_match_specifier")
     invert = header.invert_match
+    test: Callable[[str], bool]
     if kind == "present_match":
         want = header.present_match
         return lambda headers: ((name in headers) == want) != invert
     if kind == "exact_match":
-        test = lambda v, want=header.exact_match: v == want  # noqa: E731
+        exact: str = header.exact_match
+        test = lambda v: v == exact  # noqa: E731
     elif kind == "prefix_match":
-        test = lambda v, want=header.prefix_match: v.startswith(want)  # noqa: E731
+        prefix: str = header.prefix_match
+        test = lambda v: v.startswith(prefix)  # noqa: E731
     elif kind == "suffix_match":
-        test = lambda v, want=header.suffix_match: v.endswith(want)  # noqa: E731
+        suffix: str = header.suffix_match
+        test = lambda v: v.endswith(suffix)  # noqa: E731
     elif kind == "contains_match":
-        test = lambda v, want=header.contains_match: want in v  # noqa: E731
+        contained: str = header.contains_match
+        test = lambda v: contained in v  # noqa: E731
     elif kind == "safe_regex_match":
         test = _regex(header.safe_regex_match.regex)
     elif kind == "range_match":
         start, end = header.range_match.start, header.range_match.end
 
-        def test(v: str) -> bool:
+        def in_range(v: str) -> bool:
             try:
-                return start <= int(v) < end
+                return bool(start <= int(v) < end)
             except ValueError:
                 return False
+        test = in_range
     elif kind == "string_match":
         test = _string_matcher(header.string_match)
     else:
@@ -151,7 +169,7 @@ def _header_matcher(header: route_components_pb2.HeaderMatcher) -> Callable[[dic
 def _path_matcher(match: route_components_pb2.RouteMatch) -> Callable[[str], bool]:
     kind = match.WhichOneof("path_specifier")
     sensitive = not match.HasField("case_sensitive") or match.case_sensitive.value
-    fold = (lambda s: s) if sensitive else (lambda s: s.lower())
+    fold: Callable[[str], str] = (lambda s: s) if sensitive else (lambda s: s.lower())
     if kind == "prefix":
         want = fold(match.prefix)
         return lambda path: fold(path).startswith(want)
@@ -163,7 +181,7 @@ def _path_matcher(match: route_components_pb2.RouteMatch) -> Callable[[str], boo
     return lambda path: False  # connect_matcher, path_separated_prefix, ...: gRPC matches none
 
 
-def _msd(options) -> float | None:
+def _msd(options: route_components_pb2.RouteAction.MaxStreamDuration) -> float | None:
     """max_stream_duration as gRPC reads it (gRFC A31): grpc_timeout_header_max, else max_stream_duration."""
     if options.HasField("grpc_timeout_header_max"):
         return _seconds(options.grpc_timeout_header_max)
@@ -183,6 +201,9 @@ class CompiledRoute:
         return self.path(method) and all(match(headers) for match in self.headers)
 
 
+
+Routes = tuple[CompiledRoute, ...]
+
 def route_timeout(route: route_components_pb2.Route, default_msd: float | None = None) -> float | None:
     """The smaller of RouteAction.timeout and max_stream_duration (the route's, else the
     connection manager's `default_msd`), zero or unset meaning none; None for a route that
@@ -190,7 +211,7 @@ def route_timeout(route: route_components_pb2.Route, default_msd: float | None =
     if route.WhichOneof("action") != "route":
         return None
     action = route.route
-    candidates = []
+    candidates: list[float | None] = []
     if action.HasField("timeout"):
         candidates.append(_seconds(action.timeout))
     msd = _msd(action.max_stream_duration) if action.HasField("max_stream_duration") else None
@@ -250,7 +271,7 @@ class _Dump:
 
     raw: bytes
     resources: dict[tuple[str, str], csds_pb2.ClientConfig.GenericXdsConfig]
-    routes: dict[str, object] = dataclasses.field(default_factory=dict)
+    routes: dict[str, Routes | None] = dataclasses.field(default_factory=dict)
 
     @classmethod
     def parse(cls, raw: bytes) -> _Dump:
@@ -263,25 +284,26 @@ class _Dump:
                     resources[key] = resource
         return cls(raw, resources)
 
-    def resource(self, type_url: str, name: str):
+    def resource(self, type_url: str, name: str) -> any_pb2.Any | _Pending | None:
         """The resource's contents (the last ACKed version, also while a newer one is NACKed);
         None when gRPC says there is none; _PENDING when requested and not answered yet."""
         resource = self.resources.get((type_url, name))
         if resource is None:
             return _PENDING
         if resource.HasField("xds_config"):
-            return resource.xds_config
+            contents: any_pb2.Any = resource.xds_config
+            return contents
         return None if resource.client_status in _GONE else _PENDING
 
-    def routes_of(self, target: str) -> object:
-        routes = self.routes.get(target, _PENDING)
-        if routes is _PENDING:
-            routes = self._compile(target)
-            if routes is not _PENDING:
-                self.routes[target] = routes
+    def routes_of(self, target: str) -> Routes | _Pending | None:
+        if target in self.routes:
+            return self.routes[target]
+        routes = self._compile(target)
+        if routes is not _PENDING:
+            self.routes[target] = routes
         return routes
 
-    def _compile(self, target: str) -> object:
+    def _compile(self, target: str) -> Routes | _Pending | None:
         packed = self.resource(LISTENER, target)
         if packed is None or packed is _PENDING:
             return packed
@@ -313,7 +335,7 @@ class _Snapshot:
         self._read_at = float("-inf")
         self._dump = _Dump(b"", {})
 
-    def routes(self, target: str, fresh: bool = False) -> object:
+    def routes(self, target: str, fresh: bool = False) -> Routes | _Pending | None:
         """The compiled routes of `target` (NAME:PORT, also the authority); None when gRPC has
         none for it (does not exist, rejected, no matching virtual host); _PENDING when not yet."""
         if fresh or time.monotonic() - self._read_at >= REFRESH_SECONDS:
@@ -329,7 +351,7 @@ class _Snapshot:
 _snapshot = _Snapshot()
 
 
-def _route_timeout_of(routes, method: str, metadata: Metadata) -> float | None:
+def _route_timeout_of(routes: Routes, method: str, metadata: Metadata) -> float | None:
     """The timeout of the first route the call matches; None without one (or when no route
     matches: gRPC fails the call, UNAVAILABLE)."""
     headers = call_headers(metadata)
@@ -350,14 +372,14 @@ class RouteTimeouts:
         if routes is _PENDING:
             routes = self._wait(started + timeout)
         left = timeout - (time.monotonic() - started)
-        if not routes:  # None, _PENDING (the call's time is up) or no routes
+        if routes is None or routes is _PENDING or not routes:  # _PENDING: the call's time is up
             return left
-        timeout = _route_timeout_of(routes, method, metadata)
-        return left if timeout is None else min(left, timeout)
+        by_route = _route_timeout_of(routes, method, metadata)
+        return left if by_route is None else min(left, by_route)
 
-    def _wait(self, until: float) -> object:
+    def _wait(self, until: float) -> Routes | _Pending | None:
         """Hold a call on a channel that has no config yet, as gRPC does, until it has one."""
-        routes = _PENDING
+        routes: Routes | _Pending | None = _PENDING
         while routes is _PENDING and time.monotonic() < until:
             if self._state(try_to_connect=True) in (cygrpc.ConnectivityState.transient_failure,
                                                     cygrpc.ConnectivityState.shutdown):
@@ -368,7 +390,8 @@ class RouteTimeouts:
 
     def _state(self, try_to_connect: bool) -> int:
         # private grpcio API (what grpc.Channel.subscribe polls); an idle channel starts resolving
-        return self._channel._channel.check_connectivity_state(try_to_connect)
+        state: int = cast(Any, self._channel)._channel.check_connectivity_state(try_to_connect)
+        return state
 
 
 class AioRouteTimeouts(grpc.aio.UnaryUnaryClientInterceptor):
@@ -380,13 +403,15 @@ class AioRouteTimeouts(grpc.aio.UnaryUnaryClientInterceptor):
     def __init__(self, target: str) -> None:
         self.target = target.removeprefix("xds:///")
 
-    async def intercept_unary_unary(self, continuation, client_call_details, request):
+    async def intercept_unary_unary(
+            self, continuation: Callable[[grpc.aio.ClientCallDetails, _Request], Awaitable[_Call]],
+            client_call_details: grpc.aio.ClientCallDetails, request: _Request) -> _Call:
         routes = _snapshot.routes(self.target)
-        if routes and routes is not _PENDING:
+        if routes is not None and routes is not _PENDING and routes:
             method = client_call_details.method
             method = method.decode() if isinstance(method, bytes) else method
             timeout = _route_timeout_of(routes, method, client_call_details.metadata)
             if timeout is not None:
                 own = client_call_details.timeout
-                client_call_details = client_call_details._replace(timeout=timeout if own is None else min(own, timeout))
+                client_call_details = replaced(client_call_details, timeout=timeout if own is None else min(own, timeout))
         return await continuation(client_call_details, request)

@@ -7,9 +7,12 @@ every second, and those spans would bury the requests people come to Jaeger for.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from typing import Any
 
 import grpc
 from opentelemetry import propagate, trace
+from opentelemetry.baggage.propagation import W3CBaggagePropagator
 from opentelemetry.instrumentation.grpc import (
     aio_client_interceptors,
     client_interceptor,
@@ -22,12 +25,11 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
-from opentelemetry.baggage.propagation import W3CBaggagePropagator
 
 from mesh.runtime.config import InstanceConfig
 from mesh.runtime.export import ChildProcessSpanProcessor
 
-__all__ = ["setup_tracing", "traced_channel", "traced_server_interceptors", "aio_traced_interceptors"]
+__all__ = ["aio_traced_interceptors", "setup_tracing", "traced_channel", "traced_server_interceptors"]
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +43,10 @@ UNTRACED_SERVICES = (
 )
 
 
-def _rpc_filter():
-    return filters.negate(filters.any_of(*(filters.service_name(name) for name in UNTRACED_SERVICES)))
+def _rpc_filter() -> Callable[[Any], bool]:
+    rpc_filter: Callable[[Any], bool] = filters.negate(
+        filters.any_of(*(filters.service_name(name) for name in UNTRACED_SERVICES)))
+    return rpc_filter
 
 
 def setup_tracing(config: InstanceConfig, exporter: SpanExporter | None = None) -> TracerProvider:
@@ -73,8 +77,10 @@ def traced_server_interceptors() -> list[grpc.ServerInterceptor]:
 
 def traced_channel(channel: grpc.Channel) -> grpc.Channel:
     # The instrumentation's client interceptor has its own interface, wired in by grpcext.
-    return grpcext.intercept_channel(channel, client_interceptor(filter_=_rpc_filter()))
+    traced: grpc.Channel = grpcext.intercept_channel(channel, client_interceptor(filter_=_rpc_filter()))
+    return traced
 
 
-def aio_traced_interceptors() -> list:
-    return aio_client_interceptors(filter_=_rpc_filter())
+def aio_traced_interceptors() -> list[grpc.aio.ClientInterceptor]:
+    interceptors: list[grpc.aio.ClientInterceptor] = aio_client_interceptors(filter_=_rpc_filter())
+    return interceptors

@@ -53,12 +53,12 @@ import logging
 import os
 import signal
 import sys
-from pathlib import Path
 from collections.abc import Awaitable, Mapping
+from pathlib import Path
 
 from envoy.service.discovery.v3 import ads_pb2, ads_pb2_grpc
 from envoy.service.status.v3 import csds_pb2_grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import health, health_pb2_grpc
 
 from mesh.runtime import logs
 from mesh.runtime.config import LOG_LEVELS, ConfigError, EnvReader
@@ -167,6 +167,7 @@ async def serve(config: XdsConfig, issuer: Issuer | None = None) -> None:
     async def watch_istio() -> None:
 
         log.info("reading Istio resources from %s", config.istio_dir)
+        assert istio is not None  # started only with an Istio folder
         await istio.run()
 
     async def watch_consul() -> None:
@@ -200,7 +201,7 @@ async def serve(config: XdsConfig, issuer: Issuer | None = None) -> None:
     tasks = [asyncio.create_task(supervisor.run("consul watcher", watch_consul)),
              asyncio.create_task(supervisor.run("reconciler", reconciler.run)),
              asyncio.create_task(supervisor.run("resource sweeper", forget_unused))]
-    if config.istio_dir:
+    if istio is not None:
         tasks.append(asyncio.create_task(supervisor.run("istio watcher", watch_istio)))
     if issuer is not None:
         def rotate() -> Awaitable[None]:

@@ -14,9 +14,18 @@ import json
 import os
 import pathlib
 from collections.abc import Mapping
+from typing import Any
 
-__all__ = ["CERT_FILES", "ISTIO_VERSION", "Node", "NodeIdentity", "SERVER_LISTENER_PREFIX",
-           "SERVER_LISTENER_TEMPLATE", "bootstrap", "write"]
+__all__ = [
+    "CERT_FILES",
+    "ISTIO_VERSION",
+    "SERVER_LISTENER_PREFIX",
+    "SERVER_LISTENER_TEMPLATE",
+    "Node",
+    "NodeIdentity",
+    "bootstrap",
+    "write",
+]
 
 SERVER_LISTENER_PREFIX = "xds.istio.io/grpc/lds/inbound/"
 SERVER_LISTENER_TEMPLATE = SERVER_LISTENER_PREFIX + "%s"
@@ -51,7 +60,7 @@ class Node:
         return {"app": self.service, "version": self.version}
 
 
-def bootstrap(node: Node, xds_address: str, certs_dir: pathlib.Path | str) -> dict:
+def bootstrap(node: Node, xds_address: str, certs_dir: pathlib.Path | str) -> dict[str, Any]:
     certs = pathlib.Path(certs_dir)
     return {
         "xds_servers": [
@@ -80,7 +89,7 @@ def bootstrap(node: Node, xds_address: str, certs_dir: pathlib.Path | str) -> di
     }
 
 
-def write(path: pathlib.Path | str, document: dict) -> None:
+def write(path: pathlib.Path | str, document: dict[str, Any]) -> None:
     """Write atomically: an instance that starts meanwhile reads the old file or the new one."""
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

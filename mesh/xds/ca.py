@@ -17,8 +17,9 @@ Workload certificates follow Istio's: a fresh EC P-256 key per issuance, an empt
 critical SAN with the URI `spiffe://cluster.local/ns/NAMESPACE/sa/SERVICE` first, server and client
 auth, signed by the root directly. The SAN also names the service's DNS names (`SERVICE`, ...,
 `SERVICE.NAMESPACE.svc.cluster.local`; Istio's have none), so that a plain TLS client (grpcurl, the
-tests) can verify a server by host name; xDS clients check the SPIFFE URI. Per instance, `cert-chain.pem` (the leaf), `key.pem` (0600) and
-`root-cert.pem` are each replaced atomically (temp file + rename). Key material is never logged.
+tests) can verify a server by host name; xDS clients check the SPIFFE URI. Per instance,
+`cert-chain.pem` (the leaf), `key.pem` (0600) and `root-cert.pem` are each replaced atomically
+(temp file + rename). Key material is never logged.
 """
 
 from __future__ import annotations
@@ -44,8 +45,17 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from mesh.xds.bootstrap import CERT_FILES, NodeIdentity
 from mesh.xds.names import TRUST_DOMAIN, ServiceKey, spiffe_id
 
-__all__ = ["CAError", "CA_KEY", "CA_ROOT", "TRUST_DOMAIN", "Issued", "Issuer", "MeshCA", "WorkloadId",
-           "write_workload_files"]
+__all__ = [
+    "CA_KEY",
+    "CA_ROOT",
+    "TRUST_DOMAIN",
+    "CAError",
+    "Issued",
+    "Issuer",
+    "MeshCA",
+    "WorkloadId",
+    "write_workload_files",
+]
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +114,7 @@ class Issued:
 
 
 def _now() -> datetime.datetime:
-    return datetime.datetime.now(datetime.timezone.utc)
+    return datetime.datetime.now(datetime.UTC)
 
 
 def _private(path: Path) -> None:

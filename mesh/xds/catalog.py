@@ -27,6 +27,7 @@ import logging
 import time
 import types
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from typing import Any
 
 import consul.aio
 
@@ -68,7 +69,8 @@ class Catalog:
         return cls(types.MappingProxyType({name: _by_id(eps) for name, eps in sorted(services.items())}))
 
 
-def endpoint_from_health_entry(entry: dict) -> Endpoint:
+def endpoint_from_health_entry(entry: Any) -> Endpoint:
+    """`entry`: Consul's JSON, checked as it is read (KeyError, TypeError, ValueError: unreadable)."""
     service = entry["Service"]
     address = service.get("Address") or entry["Node"]["Address"]
     meta = types.MappingProxyType({str(k): str(v) for k, v in (service.get("Meta") or {}).items()})
@@ -130,7 +132,7 @@ class _Instance:
 
     node: str
     service: str
-    raw: object  # (node address, service) as Consul gave them: equal ones next time reuse `endpoint`
+    raw: tuple[Any, Any]  # (node address, service) as Consul gave them: equal ones next time reuse `endpoint`
     endpoint: Endpoint | None
 
 
@@ -147,12 +149,12 @@ class ConsulWatcher:
         self._node_fetches = asyncio.Semaphore(NODE_FETCHES)
         self._outage = _Outage(http_addr)
         self._on_change = on_change
-        self._checks: list | None = None  # the newest health state
+        self._checks: list[Any] | None = None  # the newest health state
         self._checks_index = 0
         self._instances: dict[tuple[str, str], _Instance] | None = None  # (node, service ID) -> instance
         self._catalog_moved = False
         self._unreadable: dict[str, set[str]] = {}  # service -> instances already warned about
-        self._failure: asyncio.Future = asyncio.get_running_loop().create_future()
+        self._failure: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._wake = asyncio.Event()
         self.ready = asyncio.Event()
         self.reads = 0  # instance reads (whole catalog) done, for tests and benchmarks
@@ -171,13 +173,13 @@ class ConsulWatcher:
             await asyncio.gather(*tasks, return_exceptions=True)
             await self._consul.close()
 
-    def _fail_on_error(self, task: asyncio.Task) -> None:
+    def _fail_on_error(self, task: asyncio.Task[None]) -> None:
         if self._failure.done() or task.cancelled():
             return
         error = task.exception() or RuntimeError(f"{task.get_name()} ended")
         self._failure.set_exception(error)
 
-    async def _blocking(self, query: Callable[[str | None], Awaitable[tuple[str, object]]]) -> AsyncIterator:
+    async def _blocking(self, query: Callable[[str | None], Awaitable[tuple[str, Any]]]) -> AsyncIterator[tuple[int, Any]]:
         """Yield (index, data) for every new answer of a blocking query; retry with backoff while
         Consul fails."""
         index, backoff = None, BACKOFF_MIN
@@ -204,7 +206,7 @@ class ConsulWatcher:
         self._outage.failed(error)
         self._checks_index = 0  # a restarted Consul counts from lower: take its next answer whatever its index
 
-    def _take_checks(self, index: int, checks: object) -> None:
+    def _take_checks(self, index: int, checks: Any) -> None:
         if index >= self._checks_index:  # an answer older than one already taken is dropped
             self._checks, self._checks_index = checks, index
 
@@ -224,7 +226,7 @@ class ConsulWatcher:
         """Every registered instance, node by node; then the health state again, no older than them."""
         _, nodes = await self._consul.catalog.nodes()
 
-        async def read(node: str) -> tuple[str, dict]:
+        async def read(node: str) -> tuple[str, dict[str, Any]]:
             async with self._node_fetches:
                 _, answer = await self._consul.catalog.node(node)
             return node, answer

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import grpc
 from envoy.admin.v3 import config_dump_shared_pb2 as dump_pb2
@@ -34,7 +35,7 @@ log = logging.getLogger(__name__)
 def _generic(resource: ResourceStatus, with_contents: bool) -> csds_pb2.ClientConfig.GenericXdsConfig:
     config = csds_pb2.ClientConfig.GenericXdsConfig(type_url=resource.type_url, name=resource.name,
                                                     version_info=resource.acked)
-    if resource.state == "NACKED":
+    if resource.state == "NACKED" and resource.nack is not None:  # NACKED comes with its NACK
         config.client_status, config.config_status = dump_pb2.NACKED, csds_pb2.ERROR
         config.error_state.version_info, config.error_state.details = resource.nack.version, resource.nack.reason
     elif resource.state == "ACKED":
@@ -72,10 +73,10 @@ class CsdsServer(csds_pb2_grpc.ClientStatusDiscoveryServiceServicer):
                                                      for node in self._nodes() if wanted(node)])
 
     async def FetchClientStatus(self, request: csds_pb2.ClientStatusRequest,
-                                context: grpc.aio.ServicerContext) -> csds_pb2.ClientStatusResponse:
+                                context: grpc.aio.ServicerContext[Any, Any]) -> csds_pb2.ClientStatusResponse:
         return self._answer(request)
 
     async def StreamClientStatus(self, request_iterator: AsyncIterator[csds_pb2.ClientStatusRequest],
-                                 context: grpc.aio.ServicerContext) -> AsyncIterator[csds_pb2.ClientStatusResponse]:
+                                 context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[csds_pb2.ClientStatusResponse]:
         async for request in request_iterator:
             yield self._answer(request)

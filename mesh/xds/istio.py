@@ -32,19 +32,37 @@ import os
 import re
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import yaml
-from google.protobuf import json_format
+from google.protobuf import duration_pb2, json_format
+from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 from istio.networking.v1alpha3 import destination_rule_pb2, virtual_service_pb2
 from istio.security.v1beta1 import authorization_policy_pb2, peer_authentication_pb2
+from istio.type.v1beta1 import selector_pb2
 
 from mesh.xds import traffic
 from mesh.xds.bootstrap import DNS_SUFFIX
 from mesh.xds.names import ServiceKey
 
-__all__ = ["API_VERSIONS", "ROOT_NAMESPACE", "IstioDir", "IstioResource", "POLL_INTERVAL", "Policy", "ScopedSpec",
-           "ServicePolicy", "compile_policy", "read_file"]
+if TYPE_CHECKING:  # protobuf's C (upb) descriptors, as its stubs name them
+    from google._upb._message import Descriptor as UpbDescriptor
+    from google._upb._message import FieldDescriptor as UpbFieldDescriptor
+
+__all__ = [
+    "API_VERSIONS",
+    "POLL_INTERVAL",
+    "ROOT_NAMESPACE",
+    "IstioDir",
+    "IstioResource",
+    "Policy",
+    "ScopedSpec",
+    "ServicePolicy",
+    "compile_policy",
+    "read_file",
+    "spec_of",
+]
 
 log = logging.getLogger(__name__)
 
@@ -169,6 +187,18 @@ class ScopedSpec:
     spec: Message
 
 
+_Spec = TypeVar("_Spec", bound=Message)
+_Owner = TypeVar("_Owner", ServiceKey, str)
+
+
+def spec_of(resource: IstioResource | ScopedSpec, kind: type[_Spec]) -> _Spec:
+    """The resource's spec as the message its kind parses to (`parse_document`)."""
+    spec = resource.spec
+    if not isinstance(spec, kind):
+        raise TypeError(f"{resource.name}: a {type(spec).__name__} spec, not {kind.__name__}")
+    return spec
+
+
 @dataclasses.dataclass(frozen=True)
 class Policy:
     """What the Istio resources in `istio/` say, per service, and the security policies (in order
@@ -203,7 +233,7 @@ def host_service(host: str, namespace: str) -> ServiceKey:
     return ServiceKey(parts[0], parts[1])
 
 
-def _json_name(message: Message, field) -> str:
+def _json_name(message: Message, field: FieldDescriptor | UpbFieldDescriptor) -> str:
     return field.json_name if field.json_name else field.name
 
 
@@ -212,18 +242,18 @@ def set_fields(message: Message, generic: str = "", concrete: str = "") -> Itera
     for field, value in message.ListFields():
         name = _json_name(message, field)
         g, c = f"{generic}.{name}" if generic else name, f"{concrete}.{name}" if concrete else name
-        is_message = field.message_type is not None
-        if is_message and field.message_type.GetOptions().map_entry:
-            value_field = field.message_type.fields_by_name["value"]
+        message_type: Descriptor | None = field.message_type
+        if message_type is not None and message_type.GetOptions().map_entry:
+            value_field = message_type.fields_by_name["value"]
             if value_field.message_type is None:
                 yield g, c
                 continue
             for key, item in value.items():
                 yield from set_fields(item, f"{g}.*", f"{c}.{key}")
-        elif is_message and field.is_repeated:
+        elif message_type is not None and field.is_repeated:
             for index, item in enumerate(value):
                 yield from set_fields(item, f"{g}[]", f"{c}[{index}]")
-        elif is_message and not field.message_type.full_name.startswith("google.protobuf."):
+        elif message_type is not None and not message_type.full_name.startswith("google.protobuf."):
             yield from set_fields(value, g, c)
         else:
             yield g, c
@@ -231,7 +261,7 @@ def set_fields(message: Message, generic: str = "", concrete: str = "") -> Itera
 
 def unsupported_fields(resource: IstioResource) -> list[tuple[str, str]]:
     """(field path, why) for each set field translation does not honour."""
-    out: dict[str, str] = {}
+    found: dict[str, str] = {}
     supported = SUPPORTED[resource.kind]
     for generic, concrete in set_fields(resource.spec):
         if generic in supported or any(generic.startswith(prefix + ".") for prefix in supported):
@@ -244,26 +274,27 @@ def unsupported_fields(resource: IstioResource) -> list[tuple[str, str]]:
         ignored = next((why for path, why in IGNORED.items() if re.search(rf"(^|\.|\]){re.escape(path)}(\.|$)", generic)),
                        None)
         why = "proxyless gRPC cannot honour it" if cannot else ignored or "not translated yet"
-        out.setdefault(f"spec.{concrete}", why)
-    out = list(out.items())
+        found.setdefault(f"spec.{concrete}", why)
+    out = list(found.items())
     if resource.kind in SECURITY_KINDS:
         out = [(field, why) for field, why in out if not re.search(
             r"^spec\.(targetRef|provider)|\.(notR|r)equestPrincipals$", field)]
         out += _security_notes(resource)
     if resource.kind == "VirtualService":
-        for i, http in enumerate(resource.spec.http):
+        for i, http in enumerate(spec_of(resource, virtual_service_pb2.VirtualService).http):
             if http.retries.attempts + 1 > traffic.MAX_ATTEMPTS:
                 out.append((f"spec.http[{i}].retries.attempts",
                             f"gRPC makes at most {traffic.MAX_ATTEMPTS} attempts: {http.retries.attempts} retries "
                             f"become {traffic.MAX_ATTEMPTS - 1}"))
-            ignored = [c for c in _retry_conditions(http.retries.retry_on)
-                       if not c.isdigit() and c not in traffic.GRPC_RETRY_ON]
-            if ignored:
+            not_retried = [c for c in _retry_conditions(http.retries.retry_on)
+                           if not c.isdigit() and c not in traffic.GRPC_RETRY_ON]
+            if not_retried:
                 out.append((f"spec.http[{i}].retries.retryOn", f"gRPC retries only on gRPC codes "
-                            f"({', '.join(traffic.GRPC_RETRY_ON)}): {', '.join(ignored)} ignored"))
+                            f"({', '.join(traffic.GRPC_RETRY_ON)}): {', '.join(not_retried)} ignored"))
     if resource.kind == "DestinationRule":
-        policies = [("spec.trafficPolicy", resource.spec.traffic_policy)] + [
-            (f"spec.subsets[{i}].trafficPolicy", s.traffic_policy) for i, s in enumerate(resource.spec.subsets)]
+        rule = spec_of(resource, destination_rule_pb2.DestinationRule)
+        policies = [("spec.trafficPolicy", rule.traffic_policy)] + [
+            (f"spec.subsets[{i}].trafficPolicy", s.traffic_policy) for i, s in enumerate(rule.subsets)]
         for where, policy in policies:
             if policy.load_balancer.simple == destination_rule_pb2.LoadBalancerSettings.LEAST_REQUEST:
                 out.append((f"{where}.loadBalancer.simple", LEAST_REQUEST_NOTE))
@@ -286,17 +317,19 @@ def when_key_kind(key: str) -> str | None:
 
 def _security_notes(resource: IstioResource) -> list[tuple[str, str]]:
     """What an accepted PeerAuthentication or AuthorizationPolicy does not do on proxyless gRPC."""
-    spec, out = resource.spec, []
+    out: list[tuple[str, str]] = []
     if resource.kind == "PeerAuthentication":
-        if spec.selector.match_labels and resource.namespace == ROOT_NAMESPACE:
+        peer = spec_of(resource, peer_authentication_pb2.PeerAuthentication)
+        if peer.selector.match_labels and resource.namespace == ROOT_NAMESPACE:
             out.append(("spec.selector", f"a PeerAuthentication with a selector in the root namespace "
                         f"{ROOT_NAMESPACE} applies to no workload (as in istiod)"))
         permissive = peer_authentication_pb2.PeerAuthentication.MutualTLS.PERMISSIVE
-        if spec.mtls.mode == permissive:
+        if peer.mtls.mode == permissive:
             out.append(("spec.mtls.mode", PERMISSIVE_NOTE))
         out += [(f"spec.portLevelMtls.{port}.mode", PERMISSIVE_NOTE)
-                for port, mtls in sorted(spec.port_level_mtls.items()) if mtls.mode == permissive]
+                for port, mtls in sorted(peer.port_level_mtls.items()) if mtls.mode == permissive]
         return out
+    spec = spec_of(resource, authorization_policy_pb2.AuthorizationPolicy)
     action = authorization_policy_pb2.AuthorizationPolicy.Action
     if spec.targetRef.ListFields() or len(spec.targetRefs):
         out.append(("spec.targetRefs" if len(spec.targetRefs) else "spec.targetRef",
@@ -343,18 +376,18 @@ def _proto_duration(text: str) -> str:
     return f"{sign}{nanos // 1_000_000_000}.{nanos % 1_000_000_000:09d}s"
 
 
-def _with_proto_durations(value: object, descriptor, where: str) -> object:
+def _with_proto_durations(value: object, descriptor: Descriptor | UpbDescriptor, where: str) -> object:
     """`value` (a spec as YAML gave it) with every google.protobuf.Duration written in Go's form
     turned into protobuf's JSON form, so that ParseDict reads what Istio reads."""
     if not isinstance(value, dict):
         return value
     fields = {**{f.name: f for f in descriptor.fields}, **{f.json_name: f for f in descriptor.fields}}
-    out = {}
+    out: dict[object, object] = {}
     for key, item in value.items():
         field = fields.get(key)
         message = field.message_type if field is not None else None
         path = f"{where}.{key}"
-        if message is None:
+        if field is None or message is None:
             out[key] = item
         elif message.full_name == "google.protobuf.Duration" and isinstance(item, str):
             try:
@@ -392,8 +425,8 @@ def parse_document(document: object, file: str, default_namespace: str) -> Istio
     if not isinstance(spec, dict):
         raise Rejected(f"{resource_ref}: spec is missing or not a mapping")
     try:
-        spec = _with_proto_durations(spec, MODELS[kind].DESCRIPTOR, "spec")
-        message = json_format.ParseDict(spec, MODELS[kind]())
+        with_durations = cast(dict[str, Any], _with_proto_durations(spec, MODELS[kind].DESCRIPTOR, "spec"))  # a dict stays one
+        message = json_format.ParseDict(with_durations, MODELS[kind]())
     except Rejected as error:
         raise Rejected(f"{resource_ref}: {error}") from None
     except json_format.ParseError as error:
@@ -425,7 +458,7 @@ def _retry_conditions(retry_on: str) -> list[str]:
     return [c.strip() for c in retry_on.split(",") if c.strip()]
 
 
-def _check_duration(where: str, duration) -> None:
+def _check_duration(where: str, duration: duration_pb2.Duration) -> None:
     """Istio's rule for every duration it takes: at least 1ms, in whole milliseconds."""
     nanos = duration.seconds * 1_000_000_000 + duration.nanos
     if nanos < 1_000_000 or nanos % 1_000_000:
@@ -438,7 +471,7 @@ def _check_percentage(where: str, value: float) -> None:
         raise Rejected(f"{where} {value}: a percentage is between 0 and 100")
 
 
-def _check_route_policy(i: int, http) -> None:
+def _check_route_policy(i: int, http: virtual_service_pb2.HTTPRoute) -> None:
     """Retries, timeout and fault of spec.http[i], as Istio's validation and gRPC need them."""
     where = f"spec.http[{i}]"
     if http.HasField("timeout"):
@@ -475,7 +508,7 @@ def _check_route_policy(i: int, http) -> None:
             _check_percentage(f"{where}.fault.abort.percentage", fault.abort.percentage.value)
 
 
-def _check_traffic_policy(prefix: str, policy) -> None:
+def _check_traffic_policy(prefix: str, policy: destination_rule_pb2.TrafficPolicy) -> None:
     """Outlier detection and connection pool, as Istio's validation needs them."""
     if policy.HasField("outlier_detection"):
         outlier = policy.outlier_detection
@@ -489,7 +522,7 @@ def _check_traffic_policy(prefix: str, policy) -> None:
         raise Rejected(f"{prefix}.connectionPool.http.http2MaxRequests: must not be negative")
 
 
-def _weights(destinations) -> list[int]:
+def _weights(destinations: Iterable[virtual_service_pb2.HTTPRouteDestination]) -> list[int]:
     return [d.weight for d in destinations]
 
 
@@ -502,7 +535,7 @@ def _mesh_service(host: str, namespace: str, services: frozenset[ServiceKey] | N
 
 
 def _check_rule(resource: IstioResource, services: frozenset[ServiceKey] | None) -> ServiceKey:
-    rule: destination_rule_pb2.DestinationRule = resource.spec
+    rule = spec_of(resource, destination_rule_pb2.DestinationRule)
     service = _mesh_service(rule.host, resource.namespace, services)
     names = [subset.name for subset in rule.subsets]
     if len(set(names)) != len(names) or not all(names):
@@ -522,7 +555,7 @@ def _check_rule(resource: IstioResource, services: frozenset[ServiceKey] | None)
 
 def _check_service(resource: IstioResource, subsets: Callable[[ServiceKey], set[str] | None],
                    services: frozenset[ServiceKey] | None) -> ServiceKey:
-    vs: virtual_service_pb2.VirtualService = resource.spec
+    vs = spec_of(resource, virtual_service_pb2.VirtualService)
     if len(vs.hosts) != 1:
         raise Rejected(f"spec.hosts must name exactly one mesh service, not {list(vs.hosts)}")
     service = _mesh_service(vs.hosts[0], resource.namespace, services)
@@ -561,7 +594,7 @@ _LABEL = re.compile(r"([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-
 _LABEL_VALUE = re.compile(r"([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?")
 
 
-def _check_selector(selector) -> None:
+def _check_selector(selector: selector_pb2.WorkloadSelector) -> None:
     for key, value in selector.match_labels.items():
         if not _LABEL.fullmatch(key) or len(key.rsplit("/", 1)[-1]) > 63:
             raise Rejected(f"spec.selector.matchLabels: {key!r} is not a label name")
@@ -572,7 +605,7 @@ def _check_selector(selector) -> None:
 def _check_peer_authentication(resource: IstioResource) -> str:
     """Istio's validation of a PeerAuthentication; returns what it owns: the namespace-wide (or
     mesh-wide) slot when it has no selector (one per namespace), else itself."""
-    spec: peer_authentication_pb2.PeerAuthentication = resource.spec
+    spec = spec_of(resource, peer_authentication_pb2.PeerAuthentication)
     _check_selector(spec.selector)
     if spec.port_level_mtls and not spec.selector.match_labels:
         raise Rejected("spec.portLevelMtls needs a workload selector (Istio's validation: a namespace-wide or "
@@ -587,7 +620,7 @@ def _check_peer_authentication(resource: IstioResource) -> str:
     return f"namespace {resource.namespace} (a PeerAuthentication without selector)"
 
 
-def _check_values(where: str, values, check=None) -> None:
+def _check_values(where: str, values: Iterable[str], check: Callable[[str], str | None] | None = None) -> None:
     for index, value in enumerate(values):
         if not value:
             raise Rejected(f"{where}[{index}]: empty value")
@@ -627,7 +660,7 @@ def _header_problem(key: str) -> str | None:
 
 def _check_authorization_policy(resource: IstioResource) -> str:
     """Istio's validation of an AuthorizationPolicy, and what gRPC would NACK if istiod sent it."""
-    spec: authorization_policy_pb2.AuthorizationPolicy = resource.spec
+    spec = spec_of(resource, authorization_policy_pb2.AuthorizationPolicy)
     action = authorization_policy_pb2.AuthorizationPolicy.Action
     _check_selector(spec.selector)
     if spec.selector.match_labels and (spec.targetRef.ListFields() or len(spec.targetRefs)):
@@ -680,7 +713,8 @@ class _State:
 
 
 def compile_policy(files: Iterable[Path], namespace: str, state: _State,
-                   services: frozenset[ServiceKey] | None = None) -> tuple[Policy, dict[str, str], list]:
+                   services: frozenset[ServiceKey] | None = None,
+                   ) -> tuple[Policy, dict[str, str], list[tuple[str, str, str, str]]]:
     """All files -> (policy, rejections {"file: Kind ns/name": reason}, warnings [(file, ref, field, why)]).
     `state` carries last good versions from run to run; `services`, when given, are the mesh
     services a host may name (else any well-formed host of a namespace is taken)."""
@@ -711,23 +745,20 @@ def compile_policy(files: Iterable[Path], namespace: str, state: _State,
             present.add(ref_key)
     accepted: dict[ServiceKey, ServicePolicy] = {}
     rules: dict[ServiceKey, IstioResource] = {}
-    owners: dict[tuple[str, ServiceKey], str] = {}
+    owners: dict[tuple[str, ServiceKey | str], str] = {}
 
     def reject(resource: IstioResource, reason: str) -> IstioResource | None:
         rejections[f"{resource.file}: {resource.ref}"] = reason
         previous = state.last_good.get(key(resource))
         return previous if previous is not None and previous.spec != resource.spec else None
 
-    def admit(resource: IstioResource, check) -> tuple[ServiceKey, IstioResource] | None:
-        current = resource
+    def admit(resource: IstioResource, check: Callable[[IstioResource], _Owner]) -> tuple[_Owner, IstioResource] | None:
+        current: IstioResource | None = resource
         while current is not None:
             try:
                 service = check(current)
             except Rejected as error:
-                if current is resource:
-                    current = reject(resource, str(error))
-                else:
-                    current = None
+                current = reject(resource, str(error)) if current is resource else None
                 continue
             owner = owners.setdefault((current.kind, service), current.ref)
             if owner != current.ref:
@@ -746,7 +777,7 @@ def compile_policy(files: Iterable[Path], namespace: str, state: _State,
 
     def subsets(service: ServiceKey) -> set[str] | None:
         rule = rules.get(service)
-        return None if rule is None else {s.name for s in rule.spec.subsets}
+        return None if rule is None else {s.name for s in spec_of(rule, destination_rule_pb2.DestinationRule).subsets}
 
     routed: dict[ServiceKey, IstioResource] = {}
     for resource in (r for r in candidates if r.kind == "VirtualService"):
@@ -756,17 +787,18 @@ def compile_policy(files: Iterable[Path], namespace: str, state: _State,
     security: dict[str, list[IstioResource]] = {kind: [] for kind in SECURITY_KINDS}
     checks = {"PeerAuthentication": _check_peer_authentication, "AuthorizationPolicy": _check_authorization_policy}
     for resource in sorted((r for r in candidates if r.kind in SECURITY_KINDS), key=key):
-        admitted = admit(resource, checks[resource.kind])
-        if admitted:
-            security[resource.kind].append(admitted[1])
+        owned = admit(resource, checks[resource.kind])
+        if owned:
+            security[resource.kind].append(owned[1])
     for ref_key in set(state.last_good) - present:
         del state.last_good[ref_key]  # deleted from its file: gone
     warnings = [(r.file, r.ref, field, why)
                 for r in list(rules.values()) + list(routed.values()) + [r for rs in security.values() for r in rs]
                 for field, why in unsupported_fields(r)]
     for service in set(rules) | set(routed):
-        accepted[service] = ServicePolicy(rules[service].spec if service in rules else None,
-                                          routed[service].spec if service in routed else None)
+        accepted[service] = ServicePolicy(
+            spec_of(rules[service], destination_rule_pb2.DestinationRule) if service in rules else None,
+            spec_of(routed[service], virtual_service_pb2.VirtualService) if service in routed else None)
 
     def scoped(kind: str) -> tuple[ScopedSpec, ...]:
         return tuple(ScopedSpec(r.namespace, r.name, r.spec) for r in security[kind])
@@ -810,7 +842,7 @@ class IstioDir:
         self._on_policy(policy, dict(self.rejections))
 
     def _files(self) -> dict[str, tuple[int, int]]:
-        out = {}
+        out: dict[str, tuple[int, int]] = {}
         try:
             entries = list(os.scandir(self.directory))
         except FileNotFoundError:

@@ -16,8 +16,17 @@ import dataclasses
 
 from mesh.xds.bootstrap import DNS_SUFFIX, SERVER_LISTENER_PREFIX
 
-__all__ = ["TRUST_DOMAIN", "ClientTarget", "ServiceKey", "spiffe_id", "cluster_name", "parse_client_listener", "parse_cluster_name",
-           "parse_server_listener", "SERVER_LISTENER_PREFIX"]
+__all__ = [
+    "SERVER_LISTENER_PREFIX",
+    "TRUST_DOMAIN",
+    "ClientTarget",
+    "ServiceKey",
+    "cluster_name",
+    "parse_client_listener",
+    "parse_cluster_name",
+    "parse_server_listener",
+    "spiffe_id",
+]
 
 OUTBOUND = "outbound"
 TRUST_DOMAIN = "cluster.local"

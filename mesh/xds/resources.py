@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 from google.protobuf import any_pb2
@@ -54,7 +55,8 @@ class Resource:
     references: tuple[tuple[str, str], ...]  # (type URL, name) a client asks for next
 
 
-def references_of(type_url: str, message: Message) -> tuple[tuple[str, str], ...]:
+def references_of(type_url: str, message: Any) -> tuple[tuple[str, str], ...]:
+    """`message`: the envoy Listener, RouteConfiguration or Cluster of `type_url` (xds-protos has no types)."""
     if type_url == LISTENER and message.HasField("api_listener"):
         hcm = hcm_pb2.HttpConnectionManager()
         message.api_listener.api_listener.Unpack(hcm)
@@ -114,13 +116,13 @@ class ResourceStore:
             self.policy = policy
             affected = list(self._by_service)  # every resource may depend on the policy
         self.generation += 1
-        changed = set()
-        for service in list(affected):
-            for key in list(self._by_service.get(service, ())):
+        changed: set[ServiceKey | None] = set()
+        for affected_service in list(affected):
+            for key in list(self._by_service.get(affected_service, ())):
                 previous = self._entries[key]
                 try:
                     if self._build(key, previous) is not previous:
-                        changed.add(service)
+                        changed.add(affected_service)
                 except InconsistentResource as error:
                     log.error("rebuilding %s %r failed, its version %d keeps serving: %s",
                               key[0].rsplit(".", 1)[-1], key[1], previous.version, error)
@@ -140,14 +142,19 @@ class ResourceStore:
         return None
 
     def _message(self, key: Key) -> tuple[Message, ServiceKey | None]:
-        type_url, name, variant = key
+        type_url, name, variant = key  # a key _key made: its name parses
         if type_url == LISTENER and isinstance(variant, WorkloadIdentity):
-            host, port = parse_server_listener(name)
-            return translate.server_listener(name, host, port, variant, self.policy), None
+            server = parse_server_listener(name)
+            assert server is not None
+            return translate.server_listener(name, *server, variant, self.policy), None
         if type_url == LISTENER:
-            target = parse_client_listener(name, variant)
-            return translate.client_listener(name, target, self.policy), target.service
-        target, _subset = parse_cluster_name(name)
+            assert isinstance(variant, str)  # the asking node's namespace
+            client = parse_client_listener(name, variant)
+            assert client is not None
+            return translate.client_listener(name, client, self.policy), client.service
+        cluster = parse_cluster_name(name)
+        assert cluster is not None
+        target, _subset = cluster
         if type_url == ROUTE:
             return translate.route_configuration(target, self.policy, exact_timeouts=variant != C_CORE), target.service
         if type_url == CLUSTER:
@@ -172,6 +179,7 @@ class ResourceStore:
         self.problems.pop(key, None)
         for type_url, name in references:  # what the client asks for next, ready before it asks
             ref_key = self._key(type_url, name, namespace, None)
+            assert ref_key is not None  # checked above
             if ref_key not in self._entries:
                 self._build(ref_key, None)
         return entry

@@ -44,23 +44,26 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 from envoy.config.core.v3 import address_pb2, base_pb2
 from envoy.config.rbac.v3 import rbac_pb2
 from envoy.config.route.v3 import route_components_pb2
 from envoy.extensions.filters.http.rbac.v3 import rbac_pb2 as rbac_http_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
-from envoy.extensions.transport_sockets.tls.v3 import common_pb2 as tls_common_pb2, tls_pb2
-from google.protobuf import wrappers_pb2
+from envoy.extensions.transport_sockets.tls.v3 import common_pb2 as tls_common_pb2
+from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
 from envoy.type.matcher.v3 import path_pb2, regex_pb2, string_pb2
-from google.protobuf import any_pb2
+from google.protobuf import any_pb2, wrappers_pb2
 from istio.networking.v1alpha3 import destination_rule_pb2
 from istio.security.v1beta1 import authorization_policy_pb2, peer_authentication_pb2
 
 from mesh.xds.bootstrap import CERT_PROVIDER
+from mesh.xds.istio import ROOT_NAMESPACE, Policy, ScopedSpec, spec_of, when_key_kind
 from mesh.xds.names import ServiceKey
 
-from mesh.xds.istio import ROOT_NAMESPACE, Policy, ScopedSpec, when_key_kind
+if TYPE_CHECKING:  # translate imports this module
+    from mesh.xds.translate import WorkloadIdentity
 
 __all__ = ["RBAC_FILTER", "RBAC_FILTER_DENY", "TLS_MODE_LABEL", "TLS_TRANSPORT_SOCKET", "authorization_policies",
            "downstream_tls", "istio_mtls_mode", "mtls_mode", "rbac_filters", "rbac_rules", "server_mtls",
@@ -79,23 +82,27 @@ _ACTION = authorization_policy_pb2.AuthorizationPolicy.Action
 # ---- mTLS ------------------------------------------------------------------------------------------
 
 
-def _selects(spec, labels: dict[str, str]) -> bool:
+def _selects(spec: peer_authentication_pb2.PeerAuthentication | authorization_policy_pb2.AuthorizationPolicy,
+             labels: dict[str, str]) -> bool:
     return all(labels.get(k) == v for k, v in spec.selector.match_labels.items())
 
 
 def istio_mtls_mode(namespace: str, labels: dict[str, str], port: int, policy: Policy) -> str:
     """The mode Istio's PeerAuthentications give the workload on `port`: STRICT, PERMISSIVE or DISABLE."""
-    mesh = namespace_wide = workload = None
+    mesh: peer_authentication_pb2.PeerAuthentication | None = None
+    namespace_wide: peer_authentication_pb2.PeerAuthentication | None = None
+    workload: peer_authentication_pb2.PeerAuthentication | None = None
     for scoped in policy.peer_authentications:
-        if scoped.namespace not in (namespace, ROOT_NAMESPACE) or not _selects(scoped.spec, labels):
+        peer = spec_of(scoped, peer_authentication_pb2.PeerAuthentication)
+        if scoped.namespace not in (namespace, ROOT_NAMESPACE) or not _selects(peer, labels):
             continue
-        if not scoped.spec.selector.match_labels:
+        if not peer.selector.match_labels:
             if scoped.namespace == ROOT_NAMESPACE:
-                mesh = mesh or scoped.spec
+                mesh = mesh or peer
             else:
-                namespace_wide = namespace_wide or scoped.spec
+                namespace_wide = namespace_wide or peer
         elif scoped.namespace != ROOT_NAMESPACE:
-            workload = workload or scoped.spec
+            workload = workload or peer
     mode = _MODE.PERMISSIVE
     for spec in (mesh, namespace_wide, workload):
         if spec is not None and spec.mtls.mode != _MODE.UNSET:
@@ -115,7 +122,7 @@ def mtls_mode(namespace: str, labels: dict[str, str], port: int, policy: Policy)
     return mode
 
 
-def server_mtls(identity, port: int, policy: Policy) -> str:
+def server_mtls(identity: WorkloadIdentity, port: int, policy: Policy) -> str:
     """`mtls_mode` for a `translate.WorkloadIdentity`."""
     return mtls_mode(identity.namespace, dict(identity.labels), port, policy)
 
@@ -128,7 +135,7 @@ def _common_tls(sans: Iterable[str] = ()) -> tls_pb2.CommonTlsContext:
     return tls_pb2.CommonTlsContext(tls_certificate_provider_instance=provider, validation_context=validation)
 
 
-def _transport_socket(context) -> base_pb2.TransportSocket:
+def _transport_socket(context: tls_pb2.DownstreamTlsContext | tls_pb2.UpstreamTlsContext) -> base_pb2.TransportSocket:
     packed = any_pb2.Any()
     packed.Pack(context)
     return base_pb2.TransportSocket(name=TLS_TRANSPORT_SOCKET, typed_config=packed)
@@ -141,7 +148,7 @@ def downstream_tls() -> base_pb2.TransportSocket:
     return _transport_socket(context)
 
 
-def upstream_tls(service: ServiceKey, tls) -> base_pb2.TransportSocket | None:
+def upstream_tls(service: ServiceKey, tls: destination_rule_pb2.ClientTLSSettings) -> base_pb2.TransportSocket | None:
     """A client's mTLS to `service` when `tls` (a ClientTLSSettings) is ISTIO_MUTUAL: its own
     certificate, and the server's verified against the mesh root and the service's SPIFFE identity
     (or `tls.subjectAltNames`, when set). None (plaintext) for every other mode, as from istiod:
@@ -281,7 +288,7 @@ _PRINCIPAL_WHEN = ("source.ip", "remote.ip", "source.namespace", "source.princip
                    "source.trustDomain")
 
 
-def _rule_policy(rule, namespace: str, action: int) -> rbac_pb2.Policy | None:
+def _rule_policy(rule: authorization_policy_pb2.Rule, namespace: str, action: int) -> rbac_pb2.Policy | None:
     """One AuthorizationPolicy rule -> one RBAC policy, in the order istiod's authz model builds it;
     None when an ALLOW rule holds something gRPC can never match (it is left out)."""
     never = [c for c in rule.when if when_key_kind(c.key) == "never"]
@@ -302,7 +309,8 @@ def _rule_policy(rule, namespace: str, action: int) -> rbac_pb2.Policy | None:
             ("source.ip", list(source.ip_blocks), list(source.not_ip_blocks))]
         principals.append(_principal_rules(items + principal_when, namespace))
     permissions = []
-    for operation in [t.operation for t in rule.to] or [None]:
+    operations: list[authorization_policy_pb2.Operation | None] = [t.operation for t in rule.to]
+    for operation in operations or [None]:
         items = [] if operation is None else [
             ("hosts", list(operation.hosts), list(operation.not_hosts)),
             ("methods", list(operation.methods), list(operation.not_methods)),
@@ -321,7 +329,7 @@ def authorization_policies(namespace: str, labels: dict[str, str],
     """(DENY, ALLOW) policies that apply to the workload, as istiod lists them for a sidecar."""
     deny, allow = [], []
     for scoped in policy.authorization_policies:
-        spec = scoped.spec
+        spec = spec_of(scoped, authorization_policy_pb2.AuthorizationPolicy)
         if scoped.namespace not in (namespace, ROOT_NAMESPACE) or not _selects(spec, labels):
             continue
         if spec.targetRef.ListFields() or len(spec.targetRefs):
@@ -336,11 +344,12 @@ def authorization_policies(namespace: str, labels: dict[str, str],
 def rbac_rules(policies: list[ScopedSpec], action: int) -> rbac_pb2.RBAC:
     rules = rbac_pb2.RBAC(action=rbac_pb2.RBAC.ALLOW if action == _ACTION.ALLOW else rbac_pb2.RBAC.DENY)
     for scoped in policies:
-        for index, rule in enumerate(scoped.spec.rules):
+        spec = spec_of(scoped, authorization_policy_pb2.AuthorizationPolicy)
+        for index, rule in enumerate(spec.rules):
             generated = _rule_policy(rule, scoped.namespace, action)
             if generated is not None:
                 rules.policies[f"{scoped.namespace}-{scoped.name}-{index}"].CopyFrom(generated)
-        if action == _ACTION.ALLOW and not scoped.spec.rules:
+        if action == _ACTION.ALLOW and not spec.rules:
             rules.policies[f"{scoped.namespace}-{scoped.name}-0"].CopyFrom(_MATCH_NEVER)
     return rules
 
@@ -351,7 +360,7 @@ def _filter(name: str, rules: rbac_pb2.RBAC) -> hcm_pb2.HttpFilter:
     return hcm_pb2.HttpFilter(name=name, typed_config=packed)
 
 
-def rbac_filters(identity, policy: Policy) -> list[hcm_pb2.HttpFilter]:
+def rbac_filters(identity: WorkloadIdentity, policy: Policy) -> list[hcm_pb2.HttpFilter]:
     """The RBAC filters of a workload (a `translate.WorkloadIdentity`), to go before the router:
     DENY (when a DENY rule applies), then ALLOW (when any ALLOW policy selects the workload).
     None at all when no policy selects it: every RPC is allowed, as today."""

@@ -34,6 +34,7 @@ import itertools
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
+from typing import Any
 
 import grpc
 from envoy.config.core.v3 import base_pb2
@@ -41,7 +42,7 @@ from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 from google.protobuf import json_format
 
 from mesh.xds.bootstrap import NodeIdentity
-from mesh.xds.names import parse_server_listener
+from mesh.xds.names import ServiceKey, parse_server_listener
 from mesh.xds.resources import Key, Resource, ResourceStore
 from mesh.xds.translate import CLUSTER, ENDPOINT, LISTENER, ROUTE, WorkloadIdentity
 
@@ -126,18 +127,17 @@ class _Stream:
 
     @property
     def node_id(self) -> str:
-        return self.node.id
+        return str(self.node.id)
 
     def on_request(self, request: discovery_pb2.DiscoveryRequest) -> None:
         if request.HasField("node") and not self.node.id:
             self._identify(request.node)
         type_url = request.type_url
         sub = self.subscriptions.setdefault(type_url, _Subscription())
-        if request.response_nonce and request.response_nonce != sub.nonce:
-            if sub.nonce:  # an answer to an older response: the newer one is on its way
-                log.debug("ads stream %d: stale nonce %s for %s ignored", self.id, request.response_nonce,
-                          short(type_url))
-                return
+        if request.response_nonce and request.response_nonce != sub.nonce and sub.nonce:
+            # an answer to an older response: the newer one is on its way
+            log.debug("ads stream %d: stale nonce %s for %s ignored", self.id, request.response_nonce, short(type_url))
+            return
         names = frozenset(request.resource_names) - {"*"}
         wildcard = type_url in WILDCARD_TYPES and (not request.resource_names or "*" in request.resource_names)
         if request.response_nonce and sub.nonce and not sub.in_flight:
@@ -172,7 +172,7 @@ class _Stream:
         if self._server.on_node is not None:
             try:  # before the first response: the node's certificate files exist once it hears anything
                 self._server.on_node(self.identity)
-            except Exception:  # noqa: BLE001 - the node still gets its xDS resources; say why it has no certificate
+            except Exception:  # the node still gets its xDS resources; say why it has no certificate
                 log.exception("ads stream %d: preparing node %r failed", self.id, node.id,
                               extra={"node_id": node.id})
 
@@ -239,7 +239,7 @@ class _Stream:
         return None
 
     def uses(self, key: Key) -> bool:
-        type_url, name, variant = key
+        type_url, name, _variant = key
         sub = self.subscriptions.get(type_url)
         return sub is not None and name in sub.names
 
@@ -258,9 +258,10 @@ class _Stream:
                 resources.append(ResourceStatus(
                     type_url, name, "" if sent is None else str(sent), "" if acked is None else str(acked), state,
                     sub.in_flight and sent is not None, sub.last_nack if nacked else None, stale, resource))
-        acked = {t: s.acked_version for t, s in self.subscriptions.items() if s.acked_version}
+        acked_versions = {t: s.acked_version for t, s in self.subscriptions.items() if s.acked_version}
         nacks = {t: s.last_nack for t, s in self.subscriptions.items() if s.last_nack}
-        return NodeStatus(self.node, self.node.id, self.identity.service, self.peer, acked, nacks, tuple(resources))
+        return NodeStatus(self.node, self.node.id, self.identity.service, self.peer, acked_versions, nacks,
+                          tuple(resources))
 
 
 class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
@@ -268,7 +269,7 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
     been published (requests wait until then); `notify()` after every change of the store."""
 
     def __init__(self, store: ResourceStore, namespace: str = "default",
-                 stale_reasons: Mapping[object, str] | None = None, unacked_timeout: float = UNACKED_TIMEOUT,
+                 stale_reasons: Mapping[ServiceKey, str] | None = None, unacked_timeout: float = UNACKED_TIMEOUT,
                  on_node: Callable[[NodeIdentity], object] | None = None) -> None:
         self.store = store
         self.on_node = on_node  # called once per stream with the node's identity, before it is answered
@@ -278,9 +279,9 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
         self.ready = False
         self._stale_reasons = stale_reasons if stale_reasons is not None else {}
         self._streams: set[_Stream] = set()
-        self._sweeper: asyncio.Task | None = None
+        self._sweeper: asyncio.Task[None] | None = None
 
-    def stale_reason(self, service) -> str:
+    def stale_reason(self, service: ServiceKey) -> str:
         reason = self._stale_reasons.get(service)
         return f"translation of {service.fqdn} failed, its last good version is kept: {reason}" if reason else ""
 
@@ -310,7 +311,7 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
             stream.wake.set()
 
     async def StreamAggregatedResources(
-        self, request_iterator: AsyncIterator[discovery_pb2.DiscoveryRequest], context: grpc.aio.ServicerContext
+        self, request_iterator: AsyncIterator[discovery_pb2.DiscoveryRequest], context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[discovery_pb2.DiscoveryResponse]:
         stream = _Stream(self, context.peer())
 
@@ -354,7 +355,7 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
         stream.wake.clear()
         return not stream.dropping
 
-    async def _drop(self, stream: _Stream, context: grpc.aio.ServicerContext) -> None:
+    async def _drop(self, stream: _Stream, context: grpc.aio.ServicerContext[Any, Any]) -> None:
         self.dropped += 1
         await context.abort(grpc.StatusCode.UNAVAILABLE, "xDS responses unanswered for too long; reconnect")
 
@@ -384,7 +385,8 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
                 stream.wake.set()
 
 
-def create_server(address: str, *servicers_adders) -> tuple[grpc.aio.Server, int]:
+def create_server(address: str, *servicers_adders: tuple[Callable[[Any, grpc.aio.Server], None], object],
+                  ) -> tuple[grpc.aio.Server, int]:
     """An unstarted server on `address` (port 0 picks one) with each `(add_function, servicer)`;
     returns it and its port."""
     server = grpc.aio.server()

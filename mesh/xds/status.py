@@ -7,6 +7,7 @@ translation fails (`mesh.xds.reconcile.Reconciler.failures`) and the failing bac
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from typing import Any
 
 import grpc
 
@@ -37,5 +38,5 @@ class StatusServer(status_pb2_grpc.StatusServiceServicer):
         self._read = read
 
     async def GetStatus(self, request: status_pb2.GetStatusRequest,
-                        context: grpc.aio.ServicerContext) -> status_pb2.GetStatusResponse:
+                        context: grpc.aio.ServicerContext[Any, Any]) -> status_pb2.GetStatusResponse:
         return self._read()

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
+from typing import Any
 
 from grpc_health.v1 import health, health_pb2
 
@@ -56,12 +57,12 @@ class Health:
 
 
 class Supervisor:
-    def __init__(self, on_health_change: Callable[[], Awaitable[None]], failing: dict[str, str],
+    def __init__(self, on_health_change: Callable[[], Coroutine[Any, Any, None]], failing: dict[str, str],
                  backoff_min: float = BACKOFF_MIN, backoff_max: float = BACKOFF_MAX) -> None:
         self._on_health_change = on_health_change
         self._failing = failing
         self._backoff_min, self._backoff_max = backoff_min, backoff_max
-        self._pending: set[asyncio.Task] = set()
+        self._pending: set[asyncio.Task[None]] = set()
         self._backoff: dict[str, float] = {}  # task name -> the next pause; reset once it recovers
 
     def healthy(self, name: str) -> None:
@@ -83,7 +84,7 @@ class Supervisor:
                 reason = "ended unexpectedly"
             except asyncio.CancelledError:
                 raise
-            except Exception as error:  # noqa: BLE001 - whatever it was, log it and start again
+            except Exception as error:  # whatever it was, log it and start again
                 reason = f"{type(error).__name__}: {error}"
                 backoff = self._backoff.get(name, self._backoff_min)
                 log.error("%s failed, the last published resources keep serving; retrying in %.1f s: %s",

@@ -45,9 +45,9 @@ DEFAULT_RETRIES = 2  # istiod's default policy
 DEFAULT_RETRY_ON = "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes"
 GRPC_RETRY_ON = ("cancelled", "deadline-exceeded", "internal", "resource-exhausted", "unavailable")
 # What Istio's validation accepts in retryOn besides HTTP status codes.
-RETRY_CONDITIONS = GRPC_RETRY_ON + ("5xx", "gateway-error", "reset", "reset-before-request", "connect-failure",
-                                    "envoy-ratelimited", "retriable-4xx", "refused-stream", "retriable-status-codes",
-                                    "retriable-headers", "http3-post-connect-failure")
+RETRY_CONDITIONS = (*GRPC_RETRY_ON, "5xx", "gateway-error", "reset", "reset-before-request", "connect-failure",
+                    "envoy-ratelimited", "retriable-4xx", "refused-stream", "retriable-status-codes",
+                    "retriable-headers", "http3-post-connect-failure")
 MAX_ATTEMPTS = 5  # gRPC's cap on attempts (the first call and its retries)
 GRPC_CODES = {"OK": 0, "CANCELLED": 1, "UNKNOWN": 2, "INVALID_ARGUMENT": 3, "DEADLINE_EXCEEDED": 4, "NOT_FOUND": 5,
               "ALREADY_EXISTS": 6, "PERMISSION_DENIED": 7, "RESOURCE_EXHAUSTED": 8, "FAILED_PRECONDITION": 9,

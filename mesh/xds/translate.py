@@ -41,7 +41,7 @@ from envoy.extensions.filters.http.router.v3 import router_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 from google.protobuf import any_pb2
 from google.protobuf.message import Message
-from istio.networking.v1alpha3 import destination_rule_pb2
+from istio.networking.v1alpha3 import destination_rule_pb2, virtual_service_pb2
 
 from mesh.xds import security, traffic
 from mesh.xds.catalog import Endpoint
@@ -149,12 +149,14 @@ def client_listener(name: str, target: ClientTarget, policy: Policy) -> listener
     return listener_pb2.Listener(name=name, api_listener=api_listener_pb2.ApiListener(api_listener=pack(hcm)))
 
 
-def _destination_target(target: ClientTarget, destination, policy_namespace: str) -> ClientTarget:
+def _destination_target(target: ClientTarget, destination: virtual_service_pb2.Destination,
+                        policy_namespace: str) -> ClientTarget:
     service = host_service(destination.host, policy_namespace)
     return ClientTarget(service, destination.port.number or target.port)
 
 
-def _hash_policies(destination: ClientTarget, subset: str, policy: Policy) -> list:
+def _hash_policies(destination: ClientTarget, subset: str,
+                   policy: Policy) -> list[route_components_pb2.RouteAction.HashPolicy]:
     """A header hash policy when the destination's (merged) load balancer is consistentHash, as
     istiod puts it on the route."""
     lb = traffic_policy(policy.of(destination.service).destination_rule, subset).load_balancer
@@ -164,7 +166,7 @@ def _hash_policies(destination: ClientTarget, subset: str, policy: Policy) -> li
     return []
 
 
-def _action(target: ClientTarget, http, policy: Policy) -> route_components_pb2.RouteAction:
+def _action(target: ClientTarget, http: virtual_service_pb2.HTTPRoute, policy: Policy) -> route_components_pb2.RouteAction:
     destinations = [(_destination_target(target, r.destination, target.service.namespace), r.destination.subset,
                      r.weight) for r in http.route]
     if len(destinations) == 1:
@@ -172,7 +174,7 @@ def _action(target: ClientTarget, http, policy: Policy) -> route_components_pb2.
         return route_components_pb2.RouteAction(cluster=cluster_name(dest, subset),
                                                 hash_policy=_hash_policies(dest, subset, policy))
     weighted = route_components_pb2.WeightedCluster()
-    hash_policies = []
+    hash_policies: list[route_components_pb2.RouteAction.HashPolicy] = []
     for dest, subset, weight in destinations:
         if weight == 0:
             continue  # istiod leaves out a zero-weight destination
@@ -182,12 +184,12 @@ def _action(target: ClientTarget, http, policy: Policy) -> route_components_pb2.
     return route_components_pb2.RouteAction(weighted_clusters=weighted, hash_policy=hash_policies)
 
 
-def _string_match(matcher) -> tuple[str, str] | None:
+def _string_match(matcher: virtual_service_pb2.StringMatch) -> tuple[str, str] | None:
     kind = matcher.WhichOneof("match_type")
     return None if kind is None else (kind, getattr(matcher, kind))
 
 
-def _route_match(match) -> route_components_pb2.RouteMatch:
+def _route_match(match: virtual_service_pb2.HTTPMatchRequest) -> route_components_pb2.RouteMatch:
     """HTTPMatchRequest -> RouteMatch. Header matchers use the fields every gRPC client reads
     (exact_match, prefix_match, safe_regex_match), uri the path specifiers; gRPC paths are
     `/package.Service/Method`."""
@@ -254,7 +256,7 @@ def route_configuration(target: ClientTarget, policy: Policy, exact_timeouts: bo
     return route_pb2.RouteConfiguration(name=cluster_name(target), virtual_hosts=[host])
 
 
-def traffic_policy(rule, subset: str):
+def traffic_policy(rule: destination_rule_pb2.DestinationRule | None, subset: str) -> destination_rule_pb2.TrafficPolicy:
     """The DestinationRule's trafficPolicy with the subset's own over it, top-level field by field
     (loadBalancer, connectionPool, outlierDetection, tls), as istiod's MergeTrafficPolicy does."""
     merged = destination_rule_pb2.TrafficPolicy()
@@ -269,7 +271,8 @@ def traffic_policy(rule, subset: str):
     return merged
 
 
-def client_tls(rule, subset: str, port: int, merged=None):
+def client_tls(rule: destination_rule_pb2.DestinationRule | None, subset: str, port: int,
+               merged: destination_rule_pb2.TrafficPolicy | None = None) -> destination_rule_pb2.ClientTLSSettings:
     """The ClientTLSSettings that apply to calls to `port` of a subset: the merged trafficPolicy's,
     unless a portLevelSettings entry for the port sets tls (the subset's port-level entry over the
     rule's), as istiod's MergeTrafficPolicy and its port selection do."""
@@ -285,7 +288,7 @@ def client_tls(rule, subset: str, port: int, merged=None):
     return tls
 
 
-def subset_labels(rule, subset: str) -> dict[str, str] | None:
+def subset_labels(rule: destination_rule_pb2.DestinationRule | None, subset: str) -> dict[str, str] | None:
     """The labels a subset selects; None if no rule defines it."""
     for candidate in (rule.subsets if rule is not None else ()):
         if candidate.name == subset:

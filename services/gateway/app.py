@@ -266,7 +266,8 @@ async def _answer(request: web.Request, handler) -> web.StreamResponse:
     except grpc.aio.AioRpcError as error:
         return error_response(from_rpc_error(error))
     except web.HTTPException as error:  # aiohttp's own 404 / 405
-        code = {404: grpc.StatusCode.NOT_FOUND, 405: grpc.StatusCode.UNIMPLEMENTED}.get(error.status, grpc.StatusCode.INVALID_ARGUMENT)
+        code = {404: grpc.StatusCode.NOT_FOUND, 405: grpc.StatusCode.UNIMPLEMENTED}.get(error.status,
+                                                                                         grpc.StatusCode.INVALID_ARGUMENT)
         return error_response(ServiceError(code, f"{request.method} {request.path}: {error.reason}"), error.status)
     except Exception:
         log.exception("unexpected error")

@@ -50,7 +50,8 @@ def _undone() -> ServiceError:
     """A resumed attempt found its reservation or charge already undone (a compensation that did
     not finish): the rest is undone too, and the retry after this transient failure starts a
     fresh attempt."""
-    return ServiceError(grpc.StatusCode.UNAVAILABLE, "an earlier try of this order was undone; retry with the same Idempotency-Key")
+    return ServiceError(grpc.StatusCode.UNAVAILABLE,
+                        "an earlier try of this order was undone; retry with the same Idempotency-Key")
 
 
 def _user_violations(user_id: str) -> list[tuple[str, str]]:
@@ -187,7 +188,7 @@ class OrderServicer(orders_pb2_grpc.OrderServiceServicer):
             record = self._store.by_request(request.user_id, request.request_id)
             if record is None:
                 now = timestamp_pb2.Timestamp()
-                now.FromDatetime(datetime.datetime.now(datetime.timezone.utc))
+                now.FromDatetime(datetime.datetime.now(datetime.UTC))
                 draft = orders_pb2.Order(
                     id=f"ord_{uuid.uuid4().hex[:20]}",
                     customer_id=request.customer_id,
@@ -302,7 +303,8 @@ class OrderServicer(orders_pb2_grpc.OrderServiceServicer):
                 inventory_pb2.ReleaseStockRequest(reservation_id=step_id), wait_for_ready=True)
         except grpc.RpcError as error:
             log.error("compensation of %s incomplete: %s; a retry resumes it", order.id, error.code())
-            raise ServiceError(grpc.StatusCode.UNAVAILABLE, "could not undo the order yet; retry with the same Idempotency-Key") from None
+            raise ServiceError(grpc.StatusCode.UNAVAILABLE,
+                               "could not undo the order yet; retry with the same Idempotency-Key") from None
 
 
 def make_servicers(config: InstanceConfig, settings: object) -> list[Servicer]:

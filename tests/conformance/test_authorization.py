@@ -20,13 +20,12 @@ from pathlib import Path
 
 import grpc
 import pytest
+from conftest import Mesh, Probe
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from polymesh.conformance.v1 import conformance_pb2, conformance_pb2_grpc
 from support.poll import poll_until
 from support.xds import start_control_plane
-
-from conftest import Mesh, Probe
 
 pytestmark = pytest.mark.integration
 

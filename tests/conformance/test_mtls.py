@@ -17,6 +17,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+from conftest import SERVICE_PORT, Mesh, Probe
 from cryptography import x509
 from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
 
@@ -26,8 +27,6 @@ from support import csds
 from support.figures import Figures
 from support.poll import poll_until
 from support.xds import ControlPlane, start_control_plane
-
-from conftest import SERVICE_PORT, Mesh, Probe
 
 pytestmark = pytest.mark.integration
 

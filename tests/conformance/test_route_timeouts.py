@@ -32,14 +32,13 @@ from pathlib import Path
 
 import grpc
 import pytest
+from conftest import REPO, SERVICE_PORT, Mesh, Probe
 from envoy.config.route.v3 import route_pb2
 from envoy.service.status.v3 import csds_pb2, csds_pb2_grpc
 
 from polymesh.conformance.v1 import conformance_pb2, conformance_pb2_grpc
 from support.poll import poll_until
 from support.xds import ControlPlane, start_control_plane
-
-from conftest import REPO, SERVICE_PORT, Mesh, Probe
 
 pytestmark = pytest.mark.integration
 

@@ -56,8 +56,9 @@ def test_image_has_no_compiler_cache_or_test(built_images: dict[str, str], resou
               /opt/venv/lib/python3*/site-packages/grpc_tools /app/node_modules/typescript \
               /app/node_modules/patch-package /root/.cache /root/.npm /root/go /src 2>/dev/null || true
         find / -xdev \( -path /proc -o -path /sys \) -prune -o \
-             \( -name tests -o -name '*.test.js' -o -name '*_test.go' -o -name '*.test.ts' \) -print 2>/dev/null \
-             | grep -E '^/(app/(mesh|services|protos)|var/lib/polymesh|etc/polymesh)|site-packages/(mesh|services|shop|polymesh)/' || true
+             \( -name tests -o -name '*.test.js' -o -name '*_test.go' -o -name '*.test.ts' \) -print 2>/dev/null |
+             grep -E '^/(app/(mesh|services|protos)|var/lib/polymesh|etc/polymesh)|site-packages/(mesh|services|shop|polymesh)/' \
+             || true
         """, user="0")
     assert found == "", f"{name} carries build or test files:\n{found}"
 

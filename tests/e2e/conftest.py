@@ -14,11 +14,11 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from support.reports import add_failure_report
-from support.tokens import bearer, run_key
 from mesh.auth.tokens import mint
 from mesh.runner import consul_acl, scenarios, topology
 from mesh.runner.cli import ports_in_use
+from support.reports import add_failure_report
+from support.tokens import bearer, run_key
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 OFFSETS = (1000, 2000, 3000, 4000)

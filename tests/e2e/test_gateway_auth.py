@@ -121,7 +121,7 @@ def test_a_user_reads_their_own_orders_and_another_users_order_is_a_plain_404(me
     missing = gateway.get("/v1/orders/ord_00000000000000000000", headers=bob)
     assert theirs.status_code == missing.status_code == 404
     said = [r.json()["error"] for r in (theirs, missing)]
-    for error, order_id in zip(said, (order["id"], "ord_00000000000000000000")):
+    for error, order_id in zip(said, (order["id"], "ord_00000000000000000000"), strict=True):
         error["message"] = error["message"].replace(order_id, "ID")
         error["details"][0]["metadata"]["resource_ids"] = "ID"
     assert said[0] == said[1]  # nothing tells "exists, not yours" from "does not exist"
@@ -184,6 +184,7 @@ def test_oversized_body_and_headers_are_refused_with_clear_4xx(mesh, gateway, at
 
 def test_the_issuers_signing_key_is_private_and_in_no_log(mesh):
     import stat
+
     from mesh.runner import topology
     auth = topology.auth_dir(mesh.run_dir)
     assert stat.S_IMODE(auth.stat().st_mode) == 0o700

@@ -36,5 +36,5 @@ def test_request_logs_carry_the_trace_id_of_the_response(mesh, http):
         "payment": {"cardToken": "tok_visa"}})
     assert reply.status_code == 200, reply.text
     trace_id = reply.headers["X-Trace-Id"]
-    orders = [json.loads(l) for l in (mesh.run_dir / "logs" / "orders.log").read_text().splitlines()]
+    orders = [json.loads(line) for line in (mesh.run_dir / "logs" / "orders.log").read_text().splitlines()]
     assert any(r.get("trace_id") == trace_id and r["message"] == "order confirmed" for r in orders)

@@ -79,7 +79,7 @@ def test_each_new_service_is_in_the_topology_istio_and_the_generated_files(repo:
                                  "i.admin_port] for i in s.instances]] for s in topology.SERVICES}))")))
     ports = [services[name][1] for name in NEW]
     assert ports == [50101, 50111, 50121], services  # the next free ports after orders' 50091, in order
-    for (name, lang), port in zip(NEW.items(), ports):
+    for (name, lang), port in zip(NEW.items(), ports, strict=True):
         assert services[name] == [LANGUAGE[lang], port, [[f"{name}-v1", "v1", port, port - 31000]]]
         assert f"host: {name}.default.svc.cluster.local" in (repo / "istio" / f"{name}.yaml").read_text()
         assert f"  name: {name}\n" in (repo / "istio" / "security.yaml").read_text()

@@ -4,8 +4,8 @@ changes where the gateway's calls go, with no restart, and taking it away restor
 from __future__ import annotations
 
 import shutil
-import time
 import subprocess
+import time
 
 import pytest
 

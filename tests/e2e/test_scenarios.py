@@ -153,10 +153,10 @@ def test_outlier_detection_ejects_the_failing_inventory_replica(mesh, http, scen
 
 
 def _burst(mesh, calls: int = 20) -> list[tuple[int, float]]:
-    with httpx.Client(base_url=mesh.gateway, timeout=30, limits=httpx.Limits(max_connections=calls)) as client:
-        with concurrent.futures.ThreadPoolExecutor(max_workers=calls) as pool:
-            timed = pool.map(lambda _: _timed(client.get, PAGE), range(calls))
-            return [(reply.status_code, took) for reply, took in timed]
+    with (httpx.Client(base_url=mesh.gateway, timeout=30, limits=httpx.Limits(max_connections=calls)) as client,
+          concurrent.futures.ThreadPoolExecutor(max_workers=calls) as pool):
+        timed = pool.map(lambda _: _timed(client.get, PAGE), range(calls))
+        return [(reply.status_code, took) for reply, took in timed]
 
 
 def test_circuit_breaker_sheds_load_with_unavailable_instead_of_queueing(mesh, http, scenarios):

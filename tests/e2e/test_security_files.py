@@ -15,7 +15,7 @@ def _secret_files(run_dir: pathlib.Path) -> list[pathlib.Path]:
     def secret(path: pathlib.Path) -> bool:
         name = path.name.lower()
         return (name.endswith(".token") or name == consul_acl.config_path(run_dir).name
-                or "key" in name and "pub" not in name and not name.startswith("."))
+                or ("key" in name and "pub" not in name and not name.startswith(".")))
     return sorted(path for path in run_dir.rglob("*") if path.is_file() and secret(path))
 
 

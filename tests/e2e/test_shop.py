@@ -9,7 +9,6 @@ import uuid
 import pytest
 
 from mesh.runner import topology
-from support.poll import poll_until
 
 ORDER = {"customerId": "cust-1", "currency": "EUR", "items": [{"productId": "sku-kettle", "quantity": 1}],
          "payment": {"cardToken": "tok_visa"}}
@@ -36,7 +35,7 @@ def ledger(mesh, sql: str, *args):
 
 def test_up_printed_every_instance_healthy_and_the_addresses(mesh):
     for instance in (i.name for s in topology.SERVICES for i in s.instances):
-        line = next(l for l in mesh.up_output.splitlines() if l.startswith(instance + " "))
+        line = next(row for row in mesh.up_output.splitlines() if row.startswith(instance + " "))
         assert line.rstrip().endswith("passing"), line
     for label in ("gateway", "consul UI", "jaeger query API"):
         assert label in mesh.up_output
@@ -100,7 +99,8 @@ def test_a_repeated_idempotency_key_gives_the_same_order_and_reserves_once(http,
 
 def test_a_declined_payment_is_412_and_leaves_stock_unchanged(http, mesh):
     before = available(http, "sku-tamper")
-    reply = order(http, {**ORDER, "items": [{"productId": "sku-tamper", "quantity": 1}], "payment": {"cardToken": "tok_declined"}})
+    reply = order(http, {**ORDER, "items": [{"productId": "sku-tamper", "quantity": 1}],
+                         "payment": {"cardToken": "tok_declined"}})
     assert reply.status_code == 412, reply.text
     error = reply.json()["error"]
     assert error["code"] == "FAILED_PRECONDITION"

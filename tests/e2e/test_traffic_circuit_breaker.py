@@ -67,7 +67,7 @@ def test_calls_beyond_the_limit_fail_fast_instead_of_queueing(driver, istio_file
     at_replica = replica.calls() - before
 
     queued = driver.queued(outcomes)
-    own = {id(o): o.seconds - q for o, q in zip(outcomes, queued)}  # from when the driven service took it up
+    own = {id(o): o.seconds - q for o, q in zip(outcomes, queued, strict=True)}  # from when the driven service took it up
     served = [o for o in outcomes if o.upstream_ok]
     rejected = [o for o in outcomes if o.upstream_failed or o.code == "RESOURCE_EXHAUSTED"]
     fast = [o for o in rejected if own[id(o)] < DELAY / 2]

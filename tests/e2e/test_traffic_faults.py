@@ -37,7 +37,7 @@ def test_fault_abort_and_delay_rates_hold_within_5_points(driver, istio_files, f
     before = driver.upstream_calls()
     outcomes = driver.run(CALLS, concurrency=CONCURRENCY.get(driver.language))
     reached = sum(counts_by(before, driver.upstream_calls()).values())
-    own = [o.seconds - queued for o, queued in zip(outcomes, driver.queued(outcomes))]
+    own = [o.seconds - queued for o, queued in zip(outcomes, driver.queued(outcomes), strict=True)]
 
     aborted = [o for o in outcomes if o.upstream_failed]
     delayed = [seconds for seconds in own if seconds >= DELAY]
@@ -48,7 +48,7 @@ def test_fault_abort_and_delay_rates_hold_within_5_points(driver, istio_files, f
                       delayed_median_ms=round(1000 * statistics.median(delayed)) if delayed else None,
                       undelayed_median_ms=round(1000 * statistics.median(prompt)) if prompt else None,
                       undelayed_max_ms=round(1000 * max(prompt)) if prompt else None,
-                      queued_in_client_service=sum(o.seconds - s > 0.05 for o, s in zip(outcomes, own)),
+                      queued_in_client_service=sum(o.seconds - s > 0.05 for o, s in zip(outcomes, own, strict=True)),
                       reached_upstream=reached))
 
     assert all(o.upstream_ok or o.upstream_failed for o in outcomes), f"unexpected answers: {codes(outcomes)}"

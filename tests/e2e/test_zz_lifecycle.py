@@ -47,7 +47,8 @@ def test_a_crashed_instance_is_restarted_and_the_restart_shows_in_status(mesh):
 
 
 def test_orders_still_work_after_the_restart(mesh):
-    reply = httpx.post(f"{mesh.gateway}/v1/orders", headers={"Idempotency-Key": "after-restart", **mesh.auth()}, timeout=30, json={
+    reply = httpx.post(f"{mesh.gateway}/v1/orders", headers={"Idempotency-Key": "after-restart", **mesh.auth()}, timeout=30,
+                       json={
         "customerId": "c", "currency": "JPY", "items": [{"productId": "sku-filter-papers", "quantity": 3}],
         "payment": {"cardToken": "tok_visa"}})
     assert reply.status_code == 200, reply.text
@@ -64,7 +65,8 @@ def test_a_crash_of_orders_loses_no_acknowledged_order(mesh):
     os.kill(victim, signal.SIGKILL)
     poll_until(lambda: _state(mesh)["orders"]["pid"] not in (None, victim), timeout=15, message="orders restarted")
     for placed in acknowledged:
-        reply = poll_until(lambda: (r := httpx.get(f"{mesh.gateway}/v1/orders/{placed['id']}", headers=mesh.auth(), timeout=10)).status_code == 200 and r,
+        reply = poll_until(lambda: (r := httpx.get(f"{mesh.gateway}/v1/orders/{placed['id']}", headers=mesh.auth(),
+                                                   timeout=10)).status_code == 200 and r,
                            timeout=20, interval=0.2, message=f"order {placed['id']} readable after the crash")
         assert reply.json()["order"] == placed
     again = _place(mesh, "before-orders-crash-0")  # the same key still gives the same order

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from support.kubernetes import BIN, ROOT, Cluster
 from mesh.runner import kube, topology
+from support.kubernetes import BIN, ROOT, Cluster
 
 OVERLAYS = ROOT / "kubernetes" / "overlays"
 INVALID = Path(__file__).parent / "invalid"

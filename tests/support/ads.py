@@ -27,7 +27,7 @@ from google.rpc import status_pb2
 
 from mesh.xds import bootstrap
 
-__all__ = ["AdsClient", "CDS", "EDS", "LDS", "RDS"]
+__all__ = ["CDS", "EDS", "LDS", "RDS", "AdsClient"]
 
 LDS = "type.googleapis.com/envoy.config.listener.v3.Listener"
 RDS = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
@@ -79,7 +79,7 @@ class AdsClient:
             self._reading = asyncio.ensure_future(self.call.read())
         done, _ = await asyncio.wait([self._reading], timeout=timeout)
         if not done:
-            raise asyncio.TimeoutError(f"no response within {timeout} s")
+            raise TimeoutError(f"no response within {timeout} s")
         response, self._reading = self._reading.result(), None
         assert response is not grpc.aio.EOF, "the control plane ended the stream"
         return response
@@ -88,7 +88,7 @@ class AdsClient:
         """Assert that no response arrives within `seconds`."""
         try:
             unexpected = await self.recv(timeout=seconds)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return
         raise AssertionError(f"unexpected response: {unexpected}")
 
@@ -133,7 +133,7 @@ class AdsClient:
                 raise AssertionError(f"no {type_url.rsplit('.', 1)[-1]} response satisfied the condition; last: {last}")
             try:
                 response = await self.recv(remaining)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 continue
             await self.ack(response)
             if response.type_url == type_url:

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
 from shop.catalog.v1 import catalog_pb2, catalog_pb2_grpc
 
 __all__ = ["CatalogBackend", "start_catalog_backend", "start_catalog_backend_process"]

@@ -24,8 +24,8 @@ from pathlib import Path
 import consul
 
 from support.poll import poll_until
-from support.procs import Proc
 from support.ports import free_ports
+from support.procs import Proc
 
 __all__ = ["CONSUL_BIN", "ConsulAgent"]
 

@@ -17,7 +17,7 @@ import re
 import time
 from pathlib import Path
 
-__all__ = ["Figures", "RESULTS_DIR"]
+__all__ = ["RESULTS_DIR", "Figures"]
 
 RESULTS_DIR = Path(__file__).resolve().parents[2] / ".run" / "traffic"  # the repository's .run/
 

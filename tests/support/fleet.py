@@ -67,7 +67,7 @@ class SyntheticClient:
                         self._took(response)
                     await ads.send(response.type_url, self.names[response.type_url], version=response.version_info,
                                    nonce=response.nonce)
-            except BaseException as error:  # noqa: BLE001 - recorded; the fleet reports it
+            except BaseException as error:  # recorded; the fleet reports it
                 self.ended = error
                 raise
 

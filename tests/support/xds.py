@@ -16,9 +16,8 @@ import sys
 from pathlib import Path
 
 import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-
 from envoy.service.status.v3 import csds_pb2, csds_pb2_grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from mesh.xds import bootstrap
 from support.poll import poll_until

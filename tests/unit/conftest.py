@@ -19,7 +19,7 @@ def serve() -> Iterator[Callable[..., grpc.Channel]]:
 
     def start(*pairs) -> grpc.Channel:
         server = grpc.server(futures.ThreadPoolExecutor(max_workers=8), interceptors=[ErrorInterceptor()])
-        for add, servicer in zip(pairs[::2], pairs[1::2]):
+        for add, servicer in zip(pairs[::2], pairs[1::2], strict=True):
             add(servicer, server)
         port = server.add_insecure_port("127.0.0.1:0")
         server.start()

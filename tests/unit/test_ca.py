@@ -15,8 +15,8 @@ from cryptography.x509 import verification
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from mesh.xds import bootstrap
-from mesh.xds.ca import CAError, Issuer, MeshCA, WorkloadId, write_workload_files
 from mesh.xds.bootstrap import NodeIdentity
+from mesh.xds.ca import CAError, Issuer, MeshCA, WorkloadId, write_workload_files
 
 
 def identity(service: str = "orders", instance: str = "orders-1", namespace: str = "default") -> NodeIdentity:
@@ -34,7 +34,7 @@ def verify(chain_pem: bytes, root_pem: bytes) -> x509.Certificate:
     root = x509.load_pem_x509_certificate(root_pem)
     leaf, *intermediates = x509.load_pem_x509_certificates(chain_pem)
     verifier = (verification.PolicyBuilder().store(verification.Store([root]))
-                .time(datetime.datetime.now(datetime.timezone.utc)).build_client_verifier())
+                .time(datetime.datetime.now(datetime.UTC)).build_client_verifier())
     verified = verifier.verify(leaf, intermediates)
     return verified.chain[0]
 
@@ -63,7 +63,7 @@ def test_a_ca_folder_with_half_a_ca_is_refused_not_replaced(tmp_path):
     folder = tmp_path / "ca"
     MeshCA.load_or_create(folder)
     (folder / "root-cert.pem").unlink()
-    with pytest.raises(CAError, match="lacks root-cert.pem"):
+    with pytest.raises(CAError, match=r"lacks root-cert\.pem"):
         MeshCA.load_or_create(folder)
     assert (folder / "ca.key").exists()
 

@@ -11,28 +11,26 @@ import base64
 import os
 import signal
 import socket
-import subprocess
 import sys
 import textwrap
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 from opentelemetry import trace
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import SpanLimits, TracerProvider
-from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 
+import support.jaeger
 from mesh.runtime import tracing
 from mesh.runtime.config import load_instance_config
 from mesh.runtime.export import ChildProcessSpanProcessor, rebuild_span, span_record
-import support.jaeger
 from support.poll import poll_until
 from support.procs import Processes
 
@@ -268,7 +266,7 @@ def test_the_child_exits_when_its_parent_is_killed(procs: Processes, child_state
                                    timeout=20, message="the parent printing its child's pid"))
         if child_state != "idle":
             collector.settimeout(20)
-            connection, _ = collector.accept()  # the child is exporting, and stays stuck
+            _connection, _ = collector.accept()  # the child is exporting, and stays stuck
         assert not _gone(child_pid)
 
         os.kill(parent.pid, signal.SIGKILL)

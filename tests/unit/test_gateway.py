@@ -9,11 +9,10 @@ import time
 import grpc
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
+from google.rpc import error_details_pb2
 from multidict import CIMultiDict, CIMultiDictProxy
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
-
-from google.rpc import error_details_pb2
 
 from mesh.auth.tokens import SigningKey, Verifier, mint
 from mesh.runtime.errors import ServiceError, invalid_argument

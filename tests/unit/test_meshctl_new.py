@@ -115,7 +115,7 @@ def test_the_plan_writes_a_sibling_of_each_language_and_nothing_else(repo: pathl
 
 
 def test_a_template_placeholder_without_a_value_is_an_error() -> None:
-    with pytest.raises(KeyError, match="{{port}}"):
+    with pytest.raises(KeyError, match=r"\{\{port\}\}"):
         scaffold.render("MESH_PORT={{port}}", {"name": "greeter"})
 
 

@@ -55,7 +55,7 @@ def test_every_span_once_in_the_terminals_order(spans: list[Span], html: str) ->
     assert sorted(ids) == sorted(s.span_id for s in spans) and len(set(ids)) == len(ids)
     terminal = [line for line in render(spans, 200).splitlines()[1:] if line.lstrip().startswith(("·", "✗"))]
     assert len(terminal) == len(ids)
-    for line, (_, s, attempt) in zip(terminal, ordered(spans)):
+    for line, (_, s, _attempt) in zip(terminal, ordered(spans), strict=True):
         assert f"{s.service}[" in line and s.name in line
 
 
@@ -68,7 +68,9 @@ def test_hostile_text_is_escaped(html: str) -> None:
 
 def test_no_external_urls(html: str) -> None:
     class Attributes(HTMLParser):
-        found: list[tuple[str, str, str]] = []
+        def __init__(self) -> None:
+            super().__init__()
+            self.found: list[tuple[str, str, str]] = []
 
         def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
             self.found += [(tag, name, value or "") for name, value in attrs]

@@ -43,7 +43,7 @@ class FakePricing(pricing_pb2_grpc.PricingServiceServicer):
                                        unit_price=money_pb2.Money(currency_code=request.currency_code, units=10),
                                        line_total=money_pb2.Money(currency_code=request.currency_code, units=10 * i.quantity))
                  for i in request.items]
-        total = money_pb2.Money(currency_code=request.currency_code, units=sum(l.line_total.units for l in lines))
+        total = money_pb2.Money(currency_code=request.currency_code, units=sum(line.line_total.units for line in lines))
         return pricing_pb2.GetQuoteResponse(quote=pricing_pb2.Quote(lines=lines, total=total, pricing_version="v1"))
 
 

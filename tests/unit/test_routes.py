@@ -25,7 +25,7 @@ def ms(value: int) -> duration_pb2.Duration:
     return duration
 
 
-def timeout_of(routes, method: str = ECHO, metadata=()) -> float | None | str:
+def timeout_of(routes, method: str = ECHO, metadata=()) -> float | str | None:
     headers = call_headers(metadata)
     for route in routes:
         if route.matches(method, headers):

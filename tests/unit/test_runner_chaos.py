@@ -68,7 +68,7 @@ def mesh(tmp_path: Path, procs):
     (tmp_path / "supervise.py").write_text(SUPERVISE)
     specs = []
     for (name, service, wave), port in zip((("infra", "", 1), ("fake-1", "fake", 2), ("fake-2", "fake", 2)),
-                                           free_ports(3)):
+                                           free_ports(3), strict=True):
         specs.append({"name": name, "wave": wave, "command": [sys.executable, str(tmp_path / "child.py"), str(port),
                                                               str(run_dir)],
                       "env": {}, "ready": ["http", f"http://127.0.0.1:{port}/"], "service": service,

@@ -8,10 +8,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
-from mesh.runner import scenarios, topology
 from istio.networking.v1alpha3 import destination_rule_pb2
 
+from mesh.runner import scenarios, topology
 from mesh.xds.istio import _State, compile_policy
 from mesh.xds.names import ServiceKey
 

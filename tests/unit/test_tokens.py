@@ -9,8 +9,7 @@ import time
 
 import pytest
 
-from mesh.auth.tokens import (AUDIENCE, ISSUER, KEY_FILE, KeyFileError, SigningKey, TokenError, Verifier, jwks_path,
-                              mint)
+from mesh.auth.tokens import AUDIENCE, ISSUER, KEY_FILE, KeyFileError, SigningKey, TokenError, Verifier, jwks_path, mint
 from support.tokens import hs256_with_public_key, signed_by_a_stranger, unsigned
 
 KEY = SigningKey.generate()
@@ -48,7 +47,10 @@ def test_every_forgery_is_refused_by_name(forge, reason):
 
 def test_the_hs256_confusion_would_pass_a_verifier_that_trusted_the_tokens_alg():
     """The forgery is real: its HMAC checks out against the public key. Only pinning RS256 stops it."""
-    import base64, hashlib, hmac
+    import base64
+    import hashlib
+    import hmac
+
     from cryptography.hazmat.primitives import serialization
     token = hs256_with_public_key(KEY, "mallory")
     signing_input, _, signature = token.rpartition(".")

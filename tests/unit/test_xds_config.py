@@ -35,7 +35,7 @@ def test_ca_and_certificates_default_to_the_run_folder():
 
 
 def test_a_certificate_ttl_below_two_seconds_is_refused():
-    with pytest.raises(ConfigError, match="MESH_CERT_TTL: must be at least 2 s: 0.5"):
+    with pytest.raises(ConfigError, match=r"MESH_CERT_TTL: must be at least 2 s: 0\.5"):
         load_config({"MESH_CERT_TTL": "0.5"})
 
 
@@ -43,5 +43,5 @@ def test_the_consul_token_is_read_as_the_runtimes_read_it(tmp_path):
     (tmp_path / "control-plane.token").write_text("9a50b0ec-62eb-4e5e-8323-c026d0b467ff\n")
     config = load_config({"CONSUL_HTTP_TOKEN_FILE": str(tmp_path / "control-plane.token")})
     assert config.consul_token == "9a50b0ec-62eb-4e5e-8323-c026d0b467ff" and config.consul_token not in repr(config)
-    with pytest.raises(ConfigError, match='CONSUL_HTTP_TOKEN_FILE: cannot read ".*missing"'):
+    with pytest.raises(ConfigError, match=r'CONSUL_HTTP_TOKEN_FILE: cannot read ".*missing"'):
         load_config({"CONSUL_HTTP_TOKEN_FILE": str(tmp_path / "missing")})

@@ -10,7 +10,8 @@ import pytest
 
 from support.consul import ConsulAgent
 from support.procs import Processes
-from support.xds import ControlPlane, start_control_plane as start
+from support.xds import ControlPlane
+from support.xds import start_control_plane as start
 from support.xds_probes import PROBES, PYTHON_PROBE, build_go_certwatch, build_go_probe, install_node_probe
 
 

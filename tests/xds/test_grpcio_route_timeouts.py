@@ -45,15 +45,15 @@ PROBE = Path(__file__).parent / "probes" / "python" / "timed_calls.py"
 def routed(timeout: float | None, tmp_path: Path) -> dict[str, object]:
     """The four resources for `catalog:7000` with a VirtualService timeout (None: none) and a 3 s
     fault delay, as sent to a client that is not C-core (max_stream_duration = the timeout)."""
-    (tmp_path / "vs.yaml").write_text(textwrap.dedent(f"""\
+    (tmp_path / "vs.yaml").write_text(textwrap.dedent("""\
         apiVersion: networking.istio.io/v1
         kind: VirtualService
-        metadata: {{name: catalog}}
+        metadata: {name: catalog}
         spec:
           hosts: [catalog]
           http:
-          - route: [{{destination: {{host: catalog}}}}]
-            fault: {{delay: {{fixedDelay: 3s, percentage: {{value: 100}}}}}}
+          - route: [{destination: {host: catalog}}]
+            fault: {delay: {fixedDelay: 3s, percentage: {value: 100}}}
         """) + (f"    timeout: {timeout}s\n" if timeout else ""))
     policy, rejections, _ = compile_policy(tmp_path.glob("*.yaml"), "default", _State())
     assert rejections == {}, rejections

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import itertools
 import json
 import os
 import socket
@@ -124,7 +125,7 @@ def test_certificates_are_rotated_at_half_their_lifetime_while_connected(consul_
                 await asyncio.sleep(0.05)
                 leaf = check_files(folder, ORDERS_SPIFFE)
                 if leaf.serial_number != current.serial_number:
-                    now = datetime.datetime.now(datetime.timezone.utc)
+                    now = datetime.datetime.now(datetime.UTC)
                     assert now < current.not_valid_after_utc, "replaced only after the old one expired"
                     serials.append(leaf.serial_number)
                     current = leaf
@@ -156,7 +157,7 @@ def test_grpc_go_file_watcher_picks_up_rotation_without_a_restart(consul_agent, 
     seen = [json.loads(line) for line in watcher.log_lines() if line.startswith("{")]
     assert len({s["serial"] for s in seen}) >= 3, watcher.log_text()  # the first and at least two rotations
     assert all(s["uris"] == ["spiffe://cluster.local/ns/default/sa/inventory"] and s["verified"] for s in seen)
-    for old, new in zip(seen, seen[1:]):  # each new one was served while the one before was still valid
+    for old, new in itertools.pairwise(seen):  # each new one was served while the one before was still valid
         assert datetime.datetime.fromisoformat(new["at"]) < datetime.datetime.fromisoformat(old["not_after"])
 
 

@@ -11,8 +11,8 @@ import sys
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from shop.catalog.v1 import catalog_pb2, catalog_pb2_grpc
 
+from shop.catalog.v1 import catalog_pb2, catalog_pb2_grpc
 from support.ads import EDS, LDS, AdsClient
 from support.backends import start_catalog_backend
 from support.poll import poll_until

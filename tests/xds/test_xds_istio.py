@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 from support.backends import start_catalog_backend
-from support.istio import DESTINATION_RULE, default_route, virtual_service, weighted, write_atomically as write
+from support.istio import DESTINATION_RULE, default_route, virtual_service, weighted
+from support.istio import write_atomically as write
 from support.poll import poll_until
 from support.xds import write_bootstrap
 from support.xds_probes import LANGUAGES, calls, probe_command
@@ -184,7 +185,8 @@ def test_least_request_round_robin_and_ring_hash_on_a_header_are_acked_and_used_
     from envoy.config.route.v3 import route_pb2
 
     rule_file = istio_dir / "catalog-rule.yaml"
-    rule_file.write_text(DESTINATION_RULE.replace("  subsets:\n", "  trafficPolicy: {loadBalancer: {simple: LEAST_REQUEST}}\n  subsets:\n"))
+    rule_file.write_text(DESTINATION_RULE.replace(
+        "  subsets:\n", "  trafficPolicy: {loadBalancer: {simple: LEAST_REQUEST}}\n  subsets:\n"))
     cp = start_control_plane(consul_agent.http_addr, env={"MESH_ISTIO_DIR": str(istio_dir)})
     probes = {language: start_probe(language, procs, tmp_path, cp.address, request, f"lb-{language}",
                                     [("x-user", "alice")]) for language in LANGUAGES}

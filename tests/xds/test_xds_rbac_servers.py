@@ -18,9 +18,8 @@ from pathlib import Path
 
 import grpc
 import pytest
-from grpc_health.v1 import health, health_pb2_grpc
 from envoy.service.discovery.v3 import ads_pb2_grpc
-from shop.catalog.v1 import catalog_pb2, catalog_pb2_grpc
+from grpc_health.v1 import health, health_pb2_grpc
 
 from mesh.runtime import core_experiments
 from mesh.xds.catalog import Catalog
@@ -28,6 +27,7 @@ from mesh.xds.istio import Policy, _State, compile_policy
 from mesh.xds.reconcile import Reconciler
 from mesh.xds.resources import ResourceStore
 from mesh.xds.server import AdsServer, create_server
+from shop.catalog.v1 import catalog_pb2, catalog_pb2_grpc
 from support.ports import free_port
 from support.xds import write_bootstrap
 

@@ -8,9 +8,8 @@ import contextlib
 import logging
 
 import grpc
-
-from grpc_health.v1 import health, health_pb2_grpc
 from envoy.service.discovery.v3 import ads_pb2_grpc
+from grpc_health.v1 import health, health_pb2_grpc
 
 from mesh.xds.catalog import Catalog, Endpoint
 from mesh.xds.reconcile import Reconciler
@@ -219,16 +218,16 @@ def test_requests_before_the_first_catalog_are_answered_when_it_arrives():
 
 def test_new_catalog_is_pushed_to_every_stream_and_only_for_changed_resources():
     async def scenario():
-        async with ads_server(catalog(5001)) as (plane, target):
-            async with AdsClient(target, "n1") as one, AdsClient(target, "n2") as two:
-                for c in (one, two):
-                    await c.ack(await c.request(LDS, [f"catalog:{PORT}"]))
-                    await c.ack(await c.request(EDS, [CATALOG_EDS]))
-                plane.publish(catalog(5001, 5002))
-                for c in (one, two):
-                    pushed = await c.recv()
-                    assert pushed.type_url == EDS  # the listener did not change, so it is not re-sent
-                    assert ports_in(c.decode(pushed)[CATALOG_EDS]) == [5001, 5002]
+        async with (ads_server(catalog(5001)) as (plane, target),
+                    AdsClient(target, "n1") as one, AdsClient(target, "n2") as two):
+            for c in (one, two):
+                await c.ack(await c.request(LDS, [f"catalog:{PORT}"]))
+                await c.ack(await c.request(EDS, [CATALOG_EDS]))
+            plane.publish(catalog(5001, 5002))
+            for c in (one, two):
+                pushed = await c.recv()
+                assert pushed.type_url == EDS  # the listener did not change, so it is not re-sent
+                assert ports_in(c.decode(pushed)[CATALOG_EDS]) == [5001, 5002]
 
     run(scenario())
 

@@ -10,10 +10,25 @@ from envoy.config.core.v3 import health_check_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 
 from mesh.xds.catalog import Endpoint
-from mesh.xds.names import (ClientTarget, ServiceKey, cluster_name, parse_client_listener, parse_cluster_name,
-                            parse_server_listener)
-from mesh.xds.translate import (Policy, TranslationError, WorkloadIdentity, client_listener, cluster, load_assignment,
-                                route_configuration, server_listener, translate_service)
+from mesh.xds.names import (
+    ClientTarget,
+    ServiceKey,
+    cluster_name,
+    parse_client_listener,
+    parse_cluster_name,
+    parse_server_listener,
+)
+from mesh.xds.translate import (
+    Policy,
+    TranslationError,
+    WorkloadIdentity,
+    client_listener,
+    cluster,
+    load_assignment,
+    route_configuration,
+    server_listener,
+    translate_service,
+)
 
 ROUTER_TYPE = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
 CATALOG = ServiceKey("catalog", "default")
@@ -102,7 +117,7 @@ def test_unknown_or_empty_service_gets_an_empty_load_assignment():
 
 
 def test_translation_rejects_an_address_that_is_not_an_ip():
-    with pytest.raises(TranslationError, match="'catalog-x': address 'catalog.example' is not an IP"):
+    with pytest.raises(TranslationError, match=r"'catalog-x': address 'catalog\.example' is not an IP"):
         translate_service(CATALOG, (endpoint("catalog-1", 5001), endpoint("catalog-x", 5002, "catalog.example")),
                           Policy())
 

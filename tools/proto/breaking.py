@@ -411,7 +411,7 @@ def render(findings: list[Finding], module: str = MODULE, branch: str = BRANCH) 
     broken = sum(1 for f in findings if f.rule != "COMPILE")
     summary = (f"{module}/ does not compile: fix it, then run make breaking again" if broken < len(findings)
                else f"{broken} breaking change{'s' if broken != 1 else ''} against {branch}")
-    return "\n\n".join(blocks + [summary])
+    return "\n\n".join([*blocks, summary])
 
 
 def _has_branch(root: Path, branch: str) -> bool:

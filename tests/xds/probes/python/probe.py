@@ -14,7 +14,8 @@ import signal
 import time
 
 import grpc
-import grpc.experimental  # noqa: F401 - needed for insecure_channel_credentials()
+import grpc.experimental  # needed for insecure_channel_credentials()
+
 from shop.catalog.v1 import catalog_pb2, catalog_pb2_grpc
 
 running = True

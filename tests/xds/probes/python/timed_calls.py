@@ -12,6 +12,7 @@ import json
 import time
 
 import grpc
+
 from shop.catalog.v1 import catalog_pb2, catalog_pb2_grpc
 
 

@@ -16,8 +16,8 @@ from pathlib import Path
 import grpc
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[3]))  # tests/, for `support`
-from support.backends import CatalogBackend  # noqa: E402
-from shop.catalog.v1 import catalog_pb2_grpc  # noqa: E402
+from shop.catalog.v1 import catalog_pb2_grpc
+from support.backends import CatalogBackend
 
 
 def main() -> None:
