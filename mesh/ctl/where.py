@@ -14,7 +14,7 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from mesh.runner import consul_acl, topology
+from mesh.runner import consul_acl, supervisor, topology
 
 __all__ = ["Mesh", "MeshDown"]
 
@@ -127,11 +127,7 @@ class Mesh:
 
     def state(self) -> dict[str, Any]:
         """The runner's state.json (PIDs, restarts), or an empty one."""
-        try:
-            state: dict[str, Any] = json.loads((self.run_dir / "state.json").read_text())
-            return state
-        except (OSError, ValueError):
-            return {"processes": []}
+        return supervisor.read_state(self.run_dir)
 
     def instance(self, name: str) -> tuple[topology.Service, topology.Instance]:
         """The topology's instance NAME (its ports without the offset); LookupError with the closest names."""

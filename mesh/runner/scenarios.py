@@ -39,7 +39,7 @@ import grpc
 import yaml
 
 from mesh.auth import tokens
-from mesh.runner import chaos, mtls, probes, topology
+from mesh.runner import chaos, mtls, probes, supervisor, topology
 
 __all__ = ["PARKED", "SCENARIOS", "Mesh", "Scenario", "Step", "applied_files", "main", "scenario_files"]
 
@@ -69,11 +69,8 @@ class Mesh:
     offset: int
 
     def state(self) -> dict[str, Any]:
-        try:
-            state: dict[str, Any] = json.loads((self.run_dir / "state.json").read_text())
-            return state
-        except (OSError, ValueError):
-            return {"processes": []}
+        """The runner's state.json (PIDs, restarts), or an empty one."""
+        return supervisor.read_state(self.run_dir)
 
     @property
     def istio_dir(self) -> pathlib.Path:

@@ -26,9 +26,20 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Mapping
+from typing import Any
 
 from mesh.runner import chaos, probes, topology
 from mesh.runner.topology import Process
+
+
+def read_state(run_dir: pathlib.Path) -> dict[str, Any]:
+    """The state a supervisor last saved in `run_dir` (state.json: see Supervisor._save), or an
+    empty one ({"processes": []}) when there is none or it cannot be read."""
+    try:
+        state: dict[str, Any] = json.loads((run_dir / "state.json").read_text())
+        return state
+    except (OSError, ValueError):
+        return {"processes": []}
 
 log = logging.getLogger(__name__)
 
