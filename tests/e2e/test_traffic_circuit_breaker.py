@@ -28,7 +28,7 @@ DELAY = 1.5  # seconds per call at the replica
 figures = make_figures("circuit breaker")
 
 
-def test_calls_beyond_the_limit_fail_fast_instead_of_queueing(driver, istio_files, procs, mesh, figures):
+def test_calls_beyond_the_limit_fail_fast_instead_of_queueing(procs, driver, istio_files, mesh, figures):
     up, t = driver.upstream, tag()
     policy = {"connectionPool": {"http": {"http2MaxRequests": LIMIT}}}
     istio_files.write(f"{up}.yaml", destination_rule(up, {"slow": {"labels": {"version": "slow"}, "trafficPolicy": policy}}))

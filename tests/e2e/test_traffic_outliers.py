@@ -33,7 +33,7 @@ OUTLIER_DETECTION = {"consecutive5xxErrors": 5, "interval": f"{round(INTERVAL * 
 figures = make_figures("outlier ejection")
 
 
-def test_a_failing_replica_is_ejected_within_two_intervals(driver, istio_files, procs, mesh, figures):
+def test_a_failing_replica_is_ejected_within_two_intervals(procs, driver, istio_files, mesh, figures):
     if istio_files.istiod:
         pytest.skip("istiod sends proxyless clients no outlier detection (see the next test); ours does")
     up, t = driver.upstream, tag()

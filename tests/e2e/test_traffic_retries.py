@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from support.csds import wait_endpoint
 from support.istio_files import destination, destination_rule, tag
+from support.poll import poll_until
 from support.replicas import start_replica
 from support.traffic import apply_routes, codes, driver, istio_files, make_figures, percent  # noqa: F401
 
@@ -28,18 +29,33 @@ RETRIES = {"attempts": 4, "retryOn": "unavailable"}  # gRPC makes at most 5 atte
 figures = make_figures("retries")
 
 
-def test_retries_turn_injected_unavailable_into_zero_errors(driver, istio_files, procs, mesh, figures):
+def until_calls_show(driver, replica, retried: bool, batch: int = 25, timeout: float = 10.0) -> None:
+    """Batches of calls until the replica shows the route's retry policy in force in the client's
+    channel: a failed attempt retried (or, with `attempts: 0`, one that is not). CSDS shows a route
+    as soon as the client has it, a little before its channel calls with it: measured under istiod,
+    where the first of 1000 calls could still go out without retries."""
+    def shown() -> bool:
+        before = replica.calls()
+        driver.run(batch)
+        at_replica = replica.calls() - before
+        return at_replica.started > batch if retried else (at_replica.failed > 0 and at_replica.started == batch)
+    poll_until(shown, timeout, 0, f"calls through {driver.client_service} {'with' if retried else 'without'} retries")
+
+
+def test_retries_turn_injected_unavailable_into_zero_errors(procs, driver, istio_files, mesh, figures):
     up, t = driver.upstream, tag()
     istio_files.write(f"{up}.yaml", destination_rule(up, {"flaky": {"labels": {"version": "flaky"}}}))
     replica = start_replica(procs, mesh, up, "flaky", {"MESH_INJECT_FAILURE_PERCENT": str(FAILURE_PERCENT)})
 
     apply_routes(driver, istio_files, {"name": f"once-{t}", "route": [destination(up, "flaky")], "retries": {"attempts": 0}})
     wait_endpoint(driver.client_admin, driver.cluster("flaky"), replica.port)
+    until_calls_show(driver, replica, retried=False)
     before = replica.calls()
     without = driver.run(CALLS)
     at_replica_without = replica.calls() - before
 
     apply_routes(driver, istio_files, {"name": f"retried-{t}", "route": [destination(up, "flaky")], "retries": RETRIES})
+    until_calls_show(driver, replica, retried=True)
     before = replica.calls()
     with_retries = driver.run(CALLS)
     at_replica_with = replica.calls() - before

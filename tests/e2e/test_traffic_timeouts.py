@@ -35,7 +35,7 @@ TOLERANCE = 0.10  # of the timeout
 figures = make_figures("route timeout")
 
 
-def test_a_route_timeout_fires_within_10_percent_of_its_value(driver, istio_files, procs, mesh, figures, request):
+def test_a_route_timeout_fires_within_10_percent_of_its_value(procs, driver, istio_files, mesh, figures, request):
     if driver.language == "python" and topology.control_plane_from_env() == "istiod":
         request.applymarker(pytest.mark.xfail(strict=True, reason=(
             "istiod sends the route timeout as max_stream_duration, which grpcio fires 1.1-1.9 s early "

@@ -29,9 +29,11 @@ __all__ = ["apply_routes", "codes", "counts_by", "driver", "istio_files", "make_
 @pytest.fixture(params=LANGUAGES)
 def driver(request: pytest.FixtureRequest, mesh) -> Driver:
     """The client language's driver, once a call through it succeeds (a client resolves its
-    upstream on its first call: before that its CSDS holds nothing to wait for)."""
+    upstream on its first call: before that its CSDS holds nothing to wait for). Each try has 1 s:
+    a call that starts while the previous test's routes are being restored can be held to its
+    deadline by the route it started on (measured: 5 s, the whole deadline, then the next try OK)."""
     made = make_driver(mesh, request.param)
-    poll_until(lambda: made.call(timeout=5).upstream_ok, 20, 0.2, f"a call through {made.client_service} to {made.upstream}")
+    poll_until(lambda: made.call(timeout=1).upstream_ok, 20, 0.2, f"a call through {made.client_service} to {made.upstream}")
     return made
 
 
