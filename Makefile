@@ -41,26 +41,26 @@ $(VENV)/.installed: pyproject.toml requirements.lock
 
 $(TOOLS)/consul: tools/consul/go.mod tools/consul/go.sum
 	$(call say,building Consul $(CONSUL_VERSION) from its Go module (first time: a few minutes))
-	cd tools/consul && go build -trimpath -o ../../$@ github.com/hashicorp/consul
+	tools/go-tool tools/consul $@ -trimpath github.com/hashicorp/consul
 
 $(TOOLS)/jaeger: tools/jaeger/go.mod tools/jaeger/go.sum
 	$(call say,building Jaeger $(JAEGER_VERSION) from its Go module (first time: a few minutes))
-	cd tools/jaeger && go build -trimpath -o ../../$@ github.com/jaegertracing/jaeger/cmd/jaeger
+	tools/go-tool tools/jaeger $@ -trimpath github.com/jaegertracing/jaeger/cmd/jaeger
 
 $(TOOLS)/istioctl: tools/istioctl/go.mod tools/istioctl/go.sum
 	$(call say,building istioctl $(ISTIO_VERSION) from its Go module (first time: a few minutes))
-	cd tools/istioctl && go build -trimpath -o ../../$@ istio.io/istio/istioctl/cmd/istioctl
+	tools/go-tool tools/istioctl $@ -trimpath istio.io/istio/istioctl/cmd/istioctl
 
 # istiod's own server (tools/istiod/main.go), for `MESH_CONTROL_PLANE=istiod make up` and
 # tests/istiod only: not part of `make tools`. A cold build takes minutes and near 3 GB of memory;
 # GOMAXPROCS=2 keeps it to this machine's two cores.
 $(TOOLS)/istiod-local: tools/istiod/go.mod tools/istiod/go.sum tools/istiod/main.go
 	$(call say,building istiod-local: istiod $(ISTIO_VERSION) from its Go module, files for config, no Kubernetes (first time: minutes))
-	cd tools/istiod && GOMAXPROCS=2 go build -trimpath -o ../../$@ .
+	GOMAXPROCS=2 tools/go-tool tools/istiod $@ -trimpath .
 
 $(TOOLS)/compose-check: tools/compose-check/go.mod tools/compose-check/go.sum tools/compose-check/main.go
 	$(call say,building compose-check: Docker Compose's own loader (compose-go) on docker-compose.yml)
-	cd tools/compose-check && go build -trimpath -o ../../$@ .
+	tools/go-tool tools/compose-check $@ -trimpath .
 
 # Kubernetes for tests/kubernetes only (no kubelet: objects are accepted and stored, no pod runs)
 KUBE_TOOLS := $(TOOLS)/kube-apiserver $(TOOLS)/kubectl $(TOOLS)/etcd $(TOOLS)/kustomize
@@ -69,23 +69,23 @@ KUBE_LDFLAGS := -X k8s.io/component-base/version.gitVersion=$(KUBERNETES_VERSION
 	-X k8s.io/client-go/pkg/version.gitVersion=$(KUBERNETES_VERSION)
 $(TOOLS)/kube-apiserver $(TOOLS)/kubectl &: tools/kubernetes/go.mod tools/kubernetes/go.sum
 	$(call say,building kube-apiserver and kubectl $(KUBERNETES_VERSION) from k8s.io/kubernetes (first time: about 8 min))
-	cd tools/kubernetes && go build -trimpath -ldflags '$(KUBE_LDFLAGS)' -o ../../$(TOOLS)/ \
+	tools/go-tool tools/kubernetes $(TOOLS)/ -trimpath -ldflags '$(KUBE_LDFLAGS)' \
 		k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kubectl
 
 $(TOOLS)/etcd: tools/etcd/go.mod tools/etcd/go.sum
 	$(call say,building etcd $(ETCD_VERSION) from its Go module (first time: about 3 min))
-	cd tools/etcd && go build -trimpath -o ../../$@ go.etcd.io/etcd/server/v3
+	tools/go-tool tools/etcd $@ -trimpath go.etcd.io/etcd/server/v3
 
 .PHONY: kube-tools
 kube-tools: $(KUBE_TOOLS) $(TOOLS)/istioctl ## Build what tests/kubernetes needs: kube-apiserver, kubectl, etcd, kustomize (cold: about 10 min)
 
 $(TOOLS)/kustomize: tools/kustomize/go.mod tools/kustomize/go.sum
 	$(call say,building kustomize $(KUSTOMIZE_VERSION) from its Go module)
-	cd tools/kustomize && go build -trimpath -o ../../$@ sigs.k8s.io/kustomize/kustomize/v5
+	tools/go-tool tools/kustomize $@ -trimpath sigs.k8s.io/kustomize/kustomize/v5
 
 $(TOOLS)/protoc-gen-go $(TOOLS)/protoc-gen-go-grpc &: tools/protoc-gen/go.mod tools/protoc-gen/go.sum
 	$(call say,building protoc-gen-go and protoc-gen-go-grpc)
-	cd tools/protoc-gen && go build -o ../../$(TOOLS)/ google.golang.org/protobuf/cmd/protoc-gen-go google.golang.org/grpc/cmd/protoc-gen-go-grpc
+	tools/go-tool tools/protoc-gen $(TOOLS)/ google.golang.org/protobuf/cmd/protoc-gen-go google.golang.org/grpc/cmd/protoc-gen-go-grpc
 
 tools/proto/node_modules/.installed: tools/proto/package.json tools/proto/package-lock.json
 	$(call say,buf and ts-proto from npm)
