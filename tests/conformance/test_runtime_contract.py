@@ -13,10 +13,11 @@ import subprocess
 import threading
 import time
 import urllib.request
+from collections.abc import Iterator
 
 import grpc
 import pytest
-from conftest import REPO, SERVICE_PORT, Mesh, command
+from conftest import REPO, SERVICE_PORT, Mesh, Probe, command
 from envoy.service.status.v3 import csds_pb2, csds_pb2_grpc
 from google.rpc import error_details_pb2
 from grpc_channelz.v1 import channelz_pb2, channelz_pb2_grpc
@@ -29,6 +30,7 @@ from polymesh.conformance.v1 import conformance_pb2, conformance_pb2_grpc
 from support.consul import ConsulAgent
 from support.poll import poll_until
 from support.ports import free_port
+from support.reports import add_failure_report
 from support.xds import start_control_plane
 
 pytestmark = pytest.mark.integration
@@ -42,6 +44,27 @@ ROUNDING_MS = 100  # grpc-timeout travels rounded up to its unit, so a server ma
 
 def traceparent(trace_id: str = TRACE_ID) -> tuple[tuple[str, str]]:
     return (("traceparent", f"00-{trace_id}-00f067aa0ba902b7-01"),)
+
+
+@pytest.fixture(scope="module")
+def called_probes(mesh: Mesh) -> Iterator[dict[str, Probe]]:
+    """One probe per language for the tests that only call it and leave it as they found it
+    (errors, streams, reflection): started at its first use, stopped with the module."""
+    started: dict[str, Probe] = {}
+    yield started
+    for probe in started.values():
+        probe.proc.stop()
+
+
+@pytest.fixture
+def called(world: Mesh, language: str, called_probes: dict[str, Probe], request: pytest.FixtureRequest) -> Probe:
+    """This language's shared probe (`world` stops only what the test itself started)."""
+    if language not in called_probes:
+        probe = called_probes[language] = world.start_probe(language)
+        world.procs.started.remove(probe.proc)  # the module's to stop, not the test's
+    probe = called_probes[language]
+    add_failure_report(request, lambda: f"----- {probe.instance_id} (shared) {probe.proc.log_path} -----\n{probe.proc.tail(40)}")
+    return probe
 
 
 def unreachable_warnings(probe) -> list[dict]:
@@ -223,8 +246,8 @@ def check_error(error: grpc.RpcError, failure: int, probe) -> None:
 
 
 @pytest.mark.parametrize("failure", list(EXPECTED_ERRORS), ids=lambda f: Failure.Name(f))
-def test_errors_on_unary_calls(world: Mesh, language: str, failure: int) -> None:
-    probe = world.start_probe(language)
+def test_errors_on_unary_calls(called: Probe, failure: int) -> None:
+    probe = called
     with pytest.raises(grpc.RpcError) as caught:
         probe.echo("ghost", failure=failure, timeout=5)
     check_error(caught.value, failure, probe)
@@ -232,8 +255,8 @@ def test_errors_on_unary_calls(world: Mesh, language: str, failure: int) -> None
 
 
 @pytest.mark.parametrize("failure", list(EXPECTED_ERRORS), ids=lambda f: Failure.Name(f))
-def test_errors_on_streaming_calls_after_the_messages(world: Mesh, language: str, failure: int) -> None:
-    probe = world.start_probe(language)
+def test_errors_on_streaming_calls_after_the_messages(called: Probe, failure: int) -> None:
+    probe = called
     received = []
     with probe.channel() as channel, pytest.raises(grpc.RpcError) as caught:
         stream = conformance_pb2_grpc.ConformanceServiceStub(channel).EchoStream(
@@ -248,8 +271,8 @@ def test_errors_on_streaming_calls_after_the_messages(world: Mesh, language: str
     assert [r.index for r in ok] == [0, 1, 2]
 
 
-def test_a_stream_may_end_before_its_first_message(world: Mesh, language: str) -> None:
-    probe = world.start_probe(language)
+def test_a_stream_may_end_before_its_first_message(called: Probe) -> None:
+    probe = called
     with probe.channel() as channel:
         stub = conformance_pb2_grpc.ConformanceServiceStub(channel)
         assert list(stub.EchoStream(conformance_pb2.EchoStreamRequest(message="none", count=0), timeout=5)) == []
@@ -438,8 +461,8 @@ def test_an_injected_delay_comes_before_the_handler_within_the_callers_deadline(
 # -- admin port: health, reflection, CSDS; none of it traced ---------------------------------------
 
 
-def test_reflection_lists_the_business_and_admin_services(world: Mesh, language: str) -> None:
-    probe = world.start_probe(language)
+def test_reflection_lists_the_business_and_admin_services(called: Probe) -> None:
+    probe = called
     with probe.admin() as channel:
         stub = reflection_pb2_grpc.ServerReflectionStub(channel)
         replies = stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=5)
