@@ -285,6 +285,7 @@ func register(t *testing.T, c *devConsul, id string, admin int) (*consulRegistra
 }
 
 func TestKeeperReRegistersAfterConsulRestart(t *testing.T) {
+	t.Parallel() // each runs a Consul of its own and mostly waits on it
 	c := startDevConsul(t)
 	const id = "inventory-keeper-a"
 	admin := adminHealth(t)
@@ -337,6 +338,7 @@ func TestKeeperReRegistersAfterConsulRestart(t *testing.T) {
 }
 
 func TestNoReRegistrationAfterStop(t *testing.T) {
+	t.Parallel() // each runs a Consul of its own and mostly waits on it
 	c := startDevConsul(t)
 	const id = "inventory-keeper-b"
 	r, logs := register(t, c, id, adminHealth(t))
@@ -368,6 +370,7 @@ func TestNoReRegistrationAfterStop(t *testing.T) {
 // Consul down when the instance starts: one WARN, retries with backoff, and the registration once
 // the agent is up.
 func TestRegistersWhenConsulComesUpLater(t *testing.T) {
+	t.Parallel() // each runs a Consul of its own and mostly waits on it
 	c := newDevConsul(t) // ports chosen, agent not started
 	const id = "inventory-late-consul"
 	_, logs := register(t, c, id, adminHealth(t))
