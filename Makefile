@@ -287,10 +287,8 @@ chromium: ## Install headless Chromium for the browser tests (Debian's pinned pa
 
 .PHONY: test
 test: build chromium $(PROTO_TOOLS) $(TOOLS)/istioctl $(TOOLS)/compose-check $(KUBE_TOOLS) $(TOOLS)/istiod-local ## Run every test: lint, contracts, istioctl, Go, TypeScript, Python (unit, conformance, control plane, Kubernetes API, end to end, and under real istiod)
-	$(MAKE) lint
-	$(MAKE) breaking
-	$(MAKE) test-go
-	$(MAKE) test-ts
+	@# independent and mostly waiting (the Go keeper tests on Consul): side by side, each one's output whole
+	$(MAKE) -j3 --output-sync=target lint breaking test-go test-ts
 	$(call say,Python tests)
 	$(PY) -m pytest --durations=30
 	$(call say,the end-to-end tests that apply under real istiod)
