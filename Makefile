@@ -289,10 +289,18 @@ chromium: ## Install headless Chromium for the browser tests (Debian's pinned pa
 test: build chromium $(PROTO_TOOLS) $(TOOLS)/istioctl $(TOOLS)/compose-check $(KUBE_TOOLS) $(TOOLS)/istiod-local ## Run every test: lint, contracts, istioctl, Go, TypeScript, Python (unit, conformance, control plane, Kubernetes API, end to end, and under real istiod)
 	@# independent and mostly waiting (the Go keeper tests on Consul): side by side, each one's output whole
 	$(MAKE) -j3 --output-sync=target lint breaking test-go test-ts
-	$(call say,Python tests)
-	$(PY) -m pytest --durations=30
+	$(call say,Python tests: the conformance modules that mostly wait on their probes, two at a time)
+	$(PY) -m pytest -n 2 --dist loadfile $(SIDE_BY_SIDE_TESTS)
+	$(call say,Python tests: the rest)
+	$(PY) -m pytest --durations=30 $(addprefix --ignore=,$(SIDE_BY_SIDE_TESTS))
 	$(call say,the end-to-end tests that apply under real istiod)
 	$(MAKE) test-istiod
+
+# Conformance modules whose tests mostly wait (a probe starting, Consul, a certificate's rotation):
+# `make test` runs them on two pytest-xdist workers, a module per worker (tests/support/ports.py gives
+# each worker ports of its own). The timing-sensitive route timeouts run alone, with the rest.
+SIDE_BY_SIDE_TESTS := tests/conformance/test_runtime_contract.py tests/conformance/test_mtls.py \
+	tests/conformance/test_authorization.py
 
 # The shop under real istiod (tools/istiod): the end-to-end tests that apply, on a mesh the e2e fixture
 # starts with MESH_CONTROL_PLANE=istiod. `make test` runs them last (istiod-local is a heavy build, made once).
