@@ -188,7 +188,9 @@ def test_a_route_timeout_bounds_a_call_to_a_slow_peer(world: Mesh, language: str
     relayer = Relayer(world.start_probe(language, xds_address=cp.address, peers=peers), slow, quick)
     print(f"\n[{language}] baseline relay {relayer.measure_baseline() * 1000:.1f} ms")
     # the relaying probe's channel to the slow peer, opened by a call the test's own deadline ends
-    assert relayer.relay(timeout=0.5)[0] == "DEADLINE_EXCEEDED"
+    # (the Go probe has passed on its relay's CANCELLED, 3 times in about 15 runs: the deadline ends
+    # the incoming call and the relayed one within the same millisecond; either way the call ended)
+    assert relayer.relay(timeout=0.5)[0] in ("DEADLINE_EXCEEDED", "CANCELLED")
     policy = istio / "slow.yaml"
     for timeout in (0.3, 0.7):
         followed = relayer.follow(policy, virtual_service(slow.service, ("", timeout), delay=False), [timeout])
